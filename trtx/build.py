@@ -1,0 +1,210 @@
+"""Build a :class:`trtx.net.Net` into a serialized engine plus its ``.json`` metadata.
+
+The metadata is what the runtime and ``infer`` need without re-reading the netdef: input/output names,
+shapes and dtypes, the batch profile, the precision, the backend that built it, the plugins to register
+before deserializing, the weights' hash and the netdef's own facts (classes, anchors, strides, ...).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trtx import __version__, backend
+from trtx.files import atomic_write
+from trtx.net import Net, NetdefError, np_dtype
+
+
+class BuildError(RuntimeError):
+    """The TensorRT builder refused the network; the message carries what it said."""
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """Batch sizes of the optimization profile (min == opt == max for a fixed batch)."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = 1
+
+    @classmethod
+    def parse(cls, text: str | int) -> BatchSpec:
+        """``"8"`` (fixed) or ``"1:4:16"`` (min:opt:max)."""
+        parts = str(text).split(":")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) == 1:
+            values *= 3
+        if len(values) != 3 or not (1 <= values[0] <= values[1] <= values[2]):
+            raise NetdefError(f"--batch {text!r}: expected N or MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX")
+        return cls(*values)
+
+    @property
+    def fixed(self) -> bool:
+        return self.min == self.max
+
+    def __str__(self) -> str:
+        return str(self.min) if self.fixed else f"{self.min}:{self.opt}:{self.max}"
+
+
+@dataclass
+class BuildOptions:
+    batch: BatchSpec = BatchSpec()
+    workspace_mib: int | None = None
+    optimization_level: int | None = None
+    progress: bool = True
+    verbose: bool = False
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shape_for(shape: tuple[int, ...], batch: int, name: str) -> tuple[int, ...]:
+    dims = list(shape)
+    for axis, d in enumerate(dims):
+        if d == -1:
+            if axis != 0:
+                raise NetdefError(f"input {name!r}: only the batch axis (0) may be dynamic, shape {shape}")
+            dims[axis] = batch
+    return tuple(dims)
+
+
+def _progress_monitor(trt):
+    """A tqdm-backed IProgressMonitor (None where the backend has none)."""
+    base = getattr(trt, "IProgressMonitor", None)
+    if base is None:
+        return None
+    from tqdm import tqdm
+
+    class Monitor(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.bars: dict[str, Any] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            depth = 0 if parent_phase is None else 1
+            if depth == 0:
+                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=False, file=sys.stderr)
+
+        def step_complete(self, phase_name, step):
+            bar = self.bars.get(phase_name)
+            if bar is not None:
+                bar.update(1)
+            return True
+
+        def phase_finish(self, phase_name):
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
+
+    return Monitor()
+
+
+def io_description(net: Net) -> dict[str, list[dict[str, Any]]]:
+    nw = net.network
+    inputs = [nw.get_input(i) for i in range(nw.num_inputs)]
+    outputs = [nw.get_output(i) for i in range(nw.num_outputs)]
+    describe = lambda t: {"name": t.name, "shape": list(t.shape), "dtype": np_dtype(t.dtype).name}  # noqa: E731
+    return {"inputs": [describe(t) for t in inputs], "outputs": [describe(t) for t in outputs]}
+
+
+def build_serialized(net: Net, options: BuildOptions | None = None) -> bytes:
+    """Run the real TensorRT builder on ``net``; raise :class:`BuildError` with the builder's messages."""
+    options = options or BuildOptions()
+    trt = net.trt
+    nw = net.network
+    if nw.num_outputs == 0:
+        raise NetdefError(f"network {nw.name!r} marks no outputs")
+    config = net.builder.create_builder_config()
+    if options.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    if options.optimization_level is not None:
+        config.builder_optimization_level = options.optimization_level
+    dynamic = [nw.get_input(i) for i in range(nw.num_inputs) if -1 in tuple(nw.get_input(i).shape)]
+    if dynamic:
+        profile = net.builder.create_optimization_profile()
+        b = options.batch
+        for t in dynamic:
+            shape = tuple(t.shape)
+            profile.set_shape(
+                t.name,
+                _shape_for(shape, b.min, t.name),
+                _shape_for(shape, b.opt, t.name),
+                _shape_for(shape, b.max, t.name),
+            )
+        config.add_optimization_profile(profile)
+    monitor = _progress_monitor(trt) if options.progress and sys.stderr.isatty() else None
+    if monitor is not None:
+        config.progress_monitor = monitor
+    net.logger.clear()
+    net.logger.verbose = options.verbose
+    t0 = time.perf_counter()
+    serialized = net.builder.build_serialized_network(nw, config)
+    net.build_seconds = time.perf_counter() - t0
+    if serialized is None or serialized.nbytes == 0:
+        said = net.logger.errors() or ["(the builder printed no error)"]
+        raise BuildError(
+            f"TensorRT builder ({backend.get().name} {backend.get().version}) refused network "
+            f"{nw.name!r}: " + " | ".join(said)
+        )
+    return bytes(serialized)
+
+
+def metadata(
+    net: Net,
+    options: BuildOptions,
+    *,
+    netdef: str,
+    weights_path: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    be = backend.get()
+    meta: dict[str, Any] = {
+        "trtx_version": __version__,
+        "netdef": netdef,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "backend": {"name": be.name, "version": be.version},
+        "precision": net.precision,
+        "batch": {"min": options.batch.min, "opt": options.batch.opt, "max": options.batch.max},
+        **io_description(net),
+        "plugins": list(net.plugins),
+        "weights": None,
+        "num_layers": net.network.num_layers,
+    }
+    if weights_path is not None:
+        meta["weights"] = {"path": os.path.abspath(weights_path), "sha256": file_sha256(weights_path)}
+    meta.update(net.meta)
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def save_engine(path: str | os.PathLike, engine: bytes, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``path`` and ``path.json`` atomically; returns both paths."""
+    path = Path(path)
+    meta = dict(meta, engine_bytes=len(engine), engine_sha256=hashlib.sha256(engine).hexdigest())
+    atomic_write(path, engine)
+    meta_path = path.with_name(path.name + ".json")
+    atomic_write(meta_path, json.dumps(meta, indent=2) + "\n")
+    return path, meta_path
+
+
+def load_metadata(engine_path: str | os.PathLike) -> dict[str, Any]:
+    meta_path = Path(str(engine_path) + ".json")
+    if not meta_path.exists():
+        raise NetdefError(f"{engine_path}: no metadata file {meta_path.name} beside the engine")
+    return json.loads(meta_path.read_text())
