@@ -1,0 +1,147 @@
+"""Blocks shared by several netdef families.
+
+Each block mirrors a PyTorch module (or a small composition of them) and names its layers with that
+module's path, so ``check`` compares every block against a forward hook. A block used by one family only
+lives in that family's file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trtx.net import Net, NetdefError
+
+ACTIVATIONS = ("relu", "relu6", "silu", "sigmoid", "tanh", "leaky_relu", "hardswish", "hardsigmoid", "gelu", "none")
+
+
+def activation(net: Net, x, kind: str, name: str, *, alpha: float = 0.01):
+    """nn.ReLU / ReLU6 / SiLU / Sigmoid / Tanh / LeakyReLU(alpha) / Hardswish / Hardsigmoid / GELU at ``name``."""
+    trt = net.trt
+    A = trt.ActivationType
+    nw = net.network
+    if kind == "none":
+        return x
+    simple = {
+        "relu": (A.RELU, None, None),
+        "sigmoid": (A.SIGMOID, None, None),
+        "tanh": (A.TANH, None, None),
+        "leaky_relu": (A.LEAKY_RELU, alpha, None),
+        "relu6": (A.CLIP, 0.0, 6.0),
+        "hardsigmoid": (A.HARD_SIGMOID, 1 / 6, 0.5),
+        "gelu": (A.GELU_ERF, None, None),
+    }
+    if kind in simple:
+        act_type, a, b = simple[kind]
+        layer = nw.add_activation(x, act_type)
+        if a is not None:
+            layer.alpha = a
+        if b is not None:
+            layer.beta = b
+        return net.name(layer, name).get_output(0)
+    if kind in ("silu", "hardswish"):  # x · gate(x); TensorRT has no single activation for these
+        gate = nw.add_activation(x, A.SIGMOID if kind == "silu" else A.HARD_SIGMOID)
+        if kind == "hardswish":
+            gate.alpha, gate.beta = 1 / 6, 0.5
+        net.name(gate, f"{name}.gate")
+        prod = nw.add_elementwise(x, gate.get_output(0), trt.ElementWiseOperation.PROD)
+        return net.name(prod, name).get_output(0)
+    raise NetdefError(f"layer {name}: unknown activation {kind!r} (one of {', '.join(ACTIVATIONS)})")
+
+
+def conv_bn_act(
+    net: Net,
+    x,
+    *,
+    conv: str,
+    bn: str | None,
+    act: str | None,
+    kind: str = "relu",
+    kernel: int | Sequence[int] = 3,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] | None = None,
+    groups: int = 1,
+    dilation: int = 1,
+    eps: float = 1e-5,
+    alpha: float = 0.01,
+):
+    """Conv2d → BatchNorm2d → activation, each layer named after its module path.
+
+    ``padding=None`` means "same" for odd kernels (k // 2 · dilation), as torchvision and YOLOv5 use.
+    ``bn=None`` skips the batch norm (conv with bias); ``act=None`` or ``kind="none"`` skips the activation.
+    """
+    if padding is None:
+        k = kernel if isinstance(kernel, int) else kernel[0]
+        padding = (k // 2) * dilation
+    y = net.conv(x, conv, kernel, stride=stride, padding=padding, groups=groups, dilation=dilation).get_output(0)
+    if bn is not None:
+        y = net.batchnorm(y, bn, eps).get_output(0)
+    if act is not None and kind != "none":
+        y = activation(net, y, kind, act, alpha=alpha)
+    return y
+
+
+def max_pool(net: Net, x, name: str, kernel: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False):
+    """nn.MaxPool2d."""
+    layer = net.network.add_pooling_nd(x, net.trt.PoolingType.MAX, (kernel, kernel))
+    _pool_geometry(net, layer, kernel, stride, padding, ceil_mode)
+    return net.name(layer, name).get_output(0)
+
+
+def avg_pool(
+    net: Net,
+    x,
+    name: str,
+    kernel: int,
+    stride: int | None = None,
+    padding: int = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+):
+    """nn.AvgPool2d."""
+    layer = net.network.add_pooling_nd(x, net.trt.PoolingType.AVERAGE, (kernel, kernel))
+    _pool_geometry(net, layer, kernel, stride, padding, ceil_mode)
+    layer.average_count_excludes_padding = not count_include_pad
+    return net.name(layer, name).get_output(0)
+
+
+def _pool_geometry(net: Net, layer, kernel: int, stride: int | None, padding: int, ceil_mode: bool) -> None:
+    s = stride or kernel
+    layer.stride_nd = (s, s)
+    layer.padding_nd = (padding, padding)
+    if ceil_mode:
+        layer.padding_mode = net.trt.PaddingMode.EXPLICIT_ROUND_UP
+
+
+def global_avg_pool(net: Net, x, name: str):
+    """nn.AdaptiveAvgPool2d(1): mean over H and W, keeping [B, C, 1, 1]."""
+    layer = net.network.add_reduce(x, net.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), True)
+    return net.name(layer, name).get_output(0)
+
+
+def flatten(net: Net, x, name: str):
+    """torch.flatten(x, 1)."""
+    layer = net.network.add_shuffle(x)
+    layer.reshape_dims = (0, -1)
+    return net.name(layer, name).get_output(0)
+
+
+def add(net: Net, a, b, name: str):
+    return net.name(net.network.add_elementwise(a, b, net.trt.ElementWiseOperation.SUM), name).get_output(0)
+
+
+def concat(net: Net, tensors: Sequence, name: str, axis: int = 1):
+    """torch.cat(tensors, axis)."""
+    layer = net.network.add_concatenation(list(tensors))
+    layer.axis = axis
+    return net.name(layer, name).get_output(0)
+
+
+def upsample_nearest(net: Net, x, name: str, scale: float = 2.0):
+    """nn.Upsample(scale_factor=scale, mode='nearest') (PyTorch's 'nearest' = asymmetric, floor)."""
+    trt = net.trt
+    layer = net.network.add_resize(x)
+    layer.resize_mode = trt.InterpolationMode.NEAREST
+    layer.scales = [1.0, 1.0, float(scale), float(scale)]
+    layer.coordinate_transformation = trt.ResizeCoordinateTransformation.ASYMMETRIC
+    layer.nearest_rounding = trt.ResizeRoundMode.FLOOR
+    return net.name(layer, name).get_output(0)

@@ -1,0 +1,395 @@
+"""The command line every netdef shares: ``build check inspect infer bench``.
+
+A netdef file ends with ``if __name__ == "__main__": sys.exit(trtx.cli.main(sys.modules[__name__]))`` and
+provides (see docs/netdefs.md):
+
+``NAME``, ``ARCHS`` (arch name -> defaults), ``DEFAULT_ARCH``
+``configure(args, weights, meta=None) -> cfg``   the configuration, read from the weights where possible
+``define(net, cfg)``                            adds the layers, marks the outputs
+``torch_model(cfg, weights) -> nn.Module``      the PyTorch model it mirrors, weights loaded (for check)
+
+and optionally ``add_arguments(parser, command)``, ``torch_forward(model, feeds) -> {output name: tensor}``,
+``example_feeds(cfg, image, batch) -> {input name: array}``, ``check_extra(cfg, outputs, expected) -> rows``,
+``preprocess(images, cfg) -> (feeds, ctx)``, ``postprocess(outputs, ctx, cfg) -> results``,
+``render(image, result, cfg) -> image``, ``result_json(result, cfg) -> dict``, ``summary(result, cfg) -> str``
+(infer), ``source_model(arch)`` (a random-init PyTorch model for ``gen_wts.py --model netdef:<file>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from trtx.build import BatchSpec, BuildError, BuildOptions, build_serialized, load_metadata, metadata, save_engine
+from trtx.net import PRECISIONS, Net, NetdefError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class UsageError(NetdefError):
+    pass
+
+
+# ---- argument parsing ---------------------------------------------------------------------------------
+def _parser(nd: ModuleType) -> argparse.ArgumentParser:
+    name = getattr(nd, "NAME", nd.__name__)
+    parser = argparse.ArgumentParser(
+        prog=f"python netdefs/{Path(getattr(nd, '__file__', name)).name}",
+        description=(nd.__doc__ or "").strip().splitlines()[0] if nd.__doc__ else f"{name} netdef",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {
+        "build": "build a serialized TensorRT engine (+ .json metadata) from a .wts file",
+        "check": "compare the network (reference executor) with the PyTorch model, output and every named layer",
+        "inspect": "print the layer table and totals; optionally draw the graph",
+        "infer": "run images through an engine (--backend trt) or the reference executor (--backend reference)",
+        "bench": "time preprocessing, inference and postprocessing",
+    }
+    for command, text in helps.items():
+        p = sub.add_parser(command, help=text, description=text)
+        _common_arguments(p, nd, command)
+        add = getattr(nd, "add_arguments", None)
+        if add is not None:
+            add(p, command)
+    return parser
+
+
+def _common_arguments(p: argparse.ArgumentParser, nd: ModuleType, command: str) -> None:
+    archs = list(getattr(nd, "ARCHS", {}) or {})
+    if archs:
+        p.add_argument(
+            "--arch",
+            default=getattr(nd, "DEFAULT_ARCH", archs[0]),
+            choices=archs,
+            help="architecture (default: %(default)s)",
+        )
+    needs_weights = command in ("build", "check", "inspect")
+    p.add_argument(
+        "-w",
+        "--weights",
+        required=needs_weights,
+        help=".wts or .safetensors file written by gen_wts.py"
+        + ("" if needs_weights else " (infer/bench with --backend reference)"),
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="compute precision of the network (default: %(default)s)",
+    )
+    p.add_argument(
+        "--io-dtype",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="dtype of network inputs/outputs; casts are added inside the network (default: fp32)",
+    )
+    if command == "build":
+        p.add_argument("-o", "--output", help="engine path (default: <arch>.engine); metadata goes to <engine>.json")
+        p.add_argument("--batch", default="1", help="fixed batch N or dynamic profile MIN:OPT:MAX (default: 1)")
+        p.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit in MiB")
+        p.add_argument("--opt-level", type=int, choices=range(6), help="builder optimization level 0-5")
+        p.add_argument("--verbose", action="store_true", help="print every builder message")
+    if command == "check":
+        p.add_argument("--image", help="check on this image (netdef preprocessing) instead of a seeded random input")
+        p.add_argument("--batch", type=int, default=1, help="batch size of the check input (default: 1)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random input (default: 0)")
+        p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: precision-dependent)")
+        p.add_argument(
+            "--rtol",
+            type=float,
+            default=None,
+            help="tolerance relative to each tensor's max |value| (default: 1e-4 for fp32)",
+        )
+        p.add_argument("--no-layers", action="store_true", help="compare outputs only, not every named layer")
+        p.add_argument("--device", default="cpu", help="device for the reference executor and PyTorch (cpu|cuda)")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+    if command == "inspect":
+        p.add_argument("--graph", metavar="PATH", help="draw the graph to PATH (.svg, .png or .dot)")
+        p.add_argument("--json", action="store_true", help="print the layer table as JSON")
+    if command in ("infer", "bench"):
+        p.add_argument("-e", "--engine", help="serialized engine (with its .json metadata) for --backend trt")
+        p.add_argument(
+            "--backend",
+            choices=("trt", "reference"),
+            default=None,
+            help="trt: run the engine with TensorRT; reference: run the network with the reference "
+            "executor (works on any machine). Default: trt with -e, reference with -w",
+        )
+        p.add_argument("--device", default="cpu", help="device for the reference executor (cpu|cuda)")
+    if command == "infer":
+        p.add_argument("sources", nargs="+", help="images or folders of images")
+        p.add_argument("-o", "--outdir", default="out/infer", help="where annotated images and JSON go")
+        p.add_argument("--batch", type=int, default=1, help="images per inference call (default: 1)")
+    if command == "bench":
+        p.add_argument("--image", help="image to bench with (default: the netdef's example input)")
+        p.add_argument("--batch", default="1", help="batch sizes to time, comma separated (default: 1)")
+        p.add_argument("--iters", type=int, default=10, help="timed iterations per batch size (default: 10)")
+        p.add_argument("--warmup", type=int, default=2, help="untimed warm-up iterations (default: 2)")
+
+
+# ---- shared steps -------------------------------------------------------------------------------------
+def load_weights(path: str | None):
+    if path is None:
+        return None
+    import wts
+
+    if not Path(path).exists():
+        raise UsageError(f"weights file {path} does not exist (write one with gen_wts.py)")
+    return wts.load(path)
+
+
+def make_net(nd: ModuleType, args: argparse.Namespace, weights, cfg) -> Net:
+    net = Net(weights, precision=args.precision, io_dtype=args.io_dtype, name=getattr(args, "arch", None) or nd.NAME)
+    nd.define(net, cfg)
+    return net
+
+
+def configure(nd: ModuleType, args: argparse.Namespace, weights, meta: dict | None = None):
+    return nd.configure(args, weights, meta) if meta is not None else nd.configure(args, weights)
+
+
+def input_shapes(net: Net) -> dict[str, tuple[int, ...]]:
+    inputs = (net.network.get_input(i) for i in range(net.network.num_inputs))
+    return {t.name: tuple(t.shape) for t in inputs}
+
+
+def example_feeds(
+    nd: ModuleType, shapes: dict[str, Sequence[int]], cfg, image: str | None, batch: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """The netdef's example input (an image through its preprocessing) or a seeded standard-normal input."""
+    fn = getattr(nd, "example_feeds", None)
+    if fn is not None:
+        return fn(cfg, image, batch)
+    if image is not None:
+        raise UsageError(f"{nd.NAME} has no image preprocessing; run without --image")
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.standard_normal([batch if d == -1 else d for d in shape]).astype(np.float32)
+        for name, shape in shapes.items()
+    }
+
+
+def default_torch_forward(model, feeds: dict[str, Any]) -> dict[str, Any]:
+    out = model(*feeds.values())
+    return {"output": out}
+
+
+def _warn_unused(net: Net) -> None:
+    unused = net.unused_weights()
+    if unused:
+        shown = ", ".join(unused[:12]) + (f", … ({len(unused)} in all)" if len(unused) > 12 else "")
+        print(f"warning: {len(unused)} weight(s) never read by the netdef: {shown}", file=sys.stderr)
+
+
+# ---- commands ----------------------------------------------------------------------------------------
+def cmd_build(nd: ModuleType, args: argparse.Namespace) -> int:
+    weights = load_weights(args.weights)
+    cfg = configure(nd, args, weights)
+    net = make_net(nd, args, weights, cfg)
+    _warn_unused(net)
+    options = BuildOptions(
+        batch=BatchSpec.parse(args.batch),
+        workspace_mib=args.workspace,
+        optimization_level=args.opt_level,
+        verbose=args.verbose,
+    )
+    print(
+        f"building {net.network.name}: {net.network.num_layers} layers, precision {net.precision}, "
+        f"batch {options.batch} ({net.backend.name} {net.backend.version})",
+        file=sys.stderr,
+    )
+    engine = build_serialized(net, options)
+    out = Path(args.output or f"{getattr(args, 'arch', None) or nd.NAME}.engine")
+    meta = metadata(
+        net,
+        options,
+        netdef=nd.NAME,
+        weights_path=args.weights,
+        extra={"arch": getattr(args, "arch", None), "unused_weights": net.unused_weights()},
+    )
+    engine_path, meta_path = save_engine(out, engine, meta)
+    print(f"engine   {engine_path} ({len(engine) / 1e6:.1f} MB, built in {net.build_seconds:.1f} s)")
+    print(f"metadata {meta_path}")
+    return 0
+
+
+def cmd_inspect(nd: ModuleType, args: argparse.Namespace) -> int:
+    from trtx import inspect as tinspect
+
+    weights = load_weights(args.weights)
+    cfg = configure(nd, args, weights)
+    net = make_net(nd, args, weights, cfg)
+    summary = tinspect.describe(net.network)
+    print(json.dumps(summary.to_json(), indent=1) if args.json else summary.table())
+    if args.graph:
+        written = tinspect.write_graph(net.network, args.graph)
+        print(f"graph    {written}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(nd: ModuleType, args: argparse.Namespace) -> int:
+    from trtx import check
+
+    weights = load_weights(args.weights)
+    cfg = configure(nd, args, weights)
+    net = make_net(nd, args, weights, cfg)
+    model = nd.torch_model(cfg, weights)
+    feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
+    forward = getattr(nd, "torch_forward", default_torch_forward)
+    tolerances = {k: v for k, v in (("atol", args.atol), ("rtol", args.rtol)) if v is not None}
+    result = check.compare(
+        net.network,
+        model,
+        feeds,
+        forward=forward,
+        device=args.device,
+        layers=not args.no_layers,
+        precision=args.precision,
+        **tolerances,
+    )
+    extra = getattr(nd, "check_extra", None)
+    if extra is not None:
+        result.add_extra(extra(cfg, result.network_outputs, result.expected_outputs))
+    print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
+    return 0 if result.passed else 1
+
+
+def _images(sources: Sequence[str]) -> list[Path]:
+    found: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            found += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise UsageError(f"{s}: no such image or folder")
+    if not found:
+        raise UsageError(f"no images in {', '.join(sources)}")
+    return found
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise UsageError(f"{path}: not a readable image")
+    return img
+
+
+def make_runner(nd: ModuleType, args: argparse.Namespace) -> tuple[Callable[[dict], dict], Any, dict, str]:
+    """(run(feeds) -> outputs as numpy, cfg, input shapes, description) for --backend trt or reference."""
+    backend_kind = args.backend or ("trt" if args.engine else "reference")
+    if backend_kind == "trt":
+        if not args.engine:
+            raise UsageError("--backend trt needs -e ENGINE")
+        from trtx import runtime
+
+        meta = load_metadata(args.engine)
+        cfg = configure(nd, args, None, meta)
+        engine = runtime.Engine(args.engine)
+        shapes = {t["name"]: tuple(t["shape"]) for t in meta["inputs"]}
+        return engine.infer, cfg, shapes, f"TensorRT engine {args.engine}"
+    if not args.weights:
+        raise UsageError("--backend reference needs -w WEIGHTS (it builds the network and runs it in PyTorch)")
+    from trtx import reference
+
+    weights = load_weights(args.weights)
+    cfg = configure(nd, args, weights)
+    net = make_net(nd, args, weights, cfg)
+    network, device = net.network, args.device
+
+    def run(feeds: dict) -> dict:
+        out = reference.execute(network, feeds, device=device)
+        return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
+
+    run.net = net  # keep the network (and its weights) alive
+    return run, cfg, input_shapes(net), f"reference executor on {device}"
+
+
+def cmd_infer(nd: ModuleType, args: argparse.Namespace) -> int:
+    import cv2
+
+    for hook in ("preprocess", "postprocess"):
+        if not hasattr(nd, hook):
+            raise UsageError(f"{nd.NAME} does not implement infer (no {hook})")
+    run, cfg, _, what = make_runner(nd, args)
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = _images(args.sources)
+    print(f"infer with {what}: {len(paths)} image(s) -> {outdir}", file=sys.stderr)
+    from trtx.files import atomic_write
+
+    for start in range(0, len(paths), args.batch):
+        chunk = paths[start : start + args.batch]
+        images = [_read_image(p) for p in chunk]
+        feeds, ctx = nd.preprocess(images, cfg)
+        results = nd.postprocess(run(feeds), ctx, cfg)
+        for path, image, result in zip(chunk, images, results):
+            summary = getattr(nd, "summary", None)
+            print(f"{path.name}: {summary(result, cfg) if summary else result}")
+            if hasattr(nd, "render"):
+                ok, buf = cv2.imencode(path.suffix or ".jpg", nd.render(image, result, cfg))
+                if ok:
+                    atomic_write(outdir / path.name, buf.tobytes())
+            if hasattr(nd, "result_json"):
+                doc = dict(nd.result_json(result, cfg), image=str(path), height=image.shape[0], width=image.shape[1])
+                atomic_write(outdir / f"{path.stem}.json", json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+def cmd_bench(nd: ModuleType, args: argparse.Namespace) -> int:
+    run, cfg, shapes, what = make_runner(nd, args)
+    has_pre = hasattr(nd, "preprocess") and args.image
+    image = _read_image(Path(args.image)) if has_pre else None
+    print(f"bench {what}")
+    print(f"{'batch':>5} {'pre ms/img':>11} {'infer ms/img':>13} {'post ms/img':>12} {'img/s':>9}")
+    for b in (int(x) for x in str(args.batch).split(",")):
+        timings = {"pre": [], "infer": [], "post": []}
+        for i in range(args.warmup + args.iters):
+            t0 = time.perf_counter()
+            if has_pre:
+                feeds, ctx = nd.preprocess([image] * b, cfg)
+            else:
+                feeds, ctx = example_feeds(nd, shapes, cfg, None, b), None
+            t1 = time.perf_counter()
+            outputs = run(feeds)
+            t2 = time.perf_counter()
+            if has_pre and hasattr(nd, "postprocess"):
+                nd.postprocess(outputs, ctx, cfg)
+            t3 = time.perf_counter()
+            if i >= args.warmup:
+                for k, v in zip(timings, (t1 - t0, t2 - t1, t3 - t2)):
+                    timings[k].append(v / b)
+        med = {k: float(np.median(v)) * 1e3 for k, v in timings.items()}
+        total = sum(med.values())
+        print(f"{b:>5} {med['pre']:>11.3f} {med['infer']:>13.3f} {med['post']:>12.3f} {1e3 / total:>9.1f}")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "check": cmd_check, "inspect": cmd_inspect, "infer": cmd_infer, "bench": cmd_bench}
+
+
+def main(netdef: ModuleType, argv: Sequence[str] | None = None) -> int:
+    """Run the shared CLI for ``netdef``; user errors become one line on stderr and exit status 2."""
+    args = _parser(netdef).parse_args(argv)
+    try:
+        return COMMANDS[args.command](netdef, args)
+    except (NetdefError, BuildError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # known user-facing error types from other packages
+        name = type(exc).__name__
+        if name in ("WtsFormatError", "BackendUnavailable", "CheckpointError", "ReferenceError"):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
