@@ -145,3 +145,14 @@ def upsample_nearest(net: Net, x, name: str, scale: float = 2.0):
     layer.coordinate_transformation = trt.ResizeCoordinateTransformation.ASYMMETRIC
     layer.nearest_rounding = trt.ResizeRoundMode.FLOOR
     return net.name(layer, name).get_output(0)
+
+
+def squeeze_excitation(net: Net, x, path: str, *, act: str = "relu", scale_act: str = "sigmoid"):
+    """torchvision.ops.SqueezeExcitation at ``path``: x · scale_act(fc2(act(fc1(avgpool(x)))))."""
+    s = global_avg_pool(net, x, f"{path}.avgpool")
+    s = net.conv(s, f"{path}.fc1", 1).get_output(0)
+    s = activation(net, s, act, f"{path}.activation")
+    s = net.conv(s, f"{path}.fc2", 1).get_output(0)
+    s = activation(net, s, scale_act, f"{path}.scale_activation")
+    prod = net.network.add_elementwise(x, s, net.trt.ElementWiseOperation.PROD)
+    return net.name(prod, path).get_output(0)
