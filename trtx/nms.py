@@ -1,0 +1,136 @@
+"""Exact non-maximum suppression on the CPU, in numpy: the reference every NMS path is held to.
+
+Greedy NMS, computed the way ``torchvision.ops.nms`` computes it (float32 boxes, areas and IoU, a box is
+suppressed when its IoU with a kept box is *greater than* the threshold), made deterministic: candidates are
+visited by score descending, ties by index ascending (a stable sort). Class-aware when ``classes`` is given:
+boxes of different classes never suppress each other.
+
+:func:`non_max_suppression` is YOLOv5 v7.0's ``utils.general.non_max_suppression`` (best class per box,
+``conf > conf_thres``, at most ``max_nms`` candidates, at most ``max_det`` kept), on boxes already decoded to
+corners. YOLOv5 makes its NMS class-aware by shifting every box by ``class * 7680`` pixels; pass
+``class_offset=MAX_WH`` to reproduce that float32 shift bit for bit (the IoU of shifted boxes differs from
+the unshifted one in the last bits, which decides borderline pairs).
+
+No torch, no GPU: deploy-time code and tests use it alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: YOLOv5's ``max_wh``: the class offset of its batched NMS
+MAX_WH = 7680.0
+
+
+def _as_boxes(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be [N, 4] (x1, y1, x2, y2), got shape {boxes.shape}")
+    return boxes
+
+
+def order(scores: np.ndarray) -> np.ndarray:
+    """Indices by score descending, ties by index ascending."""
+    scores = np.asarray(scores, dtype=np.float32)
+    return np.argsort(-scores, kind="stable")
+
+
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    iou_threshold: float,
+    classes: np.ndarray | None = None,
+    *,
+    class_offset: float | None = None,
+    max_keep: int | None = None,
+) -> np.ndarray:
+    """Greedy NMS; returns the kept indices (int64) by score descending, ties by index ascending.
+
+    ``classes`` (int, [N]) makes it class-aware: exactly so by default, or YOLOv5's way (boxes shifted by
+    ``classes * class_offset`` in float32, then class-agnostic) when ``class_offset`` is given.
+    ``max_keep`` stops after that many boxes are kept.
+    """
+    boxes = _as_boxes(boxes)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    n = boxes.shape[0]
+    if scores.shape[0] != n:
+        raise ValueError(f"{n} boxes but {scores.shape[0]} scores")
+    if classes is not None:
+        classes = np.asarray(classes).reshape(-1)
+        if classes.shape[0] != n:
+            raise ValueError(f"{n} boxes but {classes.shape[0]} classes")
+        if class_offset is not None:
+            boxes = boxes + (classes.astype(np.float32) * np.float32(class_offset))[:, None]
+            classes = None
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    thr = np.float32(iou_threshold)
+    idx = order(scores)
+    x1, y1, x2, y2 = (boxes[idx, k] for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    cls = classes[idx] if classes is not None else None
+    alive = np.ones(n, dtype=bool)
+    keep: list[int] = []
+    limit = n if max_keep is None else max(0, int(max_keep))
+    zero = np.float32(0)
+    for i in range(n):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        if len(keep) >= limit:
+            break
+        rest = np.nonzero(alive[i + 1 :])[0] + i + 1
+        if cls is not None:
+            rest = rest[cls[rest] == cls[i]]
+        if rest.size == 0:
+            continue
+        w = np.maximum(zero, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(zero, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        alive[rest[iou > thr]] = False
+    return idx[np.asarray(keep, dtype=np.int64)].astype(np.int64)
+
+
+def non_max_suppression(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    *,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_det: int = 300,
+    max_nms: int = 30000,
+    class_offset: float | None = MAX_WH,
+) -> np.ndarray:
+    """YOLOv5's single-label NMS for one image on decoded boxes; returns kept indices into the N boxes.
+
+    ``boxes`` [N, 4] corners, ``scores`` [N] (objectness × best class score), ``classes`` [N] (best class).
+    Candidates have ``score > conf_threshold``; the best ``max_nms`` of them (score descending, ties by
+    index) go through class-aware NMS; the first ``max_det`` kept are returned, best first.
+    """
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    cand = np.nonzero(scores > np.float32(conf_threshold))[0]
+    cand = cand[order(scores[cand])][:max_nms]
+    kept = nms(
+        _as_boxes(boxes)[cand],
+        scores[cand],
+        iou_threshold,
+        np.asarray(classes).reshape(-1)[cand],
+        class_offset=class_offset,
+        max_keep=max_det,
+    )
+    return cand[kept]
+
+
+def batched_non_max_suppression(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    **kwargs,
+) -> list[np.ndarray]:
+    """:func:`non_max_suppression` per image of a batch ([B, N, 4], [B, N], [B, N]); a list of index arrays."""
+    boxes = np.asarray(boxes)
+    if boxes.ndim != 3:
+        raise ValueError(f"batched boxes must be [B, N, 4], got shape {boxes.shape}")
+    return [non_max_suppression(boxes[b], scores[b], classes[b], **kwargs) for b in range(boxes.shape[0])]
