@@ -1,0 +1,81 @@
+"""Small networks for reference-executor conformance tests: build with the real builder, run the reference.
+
+Every case network is handed to the real TensorRT builder (``trtx.build.build_serialized``) before the reference
+runs it, so each test also proves TensorRT accepts the network it checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trtx import backend
+from trtx.build import BatchSpec, BuildOptions, build_serialized
+from trtx.net import Net, trt_dtype
+from trtx.reference import execute
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+class Case:
+    """A network under test: ``input``/``const``/``output`` to define it, ``run`` to build + execute."""
+
+    def __init__(self, name: str = "case") -> None:
+        self.net = Net({}, name=name)
+        self.nw = self.net.network
+        self.trt = backend.trt
+
+    def input(self, name: str, shape, dtype=np.float32):
+        return self.nw.add_input(name, trt_dtype(dtype), tuple(shape))
+
+    def const(self, array, name: str | None = None):
+        array = self.net.keep(np.asarray(array))
+        layer = self.nw.add_constant(array.shape, self.trt.Weights(array))
+        if name:
+            layer.name = name
+            layer.get_output(0).name = name
+        return layer.get_output(0)
+
+    def weights(self, array):
+        return self.trt.Weights(self.net.keep(np.asarray(array)))
+
+    def output(self, tensor_or_layer, name: str = "y"):
+        t = tensor_or_layer.get_output(0) if hasattr(tensor_or_layer, "get_output") else tensor_or_layer
+        t.name = name
+        self.nw.mark_output(t)
+        return t
+
+    def build(self, feeds) -> bytes:
+        batch = 1
+        for i in range(self.nw.num_inputs):
+            t = self.nw.get_input(i)
+            if -1 in tuple(t.shape):
+                batch = max(batch, int(np.asarray(feeds[t.name]).shape[0]))
+        engine = build_serialized(self.net, BuildOptions(batch=BatchSpec(1, batch, max(batch, 4)), progress=False))
+        assert len(engine) > 0
+        return engine
+
+    def run(self, feeds, device: str = "cpu", keep=None, build: bool = True) -> dict[str, torch.Tensor]:
+        if build:
+            self.build(feeds)
+        return execute(self.nw, feeds, device=device, keep=keep)
+
+
+def rand(*shape, dtype=np.float32, low=-2.0, high=2.0) -> np.ndarray:
+    """Fresh random values each run (no fixed seed)."""
+    return np.random.default_rng().uniform(low, high, size=shape).astype(dtype)
+
+
+def t(array, device: str = "cpu", dtype=None) -> torch.Tensor:
+    out = torch.as_tensor(np.asarray(array), device=device)
+    return out.to(dtype) if dtype is not None else out
+
+
+def assert_close(actual: torch.Tensor, expected, rtol: float = 1e-5, atol: float | None = None) -> None:
+    """fp32 comparison: ``atol`` defaults to 1e-6 of the expected output's scale."""
+    expected = torch.as_tensor(expected).to(actual.device)
+    assert actual.shape == expected.shape, (tuple(actual.shape), tuple(expected.shape))
+    if atol is None:
+        atol = 1e-6 * max(float(expected.abs().max()) if expected.numel() else 0.0, 1.0)
+    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=rtol, atol=atol)

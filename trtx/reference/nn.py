@@ -1,0 +1,187 @@
+"""Convolution, deconvolution, pooling, padding and LRN.
+
+Padding-mode formulas (I input, B pre, A post, S stride, DK = 1 + D·(F-1)) follow
+docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/Convolution.html, Deconvolution.html and
+Pooling.html.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from trtx import layers as L
+from trtx.reference.core import LayerCall, implements
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def _pad_last(x: torch.Tensor, pads: list[tuple[int, int]], value: float = 0.0) -> torch.Tensor:
+    """Pad (negative = crop) the last ``len(pads)`` dims by (pre, post) each."""
+    flat: list[int] = []
+    for pre, post in reversed(pads):
+        flat += [pre, post]
+    if not any(flat):
+        return x
+    return F.pad(x, flat, value=value)
+
+
+def forward_padding(call: LayerCall, spatial, window, stride, dilation) -> list[tuple[int, int, int]]:
+    """(pre, post, extra post for EXPLICIT_ROUND_UP) per spatial dim of a convolution or pooling."""
+    trt = call.trt
+    layer = call.layer
+    mode = layer.padding_mode
+    pre, post = L.dims(layer.pre_padding), L.dims(layer.post_padding)
+    out = []
+    for i, size in enumerate(spatial):
+        dk = 1 + dilation[i] * (window[i] - 1)
+        s = stride[i]
+        if mode == trt.PaddingMode.EXPLICIT_ROUND_DOWN:
+            out.append((pre[i], post[i], 0))
+        elif mode == trt.PaddingMode.EXPLICIT_ROUND_UP:
+            m = size + pre[i] + post[i]
+            o = -(-(m - dk) // s) + 1
+            out.append((pre[i], post[i], max((o - 1) * s + dk - m, 0)))
+        elif mode in (trt.PaddingMode.SAME_UPPER, trt.PaddingMode.SAME_LOWER):
+            p = max((size - 1) // s * s + dk - size, 0)
+            small = p // 2
+            b, a = (small, p - small) if mode == trt.PaddingMode.SAME_UPPER else (p - small, small)
+            out.append((b, a, 0))
+        else:
+            raise call.unsupported("padding_mode", mode)
+    return out
+
+
+def _conv_weights(call: LayerCall, transposed: bool):
+    layer = call.layer
+    kernel = L.dims(layer.kernel_size_nd)
+    groups = int(layer.num_groups)
+    k = int(layer.num_output_maps)
+    x = call.x(0)
+    c = x.shape[1]
+    w = call.optional(1)
+    w = w.float() if w is not None else call.weights(layer.kernel)
+    if w is None:
+        raise call.error("has no kernel weights")
+    shape = (c, k // groups, *kernel) if transposed else (k, c // groups, *kernel)
+    if w.numel() != math.prod(shape):
+        raise call.error(f"kernel has {w.numel()} values, expected {shape} for input channels {c}, groups {groups}")
+    b = call.optional(2)
+    b = b.float() if b is not None else call.weights(layer.bias)
+    if b is not None and b.numel() != k:
+        raise call.error(f"bias has {b.numel()} values, expected {k}")
+    return x, w.reshape(shape), (b.reshape(k) if b is not None else None), kernel, groups
+
+
+def _check_rank(call: LayerCall, x: torch.Tensor, nd: int) -> None:
+    if x.dim() != nd + 2:
+        raise call.unsupported(f"input rank {x.dim()} with a {nd}-D kernel (expected rank {nd + 2})")
+
+
+@implements("CONVOLUTION")
+def convolution(call: LayerCall) -> list[torch.Tensor]:
+    x, w, b, kernel, groups = _conv_weights(call, transposed=False)
+    nd = len(kernel)
+    _check_rank(call, x, nd)
+    stride, dilation = L.dims(call.layer.stride_nd), L.dims(call.layer.dilation_nd)
+    pads = forward_padding(call, x.shape[2:], kernel, stride, dilation)
+    x = _pad_last(x, [(pre, post + extra) for pre, post, extra in pads])
+    return [_CONV[nd](x, w, b, stride=stride, dilation=dilation, groups=groups)]
+
+
+@implements("DECONVOLUTION")
+def deconvolution(call: LayerCall) -> list[torch.Tensor]:
+    trt = call.trt
+    x, w, b, kernel, groups = _conv_weights(call, transposed=True)
+    nd = len(kernel)
+    _check_rank(call, x, nd)
+    layer = call.layer
+    stride, dilation = L.dims(layer.stride_nd), L.dims(layer.dilation_nd)
+    mode = layer.padding_mode
+    if mode in (trt.PaddingMode.EXPLICIT_ROUND_DOWN, trt.PaddingMode.EXPLICIT_ROUND_UP):
+        crops = list(zip(L.dims(layer.pre_padding), L.dims(layer.post_padding)))
+    elif mode in (trt.PaddingMode.SAME_UPPER, trt.PaddingMode.SAME_LOWER):
+        crops = []
+        for i in range(nd):
+            p = max(1 + dilation[i] * (kernel[i] - 1) - stride[i], 0)
+            small = p // 2
+            crops.append((small, p - small) if mode == trt.PaddingMode.SAME_UPPER else (p - small, small))
+    else:
+        raise call.unsupported("padding_mode", mode)
+    if any(c < 0 for pair in crops for c in pair):
+        raise call.unsupported(f"negative deconvolution padding {crops}")
+    y = _CONV_T[nd](x, w, None, stride=stride, dilation=dilation, groups=groups)
+    y = _pad_last(y, [(-pre, -post) for pre, post in crops])
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * nd)
+    return [y]
+
+
+@implements("POOLING")
+def pooling(call: LayerCall) -> list[torch.Tensor]:
+    trt = call.trt
+    layer = call.layer
+    kind = layer.type  # IPoolingLayer.type is the PoolingType
+    window = L.dims(layer.window_size_nd)
+    nd = len(window)
+    x = call.x(0)
+    if x.dim() < nd + 1:
+        raise call.unsupported(f"input rank {x.dim()} with a {nd}-D window")
+    stride = L.dims(layer.stride_nd)
+    pads = forward_padding(call, x.shape[-nd:], window, stride, (1,) * nd)
+    lead = x.shape[:-nd]
+    x = x.reshape((-1, 1) + tuple(x.shape[-nd:]))  # pool every leading dim independently
+    outs = {}
+    if kind in (trt.PoolingType.MAX, trt.PoolingType.MAX_AVERAGE_BLEND):
+        xp = _pad_last(x, [(pre, post + extra) for pre, post, extra in pads], value=-math.inf)
+        outs["max"] = _MAX_POOL[nd](xp, window, stride)
+    if kind in (trt.PoolingType.AVERAGE, trt.PoolingType.MAX_AVERAGE_BLEND):
+        sums = _window_sum(_pad_last(x, [(pre, post + extra) for pre, post, extra in pads]), window, stride)
+        ones = torch.ones((1, 1) + tuple(x.shape[-nd:]), dtype=x.dtype, device=x.device)
+        if layer.average_count_excludes_padding:
+            mask = _pad_last(ones, [(pre, post + extra) for pre, post, extra in pads])
+        else:  # the window's overlap with the padded input; EXPLICIT_ROUND_UP's extra cells are not input
+            mask = _pad_last(
+                _pad_last(ones, [(pre, post) for pre, post, _ in pads], value=1.0), [(0, e) for *_, e in pads]
+            )
+        outs["avg"] = sums / _window_sum(mask, window, stride)
+    if kind == trt.PoolingType.MAX:
+        y = outs["max"]
+    elif kind == trt.PoolingType.AVERAGE:
+        y = outs["avg"]
+    elif kind == trt.PoolingType.MAX_AVERAGE_BLEND:
+        blend = float(layer.blend_factor)
+        y = (1 - blend) * outs["max"] + blend * outs["avg"]
+    else:
+        raise call.unsupported("type", kind)
+    return [y.reshape(tuple(lead) + tuple(y.shape[-nd:]))]
+
+
+def _window_sum(x: torch.Tensor, window, stride) -> torch.Tensor:
+    """Sum over each pooling window (a depthwise convolution with a ones kernel: exact sums, any rank)."""
+    nd = len(window)
+    ones = torch.ones((1, 1) + tuple(window), dtype=x.dtype, device=x.device)
+    return _CONV[nd](x, ones, stride=stride)
+
+
+@implements("PADDING")
+def padding(call: LayerCall) -> list[torch.Tensor]:
+    pre, post = L.dims(call.layer.pre_padding_nd), L.dims(call.layer.post_padding_nd)
+    x = call.x(0)
+    if len(pre) > x.dim():
+        raise call.error(f"pads {len(pre)} dims of a rank-{x.dim()} input")
+    return [_pad_last(x, list(zip(pre, post)))]
+
+
+@implements("LRN")
+def lrn(call: LayerCall) -> list[torch.Tensor]:
+    layer = call.layer
+    x = call.x(0)
+    if x.dim() < 3:
+        raise call.unsupported(f"input rank {x.dim()}")
+    window = int(layer.window_size)
+    return [F.local_response_norm(x, window, alpha=float(layer.alpha), beta=float(layer.beta), k=float(layer.k))]

@@ -1,0 +1,149 @@
+"""Resize and GridSample.
+
+Resize follows docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/Resize.html: output size from
+``shape``, ``scales`` (floor(input · scale)) or input 1 (a shape tensor, or float scales); each resized axis maps
+an output coordinate back with the coordinate transformation, using the length ratio input/output. The
+interpolation is separable, one axis at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from trtx import layers as L
+from trtx.reference.core import LayerCall, implements
+
+
+def output_size(call: LayerCall, x: torch.Tensor) -> list[int]:
+    how, value = L.resize_size(call.layer)
+    if how == "input":
+        t = call.input(1)
+        if t.dtype.is_floating_point:
+            how, value = "scales", [float(v) for v in t.reshape(-1).tolist()]
+        else:
+            how, value = "shape", call.ints(t)
+    if how == "unset":
+        raise call.error("neither shape nor scales is set")
+    if len(value) != x.dim():
+        raise call.error(f"{how} {tuple(value)} must have one entry per input dim ({x.dim()})")
+    if how == "scales":
+        return [int(math.floor(n * float(s))) for n, s in zip(x.shape, value)]
+    return [int(v) for v in value]
+
+
+def _source_coords(call: LayerCall, n: int, m: int, device) -> torch.Tensor:
+    """Input coordinate (float32) for each of the ``m`` output positions of an axis of length ``n``."""
+    layer = call.layer
+    o = torch.arange(m, dtype=torch.float32, device=device)
+    if m == 1 and layer.selector_for_single_pixel.name == "UPPER":
+        return torch.zeros(1, dtype=torch.float32, device=device)
+    if layer.selector_for_single_pixel.name not in ("UPPER", "FORMULA"):
+        raise call.unsupported("selector_for_single_pixel", layer.selector_for_single_pixel)
+    transform = layer.coordinate_transformation.name
+    if transform == "ALIGN_CORNERS":
+        if m == 1:
+            return torch.zeros(1, dtype=torch.float32, device=device)
+        return o * (float(n - 1) / float(m - 1))
+    ratio = torch.tensor(n, dtype=torch.float32) / torch.tensor(m, dtype=torch.float32)
+    if transform == "ASYMMETRIC":
+        return o * ratio.to(device)
+    if transform == "HALF_PIXEL":
+        return (o + 0.5) * ratio.to(device) - 0.5
+    raise call.unsupported("coordinate_transformation", layer.coordinate_transformation)
+
+
+def _nearest(call: LayerCall, c: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rounding = call.layer.nearest_rounding.name
+    if rounding == "HALF_UP":
+        i = torch.floor(c + 0.5)
+    elif rounding == "HALF_DOWN":
+        i = torch.ceil(c - 0.5)
+    elif rounding == "FLOOR":
+        i = torch.floor(c)
+    elif rounding == "CEIL":
+        i = torch.ceil(c)
+    else:
+        raise call.unsupported("nearest_rounding", call.layer.nearest_rounding)
+    i = i.clamp(0, n - 1).to(torch.int64)
+    return i[:, None], torch.ones_like(c)[:, None]
+
+
+def _linear(c: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    c = c.clamp(0, n - 1)
+    lo = torch.floor(c)
+    frac = c - lo
+    lo = lo.to(torch.int64)
+    hi = (lo + 1).clamp(max=n - 1)
+    return torch.stack([lo, hi], 1), torch.stack([1 - frac, frac], 1)
+
+
+def _cubic(c: torch.Tensor, n: int, a: float, exclude_outside: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    base = torch.floor(c)
+    t = c - base
+    taps = torch.stack([t + 1, t, 1 - t, 2 - t], 1).abs()  # distances to base-1, base, base+1, base+2
+    near = ((a + 2) * taps - (a + 3)) * taps * taps + 1
+    far = ((a * taps - 5 * a) * taps + 8 * a) * taps - 4 * a
+    w = torch.where(taps <= 1, near, torch.where(taps < 2, far, torch.zeros_like(taps)))
+    idx = base.to(torch.int64)[:, None] + torch.arange(-1, 3, device=c.device)[None, :]
+    if exclude_outside:
+        w = torch.where((idx >= 0) & (idx < n), w, torch.zeros_like(w))
+        w = w / w.sum(1, keepdim=True)
+    return idx.clamp(0, n - 1), w
+
+
+def _resize_axis(call: LayerCall, x: torch.Tensor, axis: int, m: int) -> torch.Tensor:
+    layer = call.layer
+    n = x.shape[axis]
+    c = _source_coords(call, n, m, x.device)
+    mode = layer.resize_mode.name
+    if mode == "NEAREST":
+        idx, w = _nearest(call, c, n)
+    elif mode == "LINEAR":
+        idx, w = _linear(c, n)
+    elif mode == "CUBIC":
+        idx, w = _cubic(c, n, float(layer.cubic_coeff), bool(layer.exclude_outside))
+    else:
+        raise call.unsupported("resize_mode", layer.resize_mode)
+    view = [1] * x.dim()
+    view[axis] = m
+    y = None
+    for k in range(idx.shape[1]):
+        term = x.index_select(axis, idx[:, k])
+        if x.dtype.is_floating_point:
+            term = term * w[:, k].reshape(view).to(x.dtype)
+        y = term if y is None else y + term
+    return y
+
+
+@implements("RESIZE")
+def resize(call: LayerCall) -> list[torch.Tensor]:
+    x = call.x(0)
+    sizes = output_size(call, x)
+    if not x.dtype.is_floating_point and call.layer.resize_mode.name != "NEAREST":
+        raise call.unsupported(f"resize_mode={call.layer.resize_mode.name} on {x.dtype} input")
+    for axis, m in enumerate(sizes):
+        if m != x.shape[axis]:
+            x = _resize_axis(call, x, axis, m)
+    return [x]
+
+
+_GRID_MODE = {"NEAREST": "nearest", "LINEAR": "bilinear", "CUBIC": "bicubic"}
+_GRID_PADDING = {"FILL": "zeros", "CLAMP": "border", "REFLECT": "reflection"}
+
+
+@implements("GRID_SAMPLE")
+def grid_sample(call: LayerCall) -> list[torch.Tensor]:
+    layer = call.layer
+    x, grid = call.x(0), call.x(1)
+    mode = _GRID_MODE.get(layer.interpolation_mode.name)
+    if mode is None:
+        raise call.unsupported("interpolation_mode", layer.interpolation_mode)
+    padding = _GRID_PADDING.get(layer.sample_mode.name)
+    if padding is None:
+        raise call.unsupported("sample_mode", layer.sample_mode)
+    if x.dim() != 4:
+        raise call.unsupported(f"input rank {x.dim()}")
+    return [F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=bool(layer.align_corners))]
