@@ -76,6 +76,7 @@ class Net:
         io_dtype: str = "fp32",
         name: str = "network",
         logger: Logger | None = None,
+        calibration: Mapping[str, float] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise NetdefError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -92,7 +93,13 @@ class Net:
         self.meta: dict[str, Any] = {}
         #: plugins (name, version, namespace) the network uses; the runtime re-registers them
         self.plugins: list[dict[str, str]] = []
+        #: int8: activation ranges (max |x|) by tensor name, from trtx.calibrate
+        self.calibration = dict(calibration or {})
+        #: names of the tensors INT8 quantizes (inputs of conv/linear), recorded in every precision so the
+        #: fp32 network tells the calibrator what to observe
+        self.quant_inputs: list[str] = []
         self._keep: list[np.ndarray] = []
+        self._cast_of: dict[str, str] = {}  # cast output -> the tensor it casts (same values, other dtype)
 
     # ---- dtypes ---------------------------------------------------------------------------------
     @property
@@ -107,7 +114,9 @@ class Net:
             return x
         layer = self.network.add_cast(x, target)
         self.name(layer, name or f"{x.name}.cast_{np_dtype(target).name}")
-        return layer.get_output(0)
+        out = layer.get_output(0)
+        self._cast_of[out.name] = self._cast_of.get(x.name, x.name)
+        return out
 
     def to_compute(self, x, name: str | None = None):
         """Cast ``x`` to the compute dtype (used after network inputs and fp32 islands)."""
@@ -241,9 +250,13 @@ class Net:
             )
         out_ch = w.size // per_out
         b = self._optional_bias(bias, bias_key or f"{path}.bias", out_ch, path)
-        layer = self.network.add_convolution_nd(
-            x, out_ch, kernel, self.trt_weights(w), self.trt_weights(b) if b is not None else self.empty_weights()
-        )
+        bias_weights = self.trt_weights(b) if b is not None else self.empty_weights()
+        x = self._quantize_input(x, path)
+        if self.precision == "int8":
+            layer = self.network.add_convolution_nd(x, out_ch, kernel, self.empty_weights(), bias_weights)
+            layer.set_input(1, self._quantized_weight(w.reshape(out_ch, in_ch // groups, *kernel), path))
+        else:
+            layer = self.network.add_convolution_nd(x, out_ch, kernel, self.trt_weights(w), bias_weights)
         layer.stride_nd = _nd(stride, nd)
         layer.padding_nd = _nd(padding, nd)
         layer.dilation_nd = _nd(dilation, nd)
@@ -256,7 +269,15 @@ class Net:
         w = self.array(f"{path}.weight", (-1, in_f), layer=path)
         out_f = w.shape[0]
         rank = len(x.shape)
-        wt = self.constant(w.reshape((1,) * (rank - 2) + w.shape), f"{path}.weight")
+        x = self._quantize_input(x, path)
+        if self.precision == "int8":
+            wt = self._quantized_weight(w, path)
+            if rank > 2:
+                reshape = self.network.add_shuffle(wt)
+                reshape.reshape_dims = (1,) * (rank - 2) + w.shape
+                wt = self.name(reshape, f"{path}.weight.reshape").get_output(0)
+        else:
+            wt = self.constant(w.reshape((1,) * (rank - 2) + w.shape), f"{path}.weight")
         mm = self.network.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, wt, self.trt.MatrixOperation.TRANSPOSE)
         b = self._optional_bias(bias, f"{path}.bias", out_f, path)
         if b is None:
@@ -287,6 +308,43 @@ class Net:
             1,
         )
         return self.name(layer, path)
+
+    # ---- int8: explicit quantization (TensorRT fuses Q/DQ into int8 conv/matmul kernels) -----------
+    def qdq(self, x, scale: np.ndarray | float, name: str, axis: int | None = None):
+        """Quantize to int8 and dequantize back to ``x``'s dtype with ``scale`` (per-tensor or along ``axis``)."""
+        trt = self.trt
+        s = self.constant(np.asarray(scale, np.float32), f"{name}.scale", dtype=np.float32)
+        q = self.network.add_quantize(x, s, trt.DataType.INT8)
+        dq = self.network.add_dequantize(q.get_output(0), s, x.dtype)
+        if axis is not None:
+            q.axis = dq.axis = axis
+        self.name(q, f"{name}.quantize")
+        return self.name(dq, f"{name}.dequantize").get_output(0)
+
+    def _quantize_input(self, x, path: str):
+        """Record ``x`` as a quantization point; in int8, Q/DQ it with its calibrated range.
+
+        Points are named by the tensor before any dtype cast, so fp32 and int8 networks agree on names.
+        """
+        point = self._cast_of.get(x.name, x.name)
+        if point not in self.quant_inputs:
+            self.quant_inputs.append(point)
+        if self.precision != "int8":
+            return x
+        amax = self.calibration.get(point)
+        if amax is None:
+            raise NetdefError(
+                f"int8: no calibration range for tensor {point!r} (input of layer {path}); "
+                "calibrate with --calib DIR or pass --calib-cache"
+            )
+        return self.qdq(x, amax / 127.0, f"{path}.input")
+
+    def _quantized_weight(self, w: np.ndarray, path: str):
+        """Weight as constant → per-output-channel Q/DQ (axis 0), in the compute dtype."""
+        from trtx.quant import weight_amax
+
+        wt = self.constant(w, f"{path}.weight")
+        return self.qdq(wt, weight_amax(w, axis=0) / 127.0, f"{path}.weight", axis=0)
 
     def _optional_bias(self, bias: bool | None, key: str, n: int, path: str) -> np.ndarray | None:
         if bias is False or (bias is None and key not in self.weights):
