@@ -1,0 +1,612 @@
+"""``check``: does the network compute what the PyTorch model it mirrors computes?
+
+The network runs in the reference executor (:mod:`trtx.reference`, PyTorch ops in fp32), the model runs in
+PyTorch, both on the same inputs. Outputs are compared by name, and so is every intermediate tensor the netdef
+named after a PyTorch module path (the naming rule in docs/developing.md): a layer named ``model.2.cv1.conv``
+(its output 0), or a tensor renamed with ``net.alias``, is compared with what a forward hook on
+``torch_model.get_submodule("model.2.cv1.conv")`` saw. The first such layer, in network order, that is over
+tolerance is where the netdef and the model part ways.
+
+Errors are stated relative to the scale of the expected tensor: ``max_abs_err = max |net - torch|`` and
+``max_rel_err = max_abs_err / max |torch|``; a tensor passes when ``max_abs_err <= atol + rtol * max |torch|``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from trtx.net import np_dtype
+
+#: fp32 defaults: 1e-4 of the expected tensor's scale, plus an absolute floor for all-zero tensors
+DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = 1e-7
+#: precision -> (atol, rtol) used when the caller gives none. The network computes in that precision, PyTorch
+#: in fp32: fp16 rounds each layer to ~5e-4 relative, int8 (Q/DQ) to ~1/127 of each quantized tensor's range.
+TOLERANCES = {"fp32": (DEFAULT_ATOL, DEFAULT_RTOL), "fp16": (1e-5, 1e-2), "int8": (1e-4, 1e-1)}
+
+Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Mapping[str, torch.Tensor]]
+#: an extra comparison: (network outputs, torch outputs) -> passed, or (passed, message)
+Extra = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], "bool | tuple[bool, str]"]
+
+
+class CheckError(ValueError):
+    """``check`` cannot run as asked (feeds that don't fit the network inputs); the message says why."""
+
+
+@dataclass
+class Row:
+    """One compared tensor: a network output, or a layer/tensor named like a PyTorch module."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    max_abs_err: float | None
+    max_rel_err: float | None
+    status: str
+    #: True/False when compared; None when it could not be compared (the status says why)
+    passed: bool | None
+    #: the network layer that produced the tensor, its index in network order and its type
+    layer: str | None = None
+    index: int | None = None
+    layer_type: str | None = None
+    torch_shape: tuple[int, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": _list(self.shape),
+            "torch_shape": _list(self.torch_shape),
+            "max_abs_err": _finite(self.max_abs_err),
+            "max_rel_err": _finite(self.max_rel_err),
+            "status": self.status,
+            "passed": self.passed,
+            "layer": self.layer,
+            "index": self.index,
+            "type": self.layer_type,
+        }
+
+
+@dataclass
+class ExtraRow:
+    """A comparison the netdef adds (e.g. detections after NMS): pass/fail and a message."""
+
+    name: str
+    passed: bool
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "message": self.message}
+
+
+@dataclass
+class CheckResult:
+    outputs: list[Row]
+    layers: list[Row]
+    extras: list[ExtraRow] = field(default_factory=list)
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    #: name of the first row in network order over tolerance (a layer or, failing that, an output)
+    first_divergent: str | None = None
+    #: the tensors compared: network outputs (reference executor) and ``forward()``'s results, by output name
+    network_outputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    expected_outputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        rows = [*self.outputs, *self.layers]
+        return all(r.passed is not False for r in rows) and all(e.passed for e in self.extras)
+
+    @property
+    def exit_code(self) -> int:
+        """0 only when every output, compared layer and extra comparison is within tolerance."""
+        return 0 if self.passed else 1
+
+    @property
+    def max_abs_err(self) -> float | None:
+        return _max(r.max_abs_err for r in self.outputs)
+
+    @property
+    def max_rel_err(self) -> float | None:
+        return _max(r.max_rel_err for r in self.outputs)
+
+    def add_extra(self, name: Any, passed: bool | None = None, message: str = "") -> None:
+        """Add extra comparison rows: ``add_extra(name, passed, message)``, or ``add_extra(rows)`` with one row
+        or a list of rows, each an :class:`ExtraRow`, a ``(name, passed[, message])`` tuple or a
+        ``{"name", "passed", "message"}`` dict (what a netdef's ``check_extra`` returns)."""
+        if passed is not None:
+            self.extras.append(ExtraRow(str(name), bool(passed), str(message)))
+            return
+        rows = [name] if isinstance(name, (ExtraRow, dict)) or _is_row_tuple(name) else list(name or [])
+        for row in rows:
+            if isinstance(row, ExtraRow):
+                self.extras.append(row)
+            elif isinstance(row, dict):
+                self.extras.append(ExtraRow(str(row["name"]), bool(row["passed"]), str(row.get("message", ""))))
+            elif _is_row_tuple(row):
+                self.extras.append(ExtraRow(str(row[0]), bool(row[1]), str(row[2]) if len(row) > 2 else ""))
+            else:
+                raise TypeError(f"extra comparison row {row!r}: expected ExtraRow, (name, passed, message) or dict")
+
+    def divergent_row(self) -> Row | None:
+        return next((r for r in _in_network_order(self) if r.passed is False), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "first_divergent": self.first_divergent,
+            "max_abs_err": _finite(self.max_abs_err),
+            "max_rel_err": _finite(self.max_rel_err),
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "outputs": [r.to_json() for r in self.outputs],
+            "layers": [r.to_json() for r in self.layers],
+            "extras": [e.to_json() for e in self.extras],
+        }
+
+    def json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_json(), indent=indent)
+
+    def table(self) -> str:
+        """Aligned text: outputs, layers, extra comparisons, then a verdict naming the first divergent layer."""
+        head = ("#", "name", "type", "shape", "max abs err", "max rel err", "status")
+        parts = []
+        for title, rows in (("outputs", self.outputs), ("layers named like PyTorch modules", self.layers)):
+            if rows:
+                parts.append(f"{title} ({len(rows)}):")
+                parts.append(_align([head, *(_cells(r) for r in rows)]))
+        if self.extras:
+            parts.append(f"extra comparisons ({len(self.extras)}):")
+            parts.append(_align([("name", "result", "message")] + [_extra_cells(e) for e in self.extras]))
+        parts.append(self.verdict())
+        return "\n".join(parts)
+
+    def verdict(self) -> str:
+        """The last lines of :meth:`table`: PASSED/FAILED with counts, then the first divergent layer."""
+        tol = f"atol {self.atol:g} + rtol {self.rtol:g} x max|torch|"
+        compared = [r for r in self.layers if r.passed is not None]
+        skipped = len(self.layers) - len(compared)
+        not_comparable = f" ({skipped} more not comparable, see status)" if skipped else ""
+        if self.passed:
+            return (
+                f"PASSED: {_plural(len(self.outputs), 'output')} and {_plural(len(compared), 'layer')}"
+                f"{not_comparable} within {tol}"
+            )
+        bad_outputs = sum(r.passed is False for r in self.outputs)
+        bad_layers = sum(r.passed is False for r in compared)
+        lines = [
+            f"FAILED: {bad_outputs} of {_plural(len(self.outputs), 'output')} and {bad_layers} of "
+            f"{_plural(len(compared), 'compared layer')}{not_comparable} over {tol}"
+        ]
+        failed_extras = [e.name for e in self.extras if not e.passed]
+        if failed_extras:
+            lines.append("failed extra comparisons: " + ", ".join(failed_extras))
+        row = self.divergent_row()
+        if row is not None:
+            is_output = any(row is r for r in self.outputs)
+            if row.index is None:
+                where = "network output" if is_output else "layer"
+            elif not is_output and row.name == row.layer:
+                where = f"layer #{row.index}, {row.layer_type}"
+            else:
+                what = "network output" if is_output else "tensor"
+                where = f"{what} of layer #{row.index} {row.layer!r} ({row.layer_type})"
+            lines.append(f"first divergent: {row.name}  [{where}; {_status_detail(row)}]")
+            if is_output:
+                last_ok = _last_matching_before(self, row)
+                lines.append(
+                    "  no layer named like a PyTorch module diverges before it"
+                    + (f"; last matching: {last_ok.name} (layer #{last_ok.index})" if last_ok else "")
+                    + ": the difference lies after that, or in the netdef's forward() mapping"
+                )
+        return "\n".join(lines)
+
+
+def compare(
+    network,
+    torch_model: torch.nn.Module,
+    feeds: Mapping[str, Any],
+    *,
+    forward: Forward,
+    device: str | torch.device = "cpu",
+    atol: float | None = None,
+    rtol: float | None = None,
+    layers: bool = True,
+    extras: Mapping[str, Extra] | None = None,
+    precision: str = "fp32",
+) -> CheckResult:
+    """Run ``network`` (an INetworkDefinition or a :class:`trtx.net.Net`) in the reference executor and
+    ``torch_model`` through ``forward(torch_model, feeds_as_torch) -> {output name: tensor}`` on the same
+    ``feeds`` ({input name: array}), and compare outputs and (``layers=True``) every tensor named like a
+    module path of ``torch_model``. ``extras`` maps a name to ``fn(network_outputs, torch_outputs)`` returning
+    ``passed`` or ``(passed, message)``. PyTorch runs in fp32 without TF32, deterministically, in eval mode.
+
+    ``atol``/``rtol`` left out take :data:`TOLERANCES` of ``precision`` (the precision the network computes in).
+    """
+    from trtx import reference
+
+    if precision not in TOLERANCES:
+        raise CheckError(f"precision {precision!r} is not one of {', '.join(TOLERANCES)}")
+    atol = TOLERANCES[precision][0] if atol is None else float(atol)
+    rtol = TOLERANCES[precision][1] if rtol is None else float(rtol)
+
+    nw = getattr(network, "network", network)
+    device = torch.device(device)
+    graph = _Graph(nw)
+    net_feeds, torch_feeds = _feeds(nw, feeds, device)
+    with _fp32_torch(), _eval(torch_model):
+        model = _fp32_model(torch_model, device)
+        names = graph.names() if layers else set()
+        with _Hooks(model, names) as hooks:
+            with torch.no_grad():
+                expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))
+        got = reference.execute(nw, net_feeds, device=str(device), keep="all" if layers else None)
+
+    result = CheckResult(outputs=[], layers=[], atol=atol, rtol=rtol)
+    outputs = graph.outputs()
+    for name in outputs:
+        if name not in expected:
+            result.outputs.append(
+                _row_for(graph, name, status=f"forward() returned no {name!r}", passed=False, shape=_shape(got, name))
+            )
+        else:
+            result.outputs.append(_compare_tensor(graph, name, got[name], expected[name], atol, rtol, exact=True))
+    for name in expected:
+        if name not in outputs:
+            result.outputs.append(
+                Row(name, None, None, None, f"forward() returned {name!r}, not a network output "
+                    f"(outputs: {', '.join(outputs)})", False)
+            )  # fmt: skip
+    if layers:
+        for name in graph.names():
+            if name not in hooks.paths:
+                continue
+            actual = got.get(graph.tensor_of[name])
+            result.layers.append(_compare_hooked(graph, name, actual, hooks, atol, rtol))
+    net_outputs = {name: got[name] for name in outputs if name in got}
+    result.network_outputs, result.expected_outputs = net_outputs, expected
+    for name, fn in (extras or {}).items():
+        result.extras.append(_run_extra(name, fn, net_outputs, expected))
+    row = result.divergent_row()
+    result.first_divergent = row.name if row is not None else None
+    return result
+
+
+# ---- the network side ---------------------------------------------------------------------------
+class _Graph:
+    """Names in network order: which layer produces which tensor, and which names a module may match."""
+
+    def __init__(self, nw) -> None:
+        self.nw = nw
+        #: tensor name -> (layer index, layer name, layer type)
+        self.producer: dict[str, tuple[int, str, str]] = {}
+        #: candidate names in network order: layer name (its output 0) and every output tensor name
+        self.order: list[tuple[str, str]] = []  # (name, tensor name)
+        for i in range(nw.num_layers):
+            layer = nw.get_layer(i)
+            kind = str(layer.type).split(".")[-1]
+            tensors = [layer.get_output(j) for j in range(layer.num_outputs)]
+            for t in tensors:
+                self.producer[t.name] = (i, layer.name, kind)
+            if tensors:
+                self.order.append((layer.name, tensors[0].name))
+            self.order.extend((t.name, t.name) for t in tensors)
+        self.tensor_of: dict[str, str] = {}
+        for name, tensor in self.order:
+            self.tensor_of.setdefault(name, tensor)
+
+    def names(self) -> list[str]:
+        return list(self.tensor_of)
+
+    def outputs(self) -> list[str]:
+        return [self.nw.get_output(i).name for i in range(self.nw.num_outputs)]
+
+    def inputs(self) -> dict[str, Any]:
+        return {self.nw.get_input(i).name: self.nw.get_input(i) for i in range(self.nw.num_inputs)}
+
+
+def _feeds(nw, feeds: Mapping[str, Any], device: torch.device) -> tuple[dict[str, torch.Tensor], dict]:
+    """Feeds for the network (its input dtypes) and for PyTorch (the same values, floats as fp32)."""
+    inputs = {nw.get_input(i).name: nw.get_input(i) for i in range(nw.num_inputs)}
+    missing = [n for n in inputs if n not in feeds]
+    unknown = [n for n in feeds if n not in inputs]
+    if missing or unknown:
+        raise CheckError(
+            f"network {nw.name!r} has inputs {', '.join(inputs) or '(none)'}; feeds "
+            + (f"lack {', '.join(missing)}" if missing else "")
+            + ("; " if missing and unknown else "")
+            + (f"have no input named {', '.join(unknown)}" if unknown else "")
+        )
+    net_feeds, torch_feeds = {}, {}
+    for name, t in inputs.items():
+        value = feeds[name]
+        value = value.detach() if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        dtype = _torch_dtype(np_dtype(t.dtype))
+        shape = tuple(t.shape)
+        if len(shape) != value.dim() or any(d != -1 and d != v for d, v in zip(shape, value.shape)):
+            raise CheckError(f"feed {name!r} has shape {tuple(value.shape)}; network input {name!r} is {shape}")
+        value = value.to(device=device, dtype=dtype)
+        net_feeds[name] = value
+        torch_feeds[name] = value.float() if value.is_floating_point() else value
+    return net_feeds, torch_feeds
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+
+# ---- the PyTorch side ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _fp32_torch() -> Iterator[None]:
+    """True fp32 (no TF32 matmul/conv), deterministic kernels; the previous settings come back afterwards."""
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.get_float32_matmul_precision(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.set_float32_matmul_precision("highest")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+        ) = saved[:4]
+        torch.set_float32_matmul_precision(saved[4])
+        torch.use_deterministic_algorithms(saved[5], warn_only=saved[6])
+
+
+@contextlib.contextmanager
+def _eval(model: torch.nn.Module) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _fp32_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` itself when it already is fp32 on ``device``; otherwise an fp32 copy there (the caller's
+    model is left as it was)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device == device and (not t.is_floating_point() or t.dtype == torch.float32) for t in tensors):
+        return model
+    import copy
+
+    return copy.deepcopy(model).to(device=device).float()
+
+
+class _Hooks:
+    """Forward hooks on the modules whose path is one of ``names``; every call's output is kept (cloned,
+    since a later in-place op, e.g. ``ReLU(inplace=True)``, would change it)."""
+
+    def __init__(self, model: torch.nn.Module, names) -> None:
+        names = set(names)
+        self.paths: dict[str, torch.nn.Module] = {
+            path: m for path, m in model.named_modules(remove_duplicate=False) if path and path in names
+        }
+        self.seen: dict[str, list[Any]] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> _Hooks:
+        by_module: dict[int, list[str]] = {}
+        modules = {}
+        for path, m in self.paths.items():
+            by_module.setdefault(id(m), []).append(path)
+            modules[id(m)] = m
+        for key, m in modules.items():
+            self._handles.append(m.register_forward_hook(self._hook(by_module[key])))
+        return self
+
+    def _hook(self, paths: list[str]):
+        def hook(module, args, output):
+            kept = _clone(output)
+            for path in paths:
+                self.seen.setdefault(path, []).append(kept)
+
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_clone(v) for v in value) if isinstance(value, list) else tuple(_clone(v) for v in value)
+    return value
+
+
+# ---- comparing ----------------------------------------------------------------------------------
+def _row_for(graph: _Graph, name: str, **kw) -> Row:
+    index, layer, kind = graph.producer.get(graph.tensor_of.get(name, name), (None, None, None))
+    kw.setdefault("max_abs_err", None)
+    kw.setdefault("max_rel_err", None)
+    return Row(name=name, layer=layer, index=index, layer_type=kind, **kw)
+
+
+def _shape(got: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...] | None:
+    return tuple(got[name].shape) if name in got else None
+
+
+def _compare_hooked(graph: _Graph, name: str, actual, hooks: _Hooks, atol: float, rtol: float) -> Row:
+    shape = tuple(actual.shape) if actual is not None else None
+    calls = hooks.seen.get(name, [])
+    if actual is None:
+        return _row_for(graph, name, shape=None, status="the reference executor kept no such tensor", passed=None)
+    if not calls:
+        return _row_for(graph, name, shape=shape, status="module did not run in forward(): not compared", passed=None)
+    if len(calls) > 1:
+        return _row_for(graph, name, shape=shape, status=f"module ran {len(calls)} times: not compared", passed=None)
+    out = calls[0]
+    if isinstance(out, (tuple, list)):
+        kind = type(out).__name__
+        return _row_for(graph, name, shape=shape, status=f"module returned a {kind} of {len(out)}: not compared",
+                        passed=None)  # fmt: skip
+    if not isinstance(out, torch.Tensor):
+        return _row_for(graph, name, shape=shape, status=f"module returned {type(out).__name__}: not compared",
+                        passed=None)  # fmt: skip
+    return _compare_tensor(graph, name, actual, out, atol, rtol, exact=False)
+
+
+def _compare_tensor(
+    graph: _Graph, name: str, actual: torch.Tensor, expected: Any, atol: float, rtol: float, *, exact: bool
+) -> Row:
+    """Compare one tensor. Shapes must agree up to size-1 dims; for outputs (``exact``) a differing shape
+    fails, for hooked modules it is reported and not compared (the module may return more than the layer)."""
+    shape = tuple(actual.shape)
+    expected = torch.as_tensor(expected)
+    torch_shape = tuple(expected.shape)
+    if torch_shape != shape:
+        if _squeezed(torch_shape) != _squeezed(shape):
+            status = f"shape differs: torch {list(torch_shape)} vs network {list(shape)}" + (
+                "" if exact else ": not compared"
+            )
+            return _row_for(graph, name, shape=shape, torch_shape=torch_shape, status=status,
+                            passed=False if exact else None)  # fmt: skip
+        expected = expected.reshape(shape)
+    abs_err, rel_err, passed = errors(actual, expected, atol=atol, rtol=rtol)
+    if passed:
+        status = "ok"
+    elif math.isnan(rel_err) or math.isinf(abs_err):
+        status = "non-finite values differ"
+    else:
+        status = "over tolerance"
+    return _row_for(graph, name, shape=shape, torch_shape=torch_shape, max_abs_err=abs_err, max_rel_err=rel_err,
+                    status=status, passed=passed)  # fmt: skip
+
+
+def errors(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, rtol: float) -> tuple[float, float, bool]:
+    """(max abs err, max abs err / max |expected|, within ``atol + rtol * max |expected|``), in float64.
+
+    NaN and infinities count as equal only where both sides have the same one; anywhere else the error is inf.
+    """
+    a = actual.detach().to("cpu", torch.float64)
+    e = expected.detach().to("cpu", torch.float64)
+    if a.numel() == 0:
+        return 0.0, 0.0, True
+    diff = (a - e).abs()
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+    diff = torch.where(same, torch.zeros_like(diff), diff)
+    diff = torch.nan_to_num(diff, nan=math.inf)
+    abs_err = float(diff.max())
+    finite = e[torch.isfinite(e)]
+    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    if scale > 0:
+        rel_err = abs_err / scale
+    else:
+        rel_err = 0.0 if abs_err == 0 else math.inf
+    return abs_err, rel_err, abs_err <= atol + rtol * scale
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
+def _is_row_tuple(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], str)
+
+
+def _run_extra(name: str, fn: Extra, net_outputs, torch_outputs) -> ExtraRow:
+    try:
+        verdict = fn(net_outputs, torch_outputs)
+    except Exception as exc:  # noqa: BLE001 - the extra's own failure is a failed row, with its message
+        return ExtraRow(name, False, f"raised {type(exc).__name__}: {exc}")
+    if isinstance(verdict, tuple):
+        passed, message = verdict
+        return ExtraRow(name, bool(passed), str(message))
+    return ExtraRow(name, bool(verdict), "")
+
+
+# ---- presentation -------------------------------------------------------------------------------
+def _in_network_order(result: CheckResult) -> list[Row]:
+    """Layer rows before output rows of the same layer; rows without a layer last."""
+    keyed = [(r.index if r.index is not None else math.inf, 0, r) for r in result.layers]
+    keyed += [(r.index if r.index is not None else math.inf, 1, r) for r in result.outputs]
+    return [r for *_, r in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+
+def _last_matching_before(result: CheckResult, row: Row) -> Row | None:
+    ok = [r for r in result.layers if r.passed and r.index is not None and row.index is not None]
+    ok = [r for r in ok if r.index <= row.index]
+    return max(ok, key=lambda r: r.index) if ok else None
+
+
+def _status_detail(row: Row) -> str:
+    if row.max_rel_err is None:
+        return row.status
+    return f"max abs err {_num(row.max_abs_err)}, max rel err {_num(row.max_rel_err)}"
+
+
+def _cells(r: Row) -> tuple[str, ...]:
+    shape = "x".join(str(d) for d in r.shape) if r.shape is not None else "-"
+    return (
+        "" if r.index is None else str(r.index),
+        r.name,
+        r.layer_type or "-",
+        shape,
+        _num(r.max_abs_err),
+        _num(r.max_rel_err),
+        r.status if r.passed is not False else f"FAIL: {r.status}",
+    )
+
+
+def _extra_cells(e: ExtraRow) -> tuple[str, ...]:
+    return (e.name, "ok" if e.passed else "FAIL", e.message)
+
+
+def _align(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    numeric = {4, 5} if len(widths) == 7 else set()
+    lines = []
+    for row in rows:
+        cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3e}"
+
+
+def _finite(x: float | None) -> float | str | None:
+    """JSON has no inf/NaN: those become the strings "inf" / "nan"."""
+    if x is None or math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _list(shape: tuple[int, ...] | None) -> list[int] | None:
+    return None if shape is None else list(shape)
+
+
+def _max(values) -> float | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
