@@ -68,6 +68,20 @@ def _torch_module(num_classes: int = 10):
     return LeNet5().eval()
 
 
+def preprocess(images, cfg):
+    """BGR images -> [B, 1, 32, 32] grayscale in [0, 1] (what MNIST-style LeNet expects)."""
+    import cv2
+    import numpy as np
+
+    gray = [cv2.resize(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), (32, 32), interpolation=cv2.INTER_AREA) for im in images]
+    return {INPUT: (np.stack(gray)[:, None] / 255.0).astype(np.float32)}, None
+
+
+def postprocess(outputs, ctx, cfg):
+    probs = outputs["prob"]
+    return [{"class": int(p.argmax()), "prob": float(p.max())} for p in probs]
+
+
 def source_model(arch: str | None = None):
     """Random-init PyTorch LeNet-5 for ``gen_wts.py --model netdef:lenet``."""
     return _torch_module(ARCHS[arch or DEFAULT_ARCH]["num_classes"])

@@ -91,6 +91,20 @@ def _common_arguments(p: argparse.ArgumentParser, nd: ModuleType, command: str) 
         default="fp32",
         help="dtype of network inputs/outputs; casts are added inside the network (default: fp32)",
     )
+    if command in ("build", "check", "inspect", "infer", "bench"):
+        q = p.add_argument_group("int8 calibration (with --precision int8)")
+        q.add_argument("--calib", metavar="DIR", help="folder of calibration images (the netdef's preprocessing)")
+        q.add_argument(
+            "--calib-method",
+            choices=("entropy", "percentile", "minmax"),
+            default="entropy",
+            help="activation range method (default: entropy, TensorRT's IInt8EntropyCalibrator2)",
+        )
+        q.add_argument("--calib-images", type=int, metavar="N", help="use at most N calibration images")
+        q.add_argument(
+            "--calib-cache", metavar="FILE", help="JSON cache of the ranges; reused while the weights file is unchanged"
+        )
+        q.add_argument("--calib-device", default="cpu", help="device the calibration runs on (cpu|cuda)")
     if command == "build":
         p.add_argument("-o", "--output", help="engine path (default: <arch>.engine); metadata goes to <engine>.json")
         p.add_argument("--batch", default="1", help="fixed batch N or dynamic profile MIN:OPT:MAX (default: 1)")
@@ -147,7 +161,28 @@ def load_weights(path: str | None):
 
 
 def make_net(nd: ModuleType, args: argparse.Namespace, weights, cfg) -> Net:
-    net = Net(weights, precision=args.precision, io_dtype=args.io_dtype, name=getattr(args, "arch", None) or nd.NAME)
+    calibration = None
+    if args.precision == "int8":
+        from trtx import calibrate
+
+        calibration = calibrate.for_netdef(
+            nd,
+            cfg,
+            weights,
+            args.weights,
+            calib=args.calib,
+            method=args.calib_method,
+            images=args.calib_images,
+            cache=args.calib_cache,
+            device=args.calib_device,
+        )
+    net = Net(
+        weights,
+        precision=args.precision,
+        io_dtype=args.io_dtype,
+        calibration=calibration,
+        name=getattr(args, "arch", None) or nd.NAME,
+    )
     nd.define(net, cfg)
     return net
 
@@ -389,7 +424,14 @@ def main(netdef: ModuleType, argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:  # known user-facing error types from other packages
         name = type(exc).__name__
-        if name in ("WtsFormatError", "BackendUnavailable", "CheckpointError", "ReferenceError"):
+        if name in (
+            "WtsFormatError",
+            "BackendUnavailable",
+            "CheckpointError",
+            "CalibrationError",
+            "ReferenceExecutionError",
+            "NotImplementedInReference",
+        ):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise
