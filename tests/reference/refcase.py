@@ -29,8 +29,14 @@ class Case:
     def input(self, name: str, shape, dtype=np.float32):
         return self.nw.add_input(name, trt_dtype(dtype), tuple(shape))
 
+    def keep(self, array) -> np.ndarray:
+        """Keep ``array`` alive until the build (0-D stays 0-D, unlike np.ascontiguousarray)."""
+        array = np.array(array, copy=True, order="C")
+        self.net._keep.append(array)
+        return array
+
     def const(self, array, name: str | None = None):
-        array = self.net.keep(np.asarray(array))
+        array = self.keep(array)
         layer = self.nw.add_constant(array.shape, self.trt.Weights(array))
         if name:
             layer.name = name
@@ -38,7 +44,7 @@ class Case:
         return layer.get_output(0)
 
     def weights(self, array):
-        return self.trt.Weights(self.net.keep(np.asarray(array)))
+        return self.trt.Weights(self.keep(array))
 
     def output(self, tensor_or_layer, name: str = "y"):
         t = tensor_or_layer.get_output(0) if hasattr(tensor_or_layer, "get_output") else tensor_or_layer

@@ -29,7 +29,7 @@ def _activation(name: str, x: torch.Tensor, a: float, b: float) -> torch.Tensor 
     if name == "SOFTSIGN":
         return x / (1 + x.abs())
     if name == "SOFTPLUS":
-        return a * torch.nn.functional.softplus(x, beta=1.0) if b == 1.0 else a * torch.log1p(torch.exp(b * x))
+        return a * torch.nn.functional.softplus(b * x)  # alpha · log(e^(beta·x) + 1), overflow-safe
     if name == "CLIP":
         return torch.clamp(x, min=a, max=b) if a <= b else torch.full_like(x, a)
     if name == "HARD_SIGMOID":

@@ -1,0 +1,188 @@
+"""Conformance: MatrixMultiply, Einsum, SoftMax, Reduce, TopK, Normalization, Cumulative.
+
+docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/{MatrixMultiply,Einsum,SoftMax,Reduce,TopK,
+Normalization,Cumulative}.html.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from refcase import DEVICES, Case, assert_close, rand, t
+
+pytestmark = pytest.mark.parametrize("device", DEVICES)
+
+
+@pytest.mark.parametrize(
+    "op0,op1,sa,sb",
+    [
+        ("NONE", "NONE", (2, 3, 4), (2, 4, 5)),
+        ("TRANSPOSE", "NONE", (2, 4, 3), (1, 4, 5)),  # batch dim broadcast
+        ("NONE", "TRANSPOSE", (3, 4), (5, 4)),
+        ("TRANSPOSE", "TRANSPOSE", (1, 4, 3), (2, 5, 4)),
+        ("VECTOR", "NONE", (2, 4), (2, 4, 5)),  # batch of vectors x batch of matrices
+        ("NONE", "VECTOR", (2, 3, 4), (2, 4)),
+        ("VECTOR", "VECTOR", (3, 4), (3, 4)),  # batched dot products
+    ],
+)
+def test_matrix_multiply(device, op0, op1, sa, sb):
+    c = Case()
+    a, b = c.input("a", sa), c.input("b", sb)
+    M = c.trt.MatrixOperation
+    c.output(c.nw.add_matrix_multiply(a, getattr(M, op0), b, getattr(M, op1)))
+    av, bv = rand(*sa), rand(*sb)
+    y = c.run({"a": av, "b": bv}, device)["y"]
+    ta, tb = t(av, device), t(bv, device)
+    if op0 == "TRANSPOSE":
+        ta = ta.transpose(-1, -2)
+    if op1 == "TRANSPOSE":
+        tb = tb.transpose(-1, -2)
+    if op0 == "VECTOR" and op1 == "VECTOR":
+        expected = (ta * tb).sum(-1)
+    elif op0 == "VECTOR":
+        expected = torch.einsum("bk,bkn->bn", ta, tb)
+    elif op1 == "VECTOR":
+        expected = torch.einsum("bmk,bk->bm", ta, tb)
+    else:
+        expected = ta @ tb
+    assert_close(y, expected)
+
+
+def test_matrix_multiply_hand_case(device):
+    """MatrixMultiply.html: C = A·B on [[1 2],[3 4]] · [[5 6],[7 8]]."""
+    c = Case()
+    a = c.input("a", (2, 2))
+    b = c.const(np.array([[5, 6], [7, 8]], np.float32))
+    c.output(c.nw.add_matrix_multiply(a, c.trt.MatrixOperation.NONE, b, c.trt.MatrixOperation.NONE))
+    y = c.run({"a": np.array([[1, 2], [3, 4]], np.float32)}, device)["y"]
+    assert y.tolist() == [[19, 22], [43, 50]]
+
+
+def test_einsum(device):
+    c = Case()
+    a, b = c.input("a", (2, 3, 4)), c.input("b", (2, 4, 5))
+    c.output(c.nw.add_einsum([a, b], "bij,bjk->bik"))
+    av, bv = rand(2, 3, 4), rand(2, 4, 5)
+    y = c.run({"a": av, "b": bv}, device)["y"]
+    assert_close(y, torch.einsum("bij,bjk->bik", t(av, device), t(bv, device)))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 3])
+def test_softmax_axes_bitmask(device, axis):
+    c = Case()
+    x = c.input("x", (2, 3, 4, 5))
+    layer = c.nw.add_softmax(x)
+    layer.axes = 1 << axis
+    c.output(layer)
+    xv = rand(2, 3, 4, 5, low=-5, high=5)
+    y = c.run({"x": xv}, device)["y"]
+    assert_close(y, torch.softmax(t(xv, device), axis))
+
+
+@pytest.mark.parametrize("op", ["SUM", "PROD", "MAX", "MIN", "AVG"])
+@pytest.mark.parametrize("keep", [True, False])
+def test_reduce(device, op, keep):
+    c = Case()
+    x = c.input("x", (2, 3, 4, 5))
+    c.output(c.nw.add_reduce(x, getattr(c.trt.ReduceOperation, op), 0b1010, keep))  # axes 1 and 3
+    xv = rand(2, 3, 4, 5, low=0.5, high=1.5)
+    y = c.run({"x": xv}, device)["y"]
+    tx = t(xv, device)
+    expected = {
+        "SUM": lambda: tx.sum((1, 3), keepdim=keep),
+        "PROD": lambda: tx.prod(3, keepdim=True).prod(1, keepdim=True) if keep else tx.prod(3).prod(1),
+        "MAX": lambda: tx.amax((1, 3), keepdim=keep),
+        "MIN": lambda: tx.amin((1, 3), keepdim=keep),
+        "AVG": lambda: tx.mean((1, 3), keepdim=keep),
+    }[op]()
+    assert_close(y, expected)
+
+
+@pytest.mark.parametrize("op", ["MAX", "MIN"])
+def test_topk(device, op):
+    c = Case()
+    x = c.input("x", (2, 3, 7))
+    layer = c.nw.add_topk(x, getattr(c.trt.TopKOperation, op), 3, 1 << 2)
+    c.output(layer.get_output(0), "values")
+    c.output(layer.get_output(1), "indices")
+    xv = rand(2, 3, 7)
+    out = c.run({"x": xv}, device)
+    values, indices = torch.topk(t(xv, device), 3, dim=2, largest=op == "MAX")
+    assert torch.equal(out["values"], values)
+    assert out["indices"].dtype == torch.int32 and torch.equal(out["indices"].long(), indices)
+
+
+def test_topk_hand_case(device):
+    """TopK.html: the k largest along the axis, in decreasing order, with their indices."""
+    c = Case()
+    x = c.input("x", (1, 5))
+    layer = c.nw.add_topk(x, c.trt.TopKOperation.MAX, 2, 1 << 1)
+    c.output(layer.get_output(0), "values")
+    c.output(layer.get_output(1), "indices")
+    out = c.run({"x": np.array([[-1, 5, 3, 8, 0]], np.float32)}, device)
+    assert out["values"].tolist() == [[8, 5]] and out["indices"].tolist() == [[3, 1]]
+
+
+def test_layer_normalization(device):
+    """Normalization.html: Y = (X - Mean(X, axes)) / sqrt(Var(X, axes) + eps) · S + B over the last axis."""
+    c = Case()
+    x = c.input("x", (2, 5, 8))
+    s, b = rand(1, 1, 8), rand(1, 1, 8)
+    layer = c.nw.add_normalization(x, c.const(s), c.const(b), 1 << 2)
+    layer.epsilon = 1e-5
+    c.output(layer)
+    xv = rand(2, 5, 8)
+    y = c.run({"x": xv}, device)["y"]
+    expected = F.layer_norm(t(xv, device), (8,), t(s.reshape(8), device), t(b.reshape(8), device), eps=1e-5)
+    assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_instance_normalization(device):
+    c = Case()
+    x = c.input("x", (2, 3, 4, 5))
+    s, b = rand(1, 3, 1, 1), rand(1, 3, 1, 1)
+    layer = c.nw.add_normalization(x, c.const(s), c.const(b), 0b1100)
+    c.output(layer)
+    xv = rand(2, 3, 4, 5)
+    y = c.run({"x": xv}, device)["y"]
+    expected = F.instance_norm(t(xv, device), weight=t(s.reshape(3), device), bias=t(b.reshape(3), device), eps=1e-5)
+    assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_group_normalization_per_group_and_per_channel_scale(device):
+    """add_normalization: S, B are [1, G, 1, 1]; add_normalization_v2: [1, C, 1, 1] (as torch's GroupNorm)."""
+    for v2 in (False, True):
+        c = Case()
+        x = c.input("x", (2, 6, 3, 4))
+        shape = (1, 6, 1, 1) if v2 else (1, 3, 1, 1)
+        s, b = rand(*shape), rand(*shape)
+        add = c.nw.add_normalization_v2 if v2 else c.nw.add_normalization
+        layer = add(x, c.const(s), c.const(b), 0b1100)
+        layer.num_groups = 3
+        c.output(layer)
+        xv = rand(2, 6, 3, 4)
+        y = c.run({"x": xv}, device)["y"]
+        s6 = s.reshape(-1) if v2 else np.repeat(s.reshape(-1), 2)
+        b6 = b.reshape(-1) if v2 else np.repeat(b.reshape(-1), 2)
+        expected = F.group_norm(t(xv, device), 3, t(s6, device), t(b6, device), eps=1e-5)
+        assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cumulative(device, exclusive, reverse):
+    """Cumulative.html on [1 2 3 4]: inclusive [1 3 6 10], exclusive [0 1 3 6]; reverse scans from the end."""
+    c = Case()
+    x = c.input("x", (2, 4))
+    layer = c.nw.add_cumulative(x, c.const(np.array(1, np.int32)), c.trt.CumulativeOperation.SUM, exclusive, reverse)
+    c.output(layer)
+    y = c.run({"x": np.array([[1, 2, 3, 4], [1, 1, 1, 1]], np.float32)}, device)["y"]
+    expected = {
+        (False, False): [[1, 3, 6, 10], [1, 2, 3, 4]],
+        (True, False): [[0, 1, 3, 6], [0, 1, 2, 3]],
+        (False, True): [[10, 9, 7, 4], [4, 3, 2, 1]],
+        (True, True): [[9, 7, 4, 0], [3, 2, 1, 0]],
+    }[(exclusive, reverse)]
+    assert y.tolist() == expected
