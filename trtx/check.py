@@ -283,6 +283,8 @@ class _Graph:
     """Names in network order: which layer produces which tensor, and which names a module may match."""
 
     def __init__(self, nw) -> None:
+        from trtx import layers as layer_api
+
         self.nw = nw
         #: tensor name -> (layer index, layer name, layer type)
         self.producer: dict[str, tuple[int, str, str]] = {}
@@ -290,7 +292,7 @@ class _Graph:
         self.order: list[tuple[str, str]] = []  # (name, tensor name)
         for i in range(nw.num_layers):
             layer = nw.get_layer(i)
-            kind = str(layer.type).split(".")[-1]
+            kind = layer_api.enum_name(layer_api.layer_type(layer))
             tensors = [layer.get_output(j) for j in range(layer.num_outputs)]
             for t in tensors:
                 self.producer[t.name] = (i, layer.name, kind)
