@@ -236,7 +236,11 @@ def _schedule(network, needed: set[str] | None) -> list:
                         raise ReferenceExecutionError(f"layer {layer.name!r} is part of a cycle (loop layers?)")
                     stack.append((producer[t.name], False))
 
-    roots = range(len(all_layers)) if needed is None else sorted({producer[n] for n in needed if n in producer})
+    if needed is None:
+        roots: list[int] = list(range(len(all_layers)))
+    else:  # the layers producing what was asked for, plus every assertion (they guard the whole run)
+        asserts = {i for i, layer in enumerate(all_layers) if L.enum_name(L.layer_type(layer)) == "ASSERTION"}
+        roots = sorted({producer[n] for n in needed if n in producer} | asserts)
     for i in roots:
         visit(i)
     return [all_layers[i] for i in order]

@@ -274,3 +274,55 @@ def one_hot(call: LayerCall) -> list[torch.Tensor]:
     y = torch.where(hot, on, off)
     axis = _axis(call, int(call.layer.axis), idx.dim() + 1)
     return [y.movedim(-1, axis)]
+
+
+@implements("SCATTER")
+def scatter(call: LayerCall) -> list[torch.Tensor]:
+    """ELEMENT: ONNX ScatterElements along ``axis``; ND: ONNX ScatterND (Scatter.html)."""
+    layer = call.layer
+    data, idx, updates = call.x(0), call.input(1).to(torch.int64), call.x(2)
+    mode = layer.mode.name
+    out = data.clone()
+    if mode == "ELEMENT":
+        axis = _axis(call, int(layer.axis), data.dim())
+        return [out.scatter(axis, _wrap(call, idx, data.shape[axis]), updates)]
+    if mode == "ND":
+        depth = idx.shape[-1]
+        flat_idx = idx.reshape(-1, depth)
+        cols = tuple(_wrap(call, flat_idx[:, j], data.shape[j]) for j in range(depth))
+        out[cols] = updates.reshape((flat_idx.shape[0],) + tuple(data.shape[depth:]))
+        return [out]
+    raise call.unsupported("mode", layer.mode)
+
+
+@implements("NON_ZERO")
+def non_zero(call: LayerCall) -> list[torch.Tensor]:
+    """[rank, count] coordinates of the non-zero elements, in row-major order (NonZero.html)."""
+    return [torch.nonzero(call.input(0)).T.contiguous()]
+
+
+@implements("REVERSE_SEQUENCE")
+def reverse_sequence(call: LayerCall) -> list[torch.Tensor]:
+    """Reverse the first lengths[b] elements along ``sequence_axis`` of every batch item (ReverseSequence.html)."""
+    layer = call.layer
+    x = call.x(0)
+    lengths = call.ints(call.input(1))
+    batch_axis, seq_axis = int(layer.batch_axis), int(layer.sequence_axis)
+    out = x.clone()
+    for b, n in enumerate(lengths):
+        if not 0 <= n <= x.shape[seq_axis]:
+            raise call.error(f"sequence length {n} of batch item {b} exceeds {x.shape[seq_axis]}")
+        item = x.select(batch_axis, b)
+        axis = seq_axis - (seq_axis > batch_axis)
+        head = item.narrow(axis, 0, n).flip(axis)
+        out.select(batch_axis, b).narrow(axis, 0, n).copy_(head)
+    return [out]
+
+
+@implements("ASSERTION")
+def assertion(call: LayerCall) -> list[torch.Tensor]:
+    """Fails the run, as TensorRT does, when any element of the condition is false."""
+    condition = call.input(0)
+    if not bool(condition.all()):
+        raise call.error(f"assertion failed: {call.layer.message}")
+    return []
