@@ -256,3 +256,19 @@ def test_lrn_matches_torch(device):
     xv = rand(2, 7, 3, 3)
     y = c.run({"x": xv}, device)["y"]
     assert_close(y, F.local_response_norm(t(xv), 5, alpha=0.001, beta=0.75, k=2.0).to(device))
+
+
+def test_convolution_1d_as_tensorrt_expresses_it(device):
+    """TensorRT has no 1-D kernels (add_convolution_nd returns None for one): Conv1d is unsqueeze -> (k, 1) conv."""
+    c = Case()
+    x = c.input("x", (-1, 3, 10))
+    up = c.nw.add_shuffle(x)
+    up.reshape_dims = (0, 0, 0, 1)
+    w, b = rand(5, 3, 3), rand(5)
+    conv = _conv(c, up.get_output(0), w.reshape(5, 3, 3, 1), b, (3, 1), stride_nd=(2, 1), padding_nd=(1, 0))
+    down = c.nw.add_shuffle(conv.get_output(0))
+    down.reshape_dims = (0, 0, -1)
+    c.output(down)
+    xv = rand(2, 3, 10)
+    y = c.run({"x": xv}, device)["y"]
+    assert_close(y, F.conv1d(t(xv), t(w), t(b), stride=2, padding=1).to(device))

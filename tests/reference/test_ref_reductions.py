@@ -135,7 +135,7 @@ def test_layer_normalization(device):
     c.output(layer)
     xv = rand(2, 5, 8)
     y = c.run({"x": xv}, device)["y"]
-    expected = F.layer_norm(t(xv, device), (8,), t(s.reshape(8), device), t(b.reshape(8), device), eps=1e-5)
+    expected = F.layer_norm(t(xv), (8,), t(s.reshape(8)), t(b.reshape(8)), eps=1e-5)
     assert_close(y, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -147,7 +147,7 @@ def test_instance_normalization(device):
     c.output(layer)
     xv = rand(2, 3, 4, 5)
     y = c.run({"x": xv}, device)["y"]
-    expected = F.instance_norm(t(xv, device), weight=t(s.reshape(3), device), bias=t(b.reshape(3), device), eps=1e-5)
+    expected = F.instance_norm(t(xv), weight=t(s.reshape(3)), bias=t(b.reshape(3)), eps=1e-5)
     assert_close(y, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -166,7 +166,7 @@ def test_group_normalization_per_group_and_per_channel_scale(device):
         y = c.run({"x": xv}, device)["y"]
         s6 = s.reshape(-1) if v2 else np.repeat(s.reshape(-1), 2)
         b6 = b.reshape(-1) if v2 else np.repeat(b.reshape(-1), 2)
-        expected = F.group_norm(t(xv, device), 3, t(s6, device), t(b6, device), eps=1e-5)
+        expected = F.group_norm(t(xv), 3, t(s6), t(b6), eps=1e-5)
         assert_close(y, expected, rtol=1e-5, atol=1e-5)
 
 

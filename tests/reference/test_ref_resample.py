@@ -82,7 +82,7 @@ def test_resize_matches_torch(device, mode, transform, torch_mode, align, out_hw
     c.output(_resize(c, x, mode=mode, transform=transform, shape=(2, 3) + out_hw, cubic_coeff=-0.75))
     xv = rand(2, 3, 6, 5)
     y = c.run({"x": xv}, device)["y"]
-    expected = F.interpolate(t(xv, device), size=out_hw, mode=torch_mode, align_corners=align)
+    expected = F.interpolate(t(xv), size=out_hw, mode=torch_mode, align_corners=align)
     assert_close(y, expected)
 
 
@@ -92,7 +92,7 @@ def test_nearest_half_pixel_half_up_is_torch_nearest_exact(device):
     c.output(_resize(c, x, transform="HALF_PIXEL", rounding="HALF_UP", shape=(1, 2, 3, 12)))
     xv = rand(1, 2, 7, 5)
     y = c.run({"x": xv}, device)["y"]
-    assert torch.equal(y, F.interpolate(t(xv, device), size=(3, 12), mode="nearest-exact"))
+    assert torch.equal(y, F.interpolate(t(xv), size=(3, 12), mode="nearest-exact").to(device))
 
 
 def test_cubic_exclude_outside_matches_onnxruntime(device):
@@ -140,7 +140,7 @@ def test_resize_scales_with_dynamic_batch(device):
         xv = rand(batch, 2, 3, 4)
         y = c.run({"x": xv}, device)["y"]
         assert tuple(y.shape) == (batch, 2, 7, 8)
-        assert_close(y, F.interpolate(t(xv, device), size=(7, 8), mode="bilinear", align_corners=False))
+        assert_close(y, F.interpolate(t(xv), size=(7, 8), mode="bilinear", align_corners=False))
 
 
 def test_resize_from_shape_tensor(device):
@@ -154,7 +154,7 @@ def test_resize_from_shape_tensor(device):
     c.output(layer)
     xv = rand(2, 2, 3, 4)
     y = c.run({"x": xv}, device)["y"]
-    assert torch.equal(y, F.interpolate(t(xv, device), scale_factor=2, mode="nearest"))
+    assert torch.equal(y, F.interpolate(t(xv), scale_factor=2, mode="nearest").to(device))
 
 
 # GridSample.html: grid values in [-1, 1] address the input; align_corners puts -1/1 on the corner pixel
@@ -202,5 +202,5 @@ def test_grid_sample(device, interp, torch_mode, sample, padding, align):
     if interp == "NEAREST":  # keep sample points off the rounding ties
         gv = np.round(gv * 20) / 20 + 0.013
     y = c.run({"x": xv, "grid": gv}, device)["y"]
-    expected = F.grid_sample(t(xv, device), t(gv, device), mode=torch_mode, padding_mode=padding, align_corners=align)
+    expected = F.grid_sample(t(xv), t(gv), mode=torch_mode, padding_mode=padding, align_corners=align)
     assert_close(y, expected)

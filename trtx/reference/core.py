@@ -12,6 +12,7 @@ TensorRT does, with fp32 math inside a layer.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -246,6 +247,18 @@ def _schedule(network, needed: set[str] | None) -> list:
     return [all_layers[i] for i in order]
 
 
+@contextlib.contextmanager
+def _exact_float32():
+    """No TF32 inside the reference: cuDNN convolutions default to it on Ampere+ GPUs (≈1e-3 relative error)."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def execute(
     network,
     feeds: Mapping[str, np.ndarray | torch.Tensor],
@@ -258,8 +271,11 @@ def execute(
     Returns the marked outputs, plus the tensors named in ``keep`` (``"all"`` = every tensor computed),
     each in the dtype the network declares for it, on ``device``.
     """
-    network = getattr(network, "network", network)  # accept a Net
-    device = torch.device(device)
+    with _exact_float32():
+        return _execute(getattr(network, "network", network), feeds, torch.device(device), keep)
+
+
+def _execute(network, feeds, device: torch.device, keep) -> dict[str, torch.Tensor]:
     inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
     outputs = [network.get_output(i).name for i in range(network.num_outputs)]
     missing = sorted(set(inputs) - set(feeds))
