@@ -1,0 +1,165 @@
+"""Write PyTorch weights as a tensorrtx ``.wts`` (or ``.safetensors``) file.
+
+From a checkpoint (a state_dict, or an ultralytics/yolov5 checkpoint with a ``model``/``ema`` entry)::
+
+    python gen_wts.py -w resnet18.pth -o resnet18.wts
+    python gen_wts.py -w Resnet50_Final.pth --model retinaface:r50 -o retinaface.wts
+    python gen_wts.py -w yolov5s.pt --unsafe-pickle -o yolov5s.wts   # pickled full model: trusted files only
+
+From an installed model source, with random weights (tests, benchmarks; nothing is downloaded)::
+
+    python gen_wts.py --model yolov5:yolov5s --random-init --seed 0 -o yolov5s.wts
+
+Every state_dict entry is written (integer buffers such as ``num_batches_tracked`` as float, like
+tensorrtx). YOLOv5 detect/seg models also get tensorrtx's ``anchor_grid`` and ``strides`` entries on
+the Detect layer, so files made here and by tensorrtx's gen_wts.py are interchangeable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+SPEC_HELP = (
+    "build the PyTorch model from an installed source: torchvision:<arch>, "
+    "yolov5:<yolov5n|s|m|l|x, n6..x6, NAME-cls, NAME-seg>, ultralytics:<yaml stem, e.g. yolov8n>, "
+    "retinaface:<mnet|r50>, netdef:<module>[:<arch>]. With -w, the checkpoint is loaded into this model "
+    "first (for state_dict-only files of known architectures); without -w, --random-init is required"
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gen_wts.py",
+        description="Convert PyTorch weights to a tensorrtx .wts file (or .safetensors, by the output suffix).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("-w", "--weights", metavar="CKPT", help="checkpoint: a state_dict or a dict with 'model'/'ema'")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output file (.wts, or .safetensors) or directory; default: CKPT with .wts, or NAME.wts for --model",
+    )
+    parser.add_argument("-m", "--model", metavar="SOURCE:NAME", help=SPEC_HELP)
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="write the --model's randomly initialized weights (never mistake them for trained ones)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of --random-init (default 0); the same seed gives the same file"
+    )
+    parser.add_argument(
+        "-t",
+        "--type",
+        choices=["detect", "cls", "seg"],
+        default=None,
+        help="YOLOv5 model type: detect/seg add tensorrtx's anchor_grid and strides entries (default: from "
+        "--model, else detect/seg when the model has a YOLOv5 Detect head)",
+    )
+    parser.add_argument(
+        "--unsafe-pickle",
+        action="store_true",
+        help="allow checkpoints holding pickled Python objects (full nn.Module checkpoints such as yolov5 .pt "
+        "files). Unpickling runs arbitrary code: only for files you trust",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    args = parser.parse_args(argv)
+    if args.random_init and not args.model:
+        parser.error("--random-init needs --model SOURCE:NAME")
+    if not args.weights and not args.model:
+        parser.error("give -w CKPT, or --model SOURCE:NAME --random-init")
+    if args.model and not args.weights and not args.random_init:
+        parser.error(
+            "--random-init is required when no -w is given, so random weights are never taken for trained ones"
+        )
+    if args.random_init and args.weights:
+        parser.error("--random-init and -w exclude each other")
+    if args.seed is not None and not args.random_init:
+        parser.error("--seed only applies to --random-init")
+    if args.weights and not os.path.isfile(args.weights):
+        parser.error(f"checkpoint {args.weights} does not exist")
+    args.output = output_path(args)
+    return args
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    if args.weights:
+        default_name = Path(args.weights).with_suffix(".wts").name
+    else:
+        default_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.model.split(":", 1)[1]) + ".wts"
+    if not args.output:
+        return Path(args.weights).with_suffix(".wts") if args.weights else Path(default_name)
+    out = Path(args.output)
+    return out / default_name if out.is_dir() else out
+
+
+def collect_state(args: argparse.Namespace) -> tuple[dict, int | None]:
+    """(name -> flat float32 array to write, number of trainable parameters if a model is known)."""
+    import torch
+
+    from trtx import sources
+
+    model = None
+    if args.model:
+        seed = (0 if args.seed is None else args.seed) if args.random_init else None
+        model = sources.build_model(args.model, seed=seed)
+    if args.weights:
+        ckpt = sources.load_checkpoint(args.weights, unsafe_pickle=args.unsafe_pickle)
+        if model is None and isinstance(ckpt, torch.nn.Module):
+            model = ckpt
+        elif model is not None:
+            state = ckpt.state_dict() if isinstance(ckpt, torch.nn.Module) else ckpt
+            head = sources.yolov5_detect_layer(model)
+            ignore = [head[0] + extra for extra in sources.YOLOV5_EXTRAS] if head else []
+            sources.load_state(model, state, ignore=ignore)
+        else:
+            if args.type in ("detect", "seg"):
+                raise sources.SourceError(
+                    f"--type {args.type} adds anchor_grid/strides, which needs the model: add --model yolov5:<name>"
+                )
+            state = {k: v.detach().float().reshape(-1).numpy() for k, v in ckpt.items()}
+            return state, None
+    spec = args.model if args.model else None
+    state = sources.state_dict_for_wts(model, spec, task=args.type)
+    n_params = sum(p.numel() for p in model.parameters())
+    return state, n_params
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import wts
+    from trtx.sources import SourceError
+
+    try:
+        state, n_params = collect_state(args)
+        progress = not args.quiet and sys.stderr.isatty()
+        n_values = wts.save(state, args.output, progress=progress)
+    except SourceError as exc:
+        print(f"gen_wts.py: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        what = f"random weights of {args.model} (seed {args.seed or 0})" if args.random_init else "weights"
+        params = f", {n_params:,} parameters" if n_params is not None else ""
+        print(
+            f"wrote {what} to {args.output}: {len(state)} tensors, {n_values:,} values{params}, "
+            f"{human_size(os.path.getsize(args.output))}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
