@@ -18,6 +18,9 @@ from trtx.reference.core import LayerCall, compute, implements
 @implements("CONSTANT")
 def constant(call: LayerCall) -> list[torch.Tensor]:
     shape = L.dims(call.layer.shape)
+    declared = L.enum_name(call.layer.get_output(0).dtype)
+    if declared in ("INT4", "FP4", "FP8", "E8M0"):  # packed/narrow weights numpy cannot hold faithfully
+        raise call.unsupported(f"constant weights of type {declared}")
     w = call.weights(call.layer.weights)
     if w is None:
         if math.prod(shape) == 0:
