@@ -235,6 +235,16 @@ def test_cast_float_int_bool_half(device):
     assert out["h"].tolist() == torch.tensor(xv).half().tolist()
 
 
+def test_cast_docs_example(device):
+    """Cast.html example: float32 [[1.2 2.3 3.4],[4.5 5.6 6.7],[7.8 8.9 9.1]] cast to int32 gives 1..9."""
+    c = Case()
+    x = c.input("x", (1, 1, 3, 3))
+    c.output(c.nw.add_cast(x, c.trt.int32))
+    xv = np.array([[[[1.2, 2.3, 3.4], [4.5, 5.6, 6.7], [7.8, 8.9, 9.1]]]], np.float32)
+    y = c.run({"x": xv}, device)["y"]
+    assert y.tolist() == [[[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]]
+
+
 def test_identity_is_a_copy(device):
     c = Case()
     x = c.input("x", (3, 2))

@@ -82,10 +82,6 @@ def torch_dtype(trt_dtype, where: str = "") -> torch.dtype:
     return dt
 
 
-def is_float(t: torch.Tensor) -> bool:
-    return t.dtype.is_floating_point
-
-
 def compute(t: torch.Tensor) -> torch.Tensor:
     """The value ops compute with: floats as float32 (exact), everything else unchanged."""
     if t.dtype in (torch.float16, torch.bfloat16) or (t.dtype.is_floating_point and t.dtype.itemsize == 1):
@@ -162,9 +158,6 @@ class LayerCall:
         """A shape tensor's values as Python ints."""
         return [int(v) for v in t.reshape(-1).tolist()]
 
-    def tensor(self, values, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor(values, dtype=dtype, device=self.device)
-
 
 # ---- the executor -------------------------------------------------------------------------------
 
@@ -190,11 +183,11 @@ def _feed_tensor(name: str, value, tensor, device: torch.device) -> torch.Tensor
     return value.to(device=device, dtype=declared)
 
 
-def _check_output(call: LayerCall, index: int, value: torch.Tensor, tensor) -> None:
+def _check_output(where: str, index: int, value: torch.Tensor, tensor) -> None:
     declared = L.dims(tensor.shape)
     if len(declared) != value.dim() or any(d >= 0 and d != v for d, v in zip(declared, value.shape)):
         raise ReferenceExecutionError(
-            f"{call.where()}: output {index} ({tensor.name!r}) computed with shape {tuple(value.shape)} but "
+            f"{where}: output {index} ({tensor.name!r}) computed with shape {tuple(value.shape)} but "
             f"TensorRT declares {declared}; the reference executor disagrees with TensorRT about this layer"
         )
 
@@ -289,9 +282,12 @@ def _execute(network, feeds, device: torch.device, keep) -> dict[str, torch.Tens
 
     keep_all = isinstance(keep, str) and keep == "all"
     kept: list[str] = [] if keep is None or keep_all else ([keep] if isinstance(keep, str) else list(keep))
+    known = set(inputs) | {layer.get_output(o).name for layer in L.layers(network) for o in range(layer.num_outputs)}
+    unknown_keep = [n for n in kept if n not in known]
+    if unknown_keep:
+        raise ReferenceExecutionError(f"keep names tensors the network does not have: {unknown_keep}")
     needed = None if keep_all else set(outputs) | set(kept)
     ops = registry()
-    produced: set[str] = set(inputs)
     for layer in _schedule(network, needed):
         kind_enum = L.layer_type(layer)
         kind = L.enum_name(kind_enum)
@@ -307,24 +303,19 @@ def _execute(network, feeds, device: torch.device, keep) -> dict[str, torch.Tens
                 )
             else:
                 args.append(values[t.name])
-        out_tensors = [layer.get_output(o) for o in range(layer.num_outputs)]
         where = f"layer {layer.name!r} ({kind})"
-        out_dtypes = [torch_dtype(t.dtype, f"{where} output {t.name!r}") for t in out_tensors]
-        call = LayerCall(layer, kind, args, device, out_dtypes)
         op = ops.get(kind_enum)
         if op is None:
             raise NotImplementedInReference(f"{where}: layer type {kind} is not implemented by the reference executor")
-        results = op(call)
+        out_tensors = [layer.get_output(o) for o in range(layer.num_outputs)]
+        out_dtypes = [torch_dtype(t.dtype, f"{where} output {t.name!r}") for t in out_tensors]
+        results = op(LayerCall(layer, kind, args, device, out_dtypes))
         if len(results) != len(out_tensors):
             raise ReferenceExecutionError(f"{where}: op returned {len(results)} outputs, layer has {len(out_tensors)}")
         for o, (value, tensor) in enumerate(zip(results, out_tensors)):
             value = to_declared(value.to(device), out_dtypes[o], L.enum_name(tensor.dtype))
-            _check_output(call, o, value, tensor)
+            _check_output(where, o, value, tensor)
             values[tensor.name] = value
-            produced.add(tensor.name)
 
-    unknown_keep = [n for n in kept if n not in values]
-    if unknown_keep:
-        raise ReferenceExecutionError(f"keep names tensors the network does not have: {unknown_keep}")
     names = list(values) if keep_all else outputs + [n for n in kept if n not in outputs]
     return {n: values[n] for n in names}
