@@ -156,3 +156,19 @@ def squeeze_excitation(net: Net, x, path: str, *, act: str = "relu", scale_act: 
     s = activation(net, s, scale_act, f"{path}.scale_activation")
     prod = net.network.add_elementwise(x, s, net.trt.ElementWiseOperation.PROD)
     return net.name(prod, path).get_output(0)
+
+
+def adaptive_avg_pool(net: Net, x, name: str, output_size: int):
+    """nn.AdaptiveAvgPool2d(output_size) on a static H x W: the identity when H x W already is the output size,
+    AvgPool(H/out) when it divides evenly (the windows of adaptive pooling are then equal and disjoint)."""
+    h, w = int(x.shape[2]), int(x.shape[3])
+    if (h, w) == (output_size, output_size):
+        return net.name(net.network.add_identity(x), name).get_output(0)
+    if h < 0 or w < 0 or h % output_size or w % output_size:
+        raise NetdefError(
+            f"layer {name}: AdaptiveAvgPool2d({output_size}) of a {h}x{w} input has unequal windows; "
+            f"use an input size whose feature map is a multiple of {output_size}"
+        )
+    layer = net.network.add_pooling_nd(x, net.trt.PoolingType.AVERAGE, (h // output_size, w // output_size))
+    layer.stride_nd = (h // output_size, w // output_size)
+    return net.name(layer, name).get_output(0)

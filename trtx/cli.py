@@ -9,7 +9,7 @@ provides (see docs/netdefs.md):
 ``torch_model(cfg, weights) -> nn.Module``      the PyTorch model it mirrors, weights loaded (for check)
 
 and optionally ``add_arguments(parser, command)``, ``torch_forward(model, feeds) -> {output name: tensor}``,
-``example_feeds(cfg, image, batch) -> {input name: array}``, ``check_extra(cfg, outputs, expected) -> rows``,
+``example_feeds(cfg, image, batch[, seed]) -> {input name: array}``, ``check_extra(cfg, outputs, expected) -> rows``,
 ``preprocess(images, cfg) -> (feeds, ctx)``, ``postprocess(outputs, ctx, cfg) -> results``,
 ``render(image, result, cfg) -> image``, ``result_json(result, cfg) -> dict``, ``summary(result, cfg) -> str``
 (infer), ``source_model(arch)`` (a random-init PyTorch model for ``gen_wts.py --model netdef:<file>``).
@@ -18,6 +18,7 @@ and optionally ``add_arguments(parser, command)``, ``torch_forward(model, feeds)
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -202,7 +203,8 @@ def example_feeds(
     """The netdef's example input (an image through its preprocessing) or a seeded standard-normal input."""
     fn = getattr(nd, "example_feeds", None)
     if fn is not None:
-        return fn(cfg, image, batch)
+        takes_seed = "seed" in inspect.signature(fn).parameters  # the hook may honour --seed
+        return fn(cfg, image, batch, seed=seed) if takes_seed else fn(cfg, image, batch)
     if image is not None:
         raise UsageError(f"{nd.NAME} has no image preprocessing; run without --image")
     rng = np.random.default_rng(seed)

@@ -154,7 +154,8 @@ class Net:
 
     def keep(self, array: np.ndarray) -> np.ndarray:
         """Keep ``array`` alive until the engine is built (TensorRT borrows weight memory)."""
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)
+        array = np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d arrays 1-d
         self._keep.append(array)
         return array
 

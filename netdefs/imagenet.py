@@ -1,0 +1,241 @@
+"""ImageNet classification, shared by the classic classifier netdefs (resnet, mobilenet, vgg, ...).
+
+What every torchvision classifier netdef has in common and is not a layer: the input tensor, the
+preprocessing torchvision's ``IMAGENET1K_V1`` weights expect (resize the short side to 256 with antialiased
+bilinear, center crop 224, scale to [0, 1], normalize), the softmax head, top-5 with the 1000 ImageNet class
+names, and the hooks ``trtx.cli`` calls (``preprocess``, ``postprocess``, ``summary``, ``result_json``,
+``render``, ``example_feeds``, ``torch_forward``). A family file imports these names and so gets ``infer``
+and ``bench`` with images. Nothing here imports torch at module import time (deploy-time code).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from trtx.net import Net, NetdefError
+
+INPUT = "data"
+OUTPUT = "prob"
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+RESIZE = 256
+CROP = 224
+TOPK = 5
+CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
+
+
+@cache
+def class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, index = class id (torchvision's ``meta["categories"]``)."""
+    names = tuple(CLASSES_FILE.read_text(encoding="utf-8").splitlines())
+    if len(names) != 1000:
+        raise NetdefError(f"{CLASSES_FILE}: expected 1000 class names, found {len(names)}")
+    return names
+
+
+def class_name(index: int, num_classes: int = 1000) -> str:
+    return class_names()[index] if num_classes == 1000 else f"class {index}"
+
+
+# ---- configuration --------------------------------------------------------------------------------------
+def configure(args, weights, meta: dict | None, *, classifier_bias: str, **arch) -> SimpleNamespace:
+    """``cfg`` of a classifier: arch facts + ``num_classes`` (from the last layer's bias, or the engine
+    metadata when there are no weights) + the input size."""
+    if weights is not None:
+        if classifier_bias not in weights:
+            raise NetdefError(
+                f"weights have no tensor {classifier_bias!r}: not a torchvision {args.arch} state_dict "
+                "(write one with gen_wts.py --model torchvision:<arch>)"
+            )
+        num_classes = int(np.asarray(weights[classifier_bias]).size)
+    elif meta is not None:
+        num_classes = int(meta["num_classes"])
+    else:
+        raise NetdefError("configure needs weights or engine metadata")
+    return SimpleNamespace(arch=args.arch, num_classes=num_classes, input_size=CROP, resize=RESIZE, **arch)
+
+
+def data_input(net: Net, cfg):
+    """The network input ``data``: [batch (dynamic), 3, 224, 224], RGB, normalized."""
+    return net.input(INPUT, (-1, 3, cfg.input_size, cfg.input_size))
+
+
+def softmax_output(net: Net, logits, cfg) -> None:
+    """Softmax over the classes in fp32, marked as output ``prob`` [batch, num_classes]."""
+    prob = net.network.add_softmax(net.to_fp32(logits, "prob.to_fp32"))
+    prob.axes = 1 << 1
+    net.output(net.name(prob, OUTPUT).get_output(0), OUTPUT)
+    net.meta.update(num_classes=cfg.num_classes, task="imagenet-classification", topk=TOPK)
+    net.meta["preprocess"] = {"resize": cfg.resize, "crop": cfg.input_size, "mean": MEAN, "std": STD}
+
+
+# ---- preprocessing ----------------------------------------------------------------------------------
+@cache
+def resize_weights(in_size: int, out_size: int) -> np.ndarray:
+    """[out, in] matrix of antialiased bilinear resampling (PIL's and torch's ``antialias=True`` filter):
+    a triangle filter widened by the downscale factor, normalized per output pixel."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    weights = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        x = (np.arange(lo, hi) - center + 0.5) / support
+        w = np.clip(1.0 - np.abs(x), 0.0, None)
+        weights[i, lo:hi] = w / w.sum()
+    weights = weights.astype(np.float32)
+    weights.flags.writeable = False
+    return weights
+
+
+def _resample_axis0(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Resample axis 0 of ``image`` with the [out, in] ``weights`` (one matrix product)."""
+    return (weights @ image.reshape(image.shape[0], -1)).reshape(-1, *image.shape[1:])
+
+
+def resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:
+    """torchvision ``Resize(size, antialias=True)`` on a uint8 tensor: short side -> ``size``, long side scaled
+    and truncated; resampled in float32 (width, then height), rounded half to even back to uint8."""
+    h, w = rgb.shape[:2]
+    if h <= w:
+        new_h, new_w = size, int(size * w / h)
+    else:
+        new_h, new_w = int(size * h / w), size
+    out = rgb.astype(np.float32)
+    if new_w != w:
+        out = _resample_axis0(out.transpose(1, 0, 2), resize_weights(w, new_w)).transpose(1, 0, 2)
+    if new_h != h:
+        out = _resample_axis0(np.ascontiguousarray(out), resize_weights(h, new_h))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        raise NetdefError(f"image {w}x{h} is smaller than the {size}x{size} crop")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return image[top : top + size, left : left + size]
+
+
+def preprocess_image(bgr: np.ndarray, cfg) -> np.ndarray:
+    """One OpenCV BGR uint8 image -> [3, 224, 224] float32, as torchvision's ``IMAGENET1K_V1.transforms()``."""
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+        raise NetdefError(f"expected an HxWx3 uint8 BGR image, got {bgr.dtype} {bgr.shape}")
+    rgb = center_crop(resize_short_side(np.ascontiguousarray(bgr[:, :, ::-1]), cfg.resize), cfg.input_size)
+    x = rgb.astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(images: list[np.ndarray], cfg) -> tuple[dict[str, np.ndarray], None]:
+    return {INPUT: np.stack([preprocess_image(im, cfg) for im in images])}, None
+
+
+def example_feeds(cfg, image: str | None, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``check``'s input: ``image`` through the preprocessing (repeated ``batch`` times), else seeded N(0, 1)
+    (the scale of a normalized image)."""
+    if image is not None:
+        import cv2
+
+        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise NetdefError(f"{image}: not a readable image")
+        return {INPUT: np.stack([preprocess_image(bgr, cfg)] * batch)}
+    rng = np.random.default_rng(seed)
+    return {INPUT: rng.standard_normal((batch, 3, cfg.input_size, cfg.input_size)).astype(np.float32)}
+
+
+# ---- postprocessing ---------------------------------------------------------------------------------
+def top_k(prob: np.ndarray, k: int = TOPK) -> list[int]:
+    """Class ids of the ``k`` largest probabilities, largest first (ties: lower id first)."""
+    return [int(i) for i in np.argsort(-prob, kind="stable")[:k]]
+
+
+def postprocess(outputs: dict[str, np.ndarray], ctx: Any, cfg) -> list[list[tuple[int, str, float]]]:
+    """``prob`` [B, num_classes] -> per image the top-5 as (class id, class name, probability)."""
+    prob = np.asarray(outputs[OUTPUT], dtype=np.float32).reshape(len(outputs[OUTPUT]), -1)
+    return [[(i, class_name(i, cfg.num_classes), float(p[i])) for i in top_k(p)] for p in prob]
+
+
+def summary(result, cfg) -> str:
+    return ", ".join(f"{name} ({i}) {p:.4f}" for i, name, p in result)
+
+
+def result_json(result, cfg) -> dict:
+    return {"top5": [{"class": i, "name": name, "prob": p} for i, name, p in result]}
+
+
+def render(image: np.ndarray, result, cfg) -> np.ndarray:
+    """The image with the top-5 written in its upper left corner."""
+    import cv2
+
+    out = image.copy()
+    scale = max(out.shape[1] / 800, 0.5)
+    line = int(math.ceil(28 * scale))
+    for row, (_, name, p) in enumerate(result):
+        text = f"{p * 100:5.1f}% {name}"
+        org = (int(10 * scale), line * (row + 1))
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale) + 1)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), int(2 * scale) or 1)
+    return out
+
+
+def check_extra(cfg, outputs: dict, expected: dict) -> list[tuple[str, bool, str]]:
+    """``check``'s classifier rows: per image the top-5 classes of the network and of PyTorch are the same in
+    the same order (a swap of two classes whose PyTorch probabilities tie within 1e-6 relative is allowed),
+    and PyTorch's logits are not constant (else every comparison of ``prob`` is vacuous)."""
+    if OUTPUT not in outputs or OUTPUT not in expected:
+        return [("top5", False, f"no {OUTPUT!r} output to compare")]
+    net_prob = np.asarray(outputs[OUTPUT].detach().double().cpu()).reshape(len(outputs[OUTPUT]), -1)
+    ref_prob = np.asarray(expected[OUTPUT].detach().double().cpu()).reshape(net_prob.shape)
+    rows = []
+    for b, (p_net, p_ref) in enumerate(zip(net_prob, ref_prob)):
+        got, want = top_k(p_net), top_k(p_ref)
+        tie = 1e-6 * float(p_ref.max())
+        same = all(g == w or abs(p_ref[g] - p_ref[w]) <= tie for g, w in zip(got, want))
+        rows.append((f"top5[{b}]", same, f"network {got}, torch {want}"))
+        spread = float(np.log(np.clip(p_ref, 1e-300, None)).std())
+        rows.append((f"logits[{b}] not constant", spread > 1e-3, f"std of torch logits {spread:.3g}"))
+    return rows
+
+
+# ---- the PyTorch side (check, gen_wts) ----------------------------------------------------------------
+def torchvision_model(arch: str, num_classes: int = 1000, *, init: bool = True):
+    """torchvision ``arch`` in eval mode: randomly initialized, or (``init=False``) with uninitialized
+    parameters, for weights that are loaded right after (skips the slow random init of large models)."""
+    import torch
+    import torchvision
+
+    constructor = getattr(torchvision.models, arch)
+    if init:
+        return constructor(weights=None, num_classes=num_classes).eval()
+    with torch.device("meta"):
+        model = constructor(weights=None, num_classes=num_classes)
+    return model.to_empty(device="cpu").eval()
+
+
+def torch_model(cfg, weights):
+    """torchvision ``cfg.arch`` with ``weights`` (state_dict keys) loaded: what ``check`` compares against."""
+    from trtx.sources import load_state
+
+    model = torchvision_model(cfg.arch, cfg.num_classes, init=False)
+    load_state(model, weights)
+    return model
+
+
+def torch_forward(model, feeds) -> dict:
+    import torch
+
+    return {OUTPUT: torch.softmax(model(feeds[INPUT]), dim=1)}
+
+
+def source_model(arch: str):
+    """Random-init torchvision model for ``gen_wts.py --model netdef:<family> --arch <arch>``."""
+    return torchvision_model(arch)
