@@ -14,11 +14,14 @@ Importing this module needs neither libcuda nor torch; the driver is loaded at t
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import re
+import struct
 import threading
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -230,46 +233,75 @@ def parse_signature(source: str, name: str) -> list[tuple[str, str]] | None:
     return params
 
 
-def pack_arguments(params: Sequence[tuple[str, str]], args: Sequence[Any], kernel: str) -> tuple[np.ndarray, list]:
-    """(array of parameter addresses, the buffers they point into) for cuLaunchKernel's ``kernelParams``."""
+#: numpy dtype name of a scalar kernel parameter -> (struct format, smallest, largest value)
+_SCALARS: dict[str, tuple[str, float, float]] = {
+    "bool": ("?", 0, 1),
+    **{np.dtype(t).name: (f, int(np.iinfo(t).min), int(np.iinfo(t).max))
+       for t, f in ((np.int8, "b"), (np.uint8, "B"), (np.int16, "h"), (np.uint16, "H"), (np.int32, "i"),
+                    (np.uint32, "I"), (np.int64, "q"), (np.uint64, "Q"))},
+    "float32": ("f", -float(np.finfo(np.float32).max), float(np.finfo(np.float32).max)),
+    "float64": ("d", -math.inf, math.inf),
+}  # fmt: skip
+
+
+def pack_arguments(params: Sequence[tuple[str, str]], args: Sequence[Any], kernel: str) -> tuple[Any, Any]:
+    """(ctypes array of each parameter's address, the ctypes buffer holding them) for ``kernelParams``.
+
+    Each parameter sits in its own 8-byte-aligned slot of one buffer; the driver copies as many bytes as the
+    kernel's parameter has, so the slot only has to be at least that large.
+    """
     if len(args) != len(params):
         names = ", ".join(n for n, _ in params)
         raise LaunchError(f"kernel {kernel}({names}) takes {len(params)} arguments, got {len(args)}")
-    storage: list[np.ndarray] = []
+    parts: list[bytes] = []
+    offsets: list[int] = []
+    offset = 0
     for (pname, code), value in zip(params, args):
-        what = f"kernel {kernel} argument {pname!r}"
+        what = _what(kernel, pname)
         if code == "ptr":
-            storage.append(np.array([device_pointer(value, what)], dtype=np.uint64))
+            data = device_pointer(value, what).to_bytes(8, "little", signed=False)
         elif code.startswith("struct:"):
             if not isinstance(value, np.ndarray):
                 raise LaunchError(f"{what} is a {code[7:]} passed by value: give a host numpy array of its bytes")
-            storage.append(np.ascontiguousarray(value))
+            data = np.ascontiguousarray(value).tobytes()
         else:
-            storage.append(_scalar(value, np.dtype(code), what))
-    addresses = np.array([a.ctypes.data for a in storage], dtype=np.uint64)
-    return addresses, storage
+            data = _scalar(value, code, what)
+        offsets.append(offset)
+        data += b"\0" * (-len(data) % 8)
+        parts.append(data)
+        offset += len(data)
+    n = len(offsets)
+    buffer = ctypes.create_string_buffer(b"".join(parts), max(offset, 8))
+    base = ctypes.addressof(buffer)
+    addresses = (ctypes.c_uint64 * max(n, 1)).from_buffer_copy(
+        struct.pack(f"<{n}Q", *[base + o for o in offsets]) or bytes(8)
+    )
+    return addresses, buffer
 
 
-def _scalar(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if hasattr(value, "item") and not isinstance(value, (int, float, bool)):
-        value = value.item()  # numpy or 0-d torch scalars
-    if dtype.kind in "iub":
-        if isinstance(value, float) and not float(value).is_integer():
-            raise LaunchError(f"{what} is {dtype.name}, got float {value}")
-        if not isinstance(value, (int, float, bool, np.integer)):
-            raise LaunchError(f"{what} is {dtype.name}, got {type(value).__name__}")
+@lru_cache(maxsize=4096)
+def _what(kernel: str, parameter: str) -> str:
+    return f"kernel {kernel} argument {parameter!r}"
+
+
+def _scalar(value: Any, code: str, what: str) -> bytes:
+    fmt, lo, hi = _SCALARS[code]
+    if not isinstance(value, (int, float)):
+        if hasattr(value, "item"):  # numpy or 0-d torch scalars
+            value = value.item()
+        if not isinstance(value, (int, float)):
+            raise LaunchError(f"{what} is {code}, got {type(value).__name__}")
+    if fmt in "fd":
+        if math.isfinite(value) and not lo <= value <= hi:
+            raise LaunchError(f"{what} = {value} overflows {code}")
+        return struct.pack("<" + fmt, value)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise LaunchError(f"{what} is {code}, got float {value}")
         value = int(value)
-        info = np.iinfo(dtype) if dtype.kind != "b" else None
-        if info is not None and not info.min <= value <= info.max:
-            raise LaunchError(f"{what} = {value} does not fit {dtype.name} [{info.min}, {info.max}]")
-        return np.array([value], dtype=dtype)
-    if not isinstance(value, (int, float, np.floating, np.integer)):
-        raise LaunchError(f"{what} is {dtype.name}, got {type(value).__name__}")
-    if math.isfinite(value) and abs(value) > np.finfo(dtype).max:
-        raise LaunchError(f"{what} = {value} overflows {dtype.name}")
-    return np.array([value], dtype=dtype)
+    if not lo <= value <= hi:
+        raise LaunchError(f"{what} = {value} does not fit {code} [{lo}, {hi}]")
+    return struct.pack("<" + fmt, value)
 
 
 # ---- Kernel ---------------------------------------------------------------------------------------------------
@@ -320,7 +352,7 @@ class Kernel:
                 raise ValueError(f"kernel {name}: dtype {dt!r} is not one of {', '.join(SCALAR_TYPES)}")
         self._signature = None if signature is None else [(f"arg{i}", c) for i, c in enumerate(signature)]
         self._variants: dict[str, Kernel] = {}
-        self._functions: dict[tuple[int, str], Any] = {}
+        self._functions: dict[int, Any] = {}  # context -> CUfunction
         self._lock = threading.Lock()
         if _register:
             ALL_KERNELS.append(self)
@@ -389,17 +421,15 @@ class Kernel:
         )
 
     def function(self):
-        """The CUfunction in the current context (compiled and loaded on first use)."""
+        """The CUfunction in the current context (compiled for its device and loaded on first use)."""
         ctx = current_context()
-        compiled = self.compile()
-        slot = (ctx, compiled.key)
-        fn = self._functions.get(slot)
+        fn = self._functions.get(ctx)
         if fn is None:
             with self._lock:
-                fn = self._functions.get(slot)
+                fn = self._functions.get(ctx)
                 if fn is None:
-                    fn = _load_function(ctx, compiled, self.name, self.filename)
-                    self._functions[slot] = fn
+                    fn = _load_function(ctx, self.compile(), self.name, self.filename)
+                    self._functions[ctx] = fn
         return fn
 
     # ---- launch ----
@@ -417,7 +447,7 @@ class Kernel:
         g, b = _dim3(grid, "grid", self.name), _dim3(block, "block", self.name)
         if 0 in g:
             return  # nothing to do (an empty batch)
-        addresses, _storage = pack_arguments(self.signature, args, self.name)
+        addresses, _buffer = pack_arguments(self.signature, args, self.name)  # _buffer: alive until launched
         drv = driver()
         fn = self.function()
         if shared_mem > 48 * 1024:
@@ -429,7 +459,7 @@ class Kernel:
             )
         check(
             drv.cuLaunchKernel(
-                fn, *g, *b, int(shared_mem), drv.CUstream(stream_handle(stream)), addresses.ctypes.data, 0
+                fn, *g, *b, int(shared_mem), drv.CUstream(stream_handle(stream)), ctypes.addressof(addresses), 0
             ),
             f"cuLaunchKernel({self.name}, grid={g}, block={b}, shared={shared_mem})",
         )

@@ -63,19 +63,29 @@ extern "C" __global__ void nms_rank(const unsigned long long* __restrict__ keys,
     }
 }
 
-__device__ __forceinline__ void corners(const float* r, float& x1, float& y1, float& x2, float& y2, float& area) {
-    x1 = r[0] - r[2] * 0.5f;
-    y1 = r[1] - r[3] * 0.5f;
-    x2 = r[0] + r[2] * 0.5f;
-    y2 = r[1] + r[3] * 0.5f;
-    area = (x2 - x1) * (y2 - y1);
+struct Box {
+    float x1, y1, x2, y2, area, cls;
+};
+
+__device__ __forceinline__ Box make_box(const float* r) {
+    Box b;
+    b.x1 = r[0] - r[2] * 0.5f;
+    b.y1 = r[1] - r[3] * 0.5f;
+    b.x2 = r[0] + r[2] * 0.5f;
+    b.y2 = r[1] + r[3] * 0.5f;
+    b.area = (b.x2 - b.x1) * (b.y2 - b.y1);
+    b.cls = r[5];
+    return b;
 }
 
-// grid batch, block any multiple of 32 (>= RECORD); dynamic shared memory: slots bytes
+// grid batch, block any multiple of 32 (>= RECORD). Dynamic shared memory: cached_boxes Boxes (the first
+// candidates, so the sequential walk reads shared rather than global memory), then one byte per slot.
 extern "C" __global__ void nms_greedy(const float* __restrict__ sorted, const unsigned long long* __restrict__ keys,
-                                      int slots, float iou_threshold, int max_det, int agnostic,
+                                      int slots, int cached_boxes, float iou_threshold, int max_det, int agnostic,
                                       int* __restrict__ out_num, float* __restrict__ out_dets) {
-    extern __shared__ unsigned char removed[];
+    extern __shared__ unsigned long long dynamic_shared[];
+    Box* cache = reinterpret_cast<Box*>(dynamic_shared);
+    unsigned char* removed = reinterpret_cast<unsigned char*>(cache + cached_boxes);
     __shared__ int valid_count;
     const int b = blockIdx.x;
     if (threadIdx.x == 0) valid_count = 0;
@@ -88,26 +98,25 @@ extern "C" __global__ void nms_greedy(const float* __restrict__ sorted, const un
     atomicAdd(&valid_count, local);
     __syncthreads();
     const int n = valid_count;  // the valid candidates are sorted[0 .. n-1]
+    const int cached = min(n, cached_boxes);
     const float* box = sorted + (long long)b * slots * RECORD;
+    for (int i = threadIdx.x; i < cached; i += blockDim.x) cache[i] = make_box(box + (long long)i * RECORD);
+    __syncthreads();
     float* out = out_dets + (long long)b * max_det * RECORD;
     int kept = 0;
     for (int i = 0; i < n && kept < max_det; ++i) {
         if (removed[i]) continue;  // the same answer in every thread: written before the last barrier
-        const float* bi = box + (long long)i * RECORD;
-        if (threadIdx.x < RECORD) out[kept * RECORD + threadIdx.x] = bi[threadIdx.x];
+        if (threadIdx.x < RECORD) out[kept * RECORD + threadIdx.x] = box[(long long)i * RECORD + threadIdx.x];
         ++kept;
-        float ax1, ay1, ax2, ay2, aarea;
-        corners(bi, ax1, ay1, ax2, ay2, aarea);
-        const float cls = bi[5];
+        const Box a = i < cached ? cache[i] : make_box(box + (long long)i * RECORD);
         for (int j = i + 1 + threadIdx.x; j < n; j += blockDim.x) {
-            const float* bj = box + (long long)j * RECORD;
-            if (removed[j] || (!agnostic && bj[5] != cls)) continue;
-            float bx1, by1, bx2, by2, barea;
-            corners(bj, bx1, by1, bx2, by2, barea);
-            const float iw = fmaxf(fminf(ax2, bx2) - fmaxf(ax1, bx1), 0.0f);
-            const float ih = fmaxf(fminf(ay2, by2) - fmaxf(ay1, by1), 0.0f);
+            if (removed[j]) continue;
+            const Box c = j < cached ? cache[j] : make_box(box + (long long)j * RECORD);
+            if (!agnostic && c.cls != a.cls) continue;
+            const float iw = fmaxf(fminf(a.x2, c.x2) - fmaxf(a.x1, c.x1), 0.0f);
+            const float ih = fmaxf(fminf(a.y2, c.y2) - fmaxf(a.y1, c.y1), 0.0f);
             const float inter = iw * ih;
-            if (inter / (aarea + barea - inter) > iou_threshold) removed[j] = 1;
+            if (inter / (a.area + c.area - inter) > iou_threshold) removed[j] = 1;
         }
         __syncthreads();
     }

@@ -16,11 +16,15 @@ that order, unchanged, then zeros. Limits: at most 32 input pairs, at most 32768
 
 from pathlib import Path
 
+import numpy as np
+
 from plugins.core import Bool, Float, Input, Int, Kernel, Output, Plugin, PluginError, blocks, known
 
 RECORD = 8
 MAX_INPUTS = 32  # the sort key holds the input position in 5 bits
 MAX_SLOTS = 32768  # rows per image in all inputs: one byte of shared memory each in nms_greedy
+SHARED_BYTES = 48 * 1024 - 64  # dynamic shared memory of nms_greedy (no opt-in needed on any architecture)
+BOX_BYTES = 24  # sizeof(Box) in nms.cu: candidates cached in shared memory for the sequential walk
 _SOURCE = Path(__file__).with_name("nms.cu")
 _OPTIONS = ("--fmad=false",)
 GATHER = Kernel(_SOURCE, "nms_gather", options=_OPTIONS)
@@ -89,8 +93,9 @@ class Nms(Plugin):
             offset += rows
         RANK.launch((blocks(slots, 256), batch), 256, [keys, cand, slots, ordered], stream)
         out_num, out_dets = outputs
-        args = [ordered, keys, slots, self.iou_threshold, self.max_det, int(self.agnostic), out_num, out_dets]
-        GREEDY.launch(batch, 256, args, stream, shared_mem=slots)
+        cached = max(0, min(slots, (SHARED_BYTES - slots) // BOX_BYTES))
+        args = [ordered, keys, slots, cached, self.iou_threshold, self.max_det, int(self.agnostic), out_num, out_dets]
+        GREEDY.launch(batch, 256, args, stream, shared_mem=cached * BOX_BYTES + slots)
 
     def reference(self, inputs):
         import torch
@@ -131,8 +136,8 @@ def greedy(r, iou_threshold: float, max_det: int, agnostic: bool) -> list[int]:
     suppress = inter / (area[:, None] + area[None, :] - inter) > iou_threshold
     if not agnostic:
         suppress &= r[:, 5][:, None] == r[:, 5][None, :]
-    suppress = suppress.cpu()
-    removed = torch.zeros(len(r), dtype=torch.bool)
+    suppress = suppress.cpu().numpy()
+    removed = np.zeros(len(r), dtype=bool)
     kept: list[int] = []
     for i in range(len(r)):
         if removed[i]:
