@@ -139,26 +139,31 @@ def memset32(ptr: Any, value: int, count: int, stream: Any = None) -> None:
     )
 
 
-def device_pointer(value: Any, what: str) -> int:
-    """Device address of a torch CUDA tensor, a CUDA-array-interface object, an object with ``.ptr``, an int."""
+def device_pointer(value: Any, what: str, kernel: str | None = None) -> int:
+    """Device address of a torch CUDA tensor, a CUDA-array-interface object, an object with ``.ptr``, an int.
+
+    ``what`` names the value in errors (a parameter name when ``kernel`` is given).
+    """
     if value is None:
         return 0
-    if isinstance(value, (int, np.integer)):
-        return int(value)
+    if isinstance(value, int):
+        return value
+    ptr = getattr(value, "ptr", None)  # plugins.core.Buffer, trtx.runtime.DeviceArray
+    if isinstance(ptr, int):
+        return ptr
     if hasattr(value, "data_ptr") and hasattr(value, "is_cuda"):  # torch.Tensor, without importing torch
         if not value.is_cuda:
-            raise LaunchError(f"{what}: tensor is on {value.device}, the kernel needs a CUDA tensor")
+            where = _what(kernel, what) if kernel else what
+            raise LaunchError(f"{where}: tensor is on {value.device}, the kernel needs a CUDA tensor")
         return int(value.data_ptr())
     cai = getattr(value, "__cuda_array_interface__", None)
     if cai is not None:
         return int(cai["data"][0])
-    ptr = getattr(value, "ptr", None)
-    if ptr is not None:
-        return int(ptr)
     try:
-        return int(value)  # CUdeviceptr
+        return int(value)  # CUdeviceptr, numpy integers
     except TypeError:
-        raise LaunchError(f"{what}: cannot use {type(value).__name__} as a device pointer") from None
+        where = _what(kernel, what) if kernel else what
+        raise LaunchError(f"{where}: cannot use {type(value).__name__} as a device pointer") from None
 
 
 # ---- the kernel's C signature -------------------------------------------------------------------------------
@@ -244,11 +249,12 @@ _SCALARS: dict[str, tuple[str, float, float]] = {
 }  # fmt: skip
 
 
-def pack_arguments(params: Sequence[tuple[str, str]], args: Sequence[Any], kernel: str) -> tuple[Any, Any]:
-    """(ctypes array of each parameter's address, the ctypes buffer holding them) for ``kernelParams``.
+def pack_arguments(params: Sequence[tuple[str, str]], args: Sequence[Any], kernel: str) -> tuple[int, list[int], Any]:
+    """Pack ``args`` for cuLaunchKernel: (address of the ``void*`` table for ``kernelParams``, each parameter's
+    address, the ctypes buffer that holds everything and must stay alive until the launch call returns).
 
-    Each parameter sits in its own 8-byte-aligned slot of one buffer; the driver copies as many bytes as the
-    kernel's parameter has, so the slot only has to be at least that large.
+    Each parameter sits in its own 8-byte-aligned slot; the driver copies as many bytes as the kernel's
+    parameter has, so a slot only has to be at least that large.
     """
     if len(args) != len(params):
         names = ", ".join(n for n, _ in params)
@@ -257,26 +263,27 @@ def pack_arguments(params: Sequence[tuple[str, str]], args: Sequence[Any], kerne
     offsets: list[int] = []
     offset = 0
     for (pname, code), value in zip(params, args):
-        what = _what(kernel, pname)
         if code == "ptr":
-            data = device_pointer(value, what).to_bytes(8, "little", signed=False)
+            data = device_pointer(value, pname, kernel).to_bytes(8, "little")
         elif code.startswith("struct:"):
             if not isinstance(value, np.ndarray):
-                raise LaunchError(f"{what} is a {code[7:]} passed by value: give a host numpy array of its bytes")
-            data = np.ascontiguousarray(value).tobytes()
+                raise LaunchError(
+                    f"{_what(kernel, pname)} is a {code[7:]} passed by value: give a host numpy array of its bytes"
+                )
+            data = value.tobytes()
         else:
-            data = _scalar(value, code, what)
+            data = _scalar(value, code, pname, kernel)
         offsets.append(offset)
         data += b"\0" * (-len(data) % 8)
         parts.append(data)
         offset += len(data)
     n = len(offsets)
-    buffer = ctypes.create_string_buffer(b"".join(parts), max(offset, 8))
+    buffer = ctypes.create_string_buffer(offset + 8 * n + 8)
+    ctypes.memmove(buffer, b"".join(parts), offset)
     base = ctypes.addressof(buffer)
-    addresses = (ctypes.c_uint64 * max(n, 1)).from_buffer_copy(
-        struct.pack(f"<{n}Q", *[base + o for o in offsets]) or bytes(8)
-    )
-    return addresses, buffer
+    addresses = [base + o for o in offsets]
+    struct.pack_into(f"<{n}Q", buffer, offset, *addresses)
+    return base + offset, addresses, buffer
 
 
 @lru_cache(maxsize=4096)
@@ -284,23 +291,23 @@ def _what(kernel: str, parameter: str) -> str:
     return f"kernel {kernel} argument {parameter!r}"
 
 
-def _scalar(value: Any, code: str, what: str) -> bytes:
+def _scalar(value: Any, code: str, pname: str, kernel: str) -> bytes:
     fmt, lo, hi = _SCALARS[code]
     if not isinstance(value, (int, float)):
         if hasattr(value, "item"):  # numpy or 0-d torch scalars
             value = value.item()
         if not isinstance(value, (int, float)):
-            raise LaunchError(f"{what} is {code}, got {type(value).__name__}")
+            raise LaunchError(f"{_what(kernel, pname)} is {code}, got {type(value).__name__}")
     if fmt in "fd":
         if math.isfinite(value) and not lo <= value <= hi:
-            raise LaunchError(f"{what} = {value} overflows {code}")
+            raise LaunchError(f"{_what(kernel, pname)} = {value} overflows {code}")
         return struct.pack("<" + fmt, value)
     if isinstance(value, float):
         if not value.is_integer():
-            raise LaunchError(f"{what} is {code}, got float {value}")
+            raise LaunchError(f"{_what(kernel, pname)} is {code}, got float {value}")
         value = int(value)
     if not lo <= value <= hi:
-        raise LaunchError(f"{what} = {value} does not fit {code} [{lo}, {hi}]")
+        raise LaunchError(f"{_what(kernel, pname)} = {value} does not fit {code} [{lo}, {hi}]")
     return struct.pack("<" + fmt, value)
 
 
@@ -447,7 +454,7 @@ class Kernel:
         g, b = _dim3(grid, "grid", self.name), _dim3(block, "block", self.name)
         if 0 in g:
             return  # nothing to do (an empty batch)
-        addresses, _buffer = pack_arguments(self.signature, args, self.name)  # _buffer: alive until launched
+        params, _, _buffer = pack_arguments(self.signature, args, self.name)  # _buffer: alive until launched
         drv = driver()
         fn = self.function()
         if shared_mem > 48 * 1024:
@@ -458,9 +465,7 @@ class Kernel:
                 f"cuFuncSetAttribute({self.name}, max dynamic shared memory {shared_mem})",
             )
         check(
-            drv.cuLaunchKernel(
-                fn, *g, *b, int(shared_mem), drv.CUstream(stream_handle(stream)), ctypes.addressof(addresses), 0
-            ),
+            drv.cuLaunchKernel(fn, *g, *b, int(shared_mem), drv.CUstream(stream_handle(stream)), params, 0),
             f"cuLaunchKernel({self.name}, grid={g}, block={b}, shared={shared_mem})",
         )
 

@@ -61,6 +61,8 @@ class YoloDecode(Plugin):
             )
         if self.num_classes < 1 or self.max_det < 1 or not self.stride > 0:
             raise PluginError(f"plugin yolo_decode: needs num_classes >= 1, max_det >= 1 and stride > 0, got {self}")
+        self._anchor_struct = np.zeros(2 * MAX_ANCHORS, dtype=np.float32)  # struct YoloAnchors, by value
+        self._anchor_struct[: len(self.anchors)] = self.anchors
 
     def output_shapes(self, head):
         if len(head) != 4:
@@ -82,9 +84,7 @@ class YoloDecode(Plugin):
         self.output_shapes(head.shape)  # validates channels before any memory is touched
         memset32(num, 0, batch, stream)
         memset32(dets, 0, dets.numel, stream)
-        anchors = np.zeros(2 * MAX_ANCHORS, dtype=np.float32)
-        anchors[: len(self.anchors)] = self.anchors
-        args = [head, num, dets, batch, self.na, self.num_classes, h, w, anchors, self.stride]
+        args = [head, num, dets, batch, self.na, self.num_classes, h, w, self._anchor_struct, self.stride]
         args += [self.conf_threshold, self.max_det, float(self.level)]
         KERNEL[head.dtype].launch_1d(batch * self.na * h * w, args, stream)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -162,15 +163,18 @@ def test_signature_parsing():
         _ = Kernel("__global__ void k(int n) {}", "k", _register=False).signature  # no extern "C"
 
 
-def _slots(addresses, buffer):
+def _slots(params, addresses, buffer):
     raw, base = buffer.raw, ctypes.addressof(buffer)
+    table = struct.unpack_from(f"<{len(addresses)}Q", raw, params - base)
+    assert list(table) == addresses  # kernelParams points at the parameters' addresses
     return [raw[a - base : a - base + 8] for a in addresses]
 
 
 def test_argument_packing():
     params = parse_signature(AXPY, "axpy")
-    addresses, buffer = pack_arguments(params, [0x1000, None, 2.5, 7], "axpy")
-    y, x, a, n = _slots(addresses, buffer)
+    packed = pack_arguments(params, [0x1000, None, 2.5, 7], "axpy")
+    y, x, a, n = _slots(*packed)
+    addresses = packed[1]
     assert int.from_bytes(y, "little") == 0x1000 and int.from_bytes(x, "little") == 0
     assert np.frombuffer(a[:4], np.float32)[0] == 2.5 and np.frombuffer(n[:4], np.int32)[0] == 7
     assert [a - addresses[0] for a in addresses] == [0, 8, 16, 24]
@@ -191,7 +195,7 @@ def test_argument_packing():
     with pytest.raises(LaunchError, match="passed by value"):
         pack_arguments([("s", "struct:S")], [3], "k")
     blob = np.arange(5, dtype=np.float32)
-    addresses, buffer = pack_arguments([("s", "struct:S"), ("n", "int32")], [blob, 3], "k")
+    _, addresses, buffer = pack_arguments([("s", "struct:S"), ("n", "int32")], [blob, 3], "k")
     assert buffer.raw[:20] == blob.tobytes() and addresses[1] - addresses[0] == 24
 
 
