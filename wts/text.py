@@ -292,9 +292,9 @@ def write_wts(
         f.write(check_name(name) + b" %d" % array.size)
         bits = array.view(np.uint32)
         for i in range(0, array.size, CHUNK):
-            big_endian = bits[i : i + CHUNK].astype(">u4").tobytes()
+            big_endian = bits[i : i + CHUNK].astype(">u4")  # integer swap: NaN payloads survive
             f.write(b" ")
             f.write(binascii.b2a_hex(big_endian, b" ", 4))
             if progress is not None:
-                progress(len(big_endian) // 4)
+                progress(big_endian.size)
         f.write(b"\n")
