@@ -8,7 +8,7 @@ decode, then per image the confidence filter, xywh->xyxy and torchvision.ops.bat
 The last column replays our pipeline as a CUDA graph: its GPU time alone, without Python's launch overhead
 (as inside a TensorRT engine).
 
-    python bench/plugins_bench.py --batch 1 8 --out bench/results/plugins_h100.md
+    python bench/plugins_bench.py --batch 1 8 --out /tmp/plugins_bench.md   # recorded: bench/results/plugins_h100.md
 """
 
 from __future__ import annotations
