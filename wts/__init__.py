@@ -24,6 +24,9 @@ from wts.safetensors_file import read_safetensors, write_safetensors
 from wts.text import as_float32, check_name, read_wts, write_wts
 from wts.weightmap import WeightKeyError, WeightMap
 
+#: save() starts writing data to disk every this many bytes, so the final fsync has little left to wait for
+SYNC_EVERY = 32 << 20
+
 __all__ = ["WeightKeyError", "WeightMap", "WtsFormatError", "load", "save", "is_safetensors"]
 
 
@@ -73,7 +76,7 @@ def save(
             if is_safetensors(path):
                 write_safetensors(items, f, metadata=dict(metadata or {}), progress=update)
             else:
-                write_wts(items, f, count=len(items), progress=update)
+                write_wts(items, f, count=len(items), progress=update, sync_every=SYNC_EVERY)
     finally:
         if bar is not None:
             bar.close()

@@ -27,16 +27,19 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from wts.errors import WtsFormatError
+from wts.sink import BackgroundWriter
 
 #: values per numpy/binascii call: big enough to amortize call overhead, small enough to stay in cache
 CHUNK = 1 << 16
 #: bytes of line text the general path tokenizes at once
 TOKEN_CHUNK = 1 << 20
+#: bytes of a line searched for its name and count before the line end is known
+HEAD_WINDOW = 4096
 #: tensorrtx reads counts as uint32
 MAX_COUNT = 2**32 - 1
 
 _WS = b" \t\r\x0b\x0c"
-_HEAD = re.compile(rb"[ \t\r\x0b\x0c]*([^ \t\r\x0b\x0c]+)(?:[ \t\r\x0b\x0c]+([^ \t\r\x0b\x0c]+))?")
+_HEAD = re.compile(rb"[ \t\r\x0b\x0c]*([^ \t\r\n\x0b\x0c]+)(?:[ \t\r\x0b\x0c]+([^ \t\r\n\x0b\x0c]+))?")
 _WS_RE = re.compile(rb"[ \t\r\x0b\x0c]")
 _NON_WS_RE = re.compile(rb"[^ \t\r\x0b\x0c\n]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -88,11 +91,13 @@ class _Reader:
         pos, lineno, last = end + 1, 1, None
         while pos < size:
             lineno += 1
-            end = data.find(b"\n", pos)
-            complete = end >= 0
-            end = end if complete else size
-            vend = self._rstrip(pos, end)
-            head = _HEAD.match(data, pos, vend)
+            head, values, end = self._canonical_line(pos)
+            complete = True
+            if values is None:
+                end = data.find(b"\n", pos)
+                complete = end >= 0
+                end = end if complete else size
+                head = _HEAD.match(data, pos, self._rstrip(pos, end))
             if head is None:  # a blank line: fine only if nothing but whitespace follows
                 if not _NON_WS_RE.search(data, pos):
                     break
@@ -102,8 +107,10 @@ class _Reader:
                 raise self.error(lineno, name, f"line 1 declares {declared} tensors but this line holds another one")
             if name in tensors:
                 raise self.error(lineno, name, f"duplicate tensor name (first on line {first_line[name]})")
-            count = self._count(head.group(2), lineno, name)
-            tensors[name] = self._values(head.end(), vend, count, lineno, name, complete)
+            if values is None:
+                count = self._count(head.group(2), lineno, name)
+                values = self._values(head.end(), head.endpos, count, lineno, name, complete)
+            tensors[name] = values
             if not complete:  # a cut inside the last token would otherwise go unnoticed
                 raise self.error(lineno, name, "the file ends inside this line (no final newline); truncated file?")
             first_line[name] = lineno
@@ -117,6 +124,22 @@ class _Reader:
                 f"line 1 declares {declared} tensors but the file ends after {len(tensors)}{after}; truncated file?",
             )
         return tensors
+
+    def _canonical_line(self, pos: int):
+        """(head match, values, line end) of a line exactly as trtx/tensorrtx write it, found without
+        scanning for the newline first; (None, None, None) for any other line."""
+        head = _HEAD.match(self.data, pos, min(self.size, pos + HEAD_WINDOW))
+        if head is None or head.end() - pos == HEAD_WINDOW:
+            return None, None, None
+        raw = head.group(2)
+        if raw is None or not raw.isdigit() or len(raw) > 10:
+            return None, None, None
+        count = int(raw)
+        end = head.end() + 9 * count
+        if count == 0 or end >= self.size or self.data[end] != 0x0A:  # 0x0A: "\n"
+            return None, None, None
+        values = self._fast(head.end(), end, count)
+        return (head, values, end) if values is not None else (None, None, None)
 
     def _name(self, raw: bytes, lineno: int) -> str:
         try:
@@ -284,17 +307,36 @@ def as_float32(name: str, value) -> np.ndarray:
 
 
 def write_wts(
-    tensors: Iterable[tuple[str, np.ndarray]], f, *, count: int, progress: Callable[[int], None] | None = None
+    tensors: Iterable[tuple[str, np.ndarray]],
+    f,
+    *,
+    count: int,
+    progress: Callable[[int], None] | None = None,
+    sync_every: int | None = None,
 ) -> None:
-    """Write tensorrtx's exact layout: ``N``, then ``name count`` and `` hhhhhhhh`` per value."""
-    f.write(b"%d\n" % count)
+    """Write tensorrtx's exact layout: ``N``, then ``name count`` and `` hhhhhhhh`` per value.
+
+    ``f`` is a binary file; one with a file descriptor is written from a helper thread
+    (:class:`wts.sink.BackgroundWriter`, which also fdatasyncs every ``sync_every`` bytes).
+    """
+    try:
+        f.fileno()
+    except (AttributeError, OSError, ValueError):  # BytesIO and friends: plain writes
+        _encode(tensors, f.write, count, progress)
+        return
+    with BackgroundWriter(f, sync_every=sync_every) as sink:
+        _encode(tensors, sink.write, count, progress)
+
+
+def _encode(tensors, write: Callable, count: int, progress: Callable[[int], None] | None) -> None:
+    write(b"%d\n" % count)
     for name, array in tensors:
-        f.write(check_name(name) + b" %d" % array.size)
+        write(check_name(name) + b" %d" % array.size)
         bits = array.view(np.uint32)
         for i in range(0, array.size, CHUNK):
             big_endian = bits[i : i + CHUNK].astype(">u4")  # integer swap: NaN payloads survive
-            f.write(b" ")
-            f.write(binascii.b2a_hex(big_endian, b" ", 4))
+            write(b" ")
+            write(binascii.b2a_hex(big_endian, b" ", 4))
             if progress is not None:
                 progress(big_endian.size)
-        f.write(b"\n")
+        write(b"\n")
