@@ -329,3 +329,28 @@ def test_wts_does_not_import_torch():
 
     code = "import sys, wts; wts.WeightMap({}); assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+# ---- writer internals -----------------------------------------------------------------------------------
+def test_background_writer_reports_write_errors():
+    from wts.text import write_wts
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "wb") as f, pytest.raises(OSError):
+        write_wts([("x", np.ones(200_000, np.float32))], f, count=1)
+
+
+def test_writer_output_is_the_same_into_memory_and_into_files(tmp_path):
+    import io
+
+    from wts.text import write_wts
+
+    state = random_state(6, [(150_000,), (3,), (0,)])
+    buffer = io.BytesIO()
+    seen = []
+    write_wts(state.items(), buffer, count=len(state), progress=seen.append)
+    with open(tmp_path / "f.wts", "wb") as f:
+        write_wts(state.items(), f, count=len(state))
+    assert buffer.getvalue() == (tmp_path / "f.wts").read_bytes()
+    assert sum(seen) == 150_003
