@@ -154,6 +154,8 @@ BAD_FILES = {
     "only whitespace": ("\n \n", 1, None, "empty file"),
     "header not a number": ("two\nx 1 0\n", 1, None, "number of tensors"),
     "header count > lines": ("3\nx 1 00000000\ny 1 00000000\n", 4, None, "declares 3 tensors"),
+    "header count > lines, blank end": ("3\nx 1 00000000\n\n\n", 3, None, "file ends after 1"),
+    "header count, no tensors": ("2\n", 2, None, "file ends after 0"),
     "header count < lines": ("1\nx 1 00000000\ny 1 00000000\n", 3, "y", "declares 1 tensors"),
     "fewer values than count": ("1\nx 3 00000000 00000000\n", 2, "x", "count says 3 values but the line has 2"),
     "more values than count": ("1\nx 1 00000000 00000000\n", 2, "x", "count says 1 values but the line has 2"),

@@ -119,7 +119,7 @@ class _Reader:
         if len(tensors) != declared:
             after = f" (last tensor: {last!r})" if last else ""
             raise self.error(
-                lineno + 1,
+                (first_line[last] if last else 1) + 1,
                 None,
                 f"line 1 declares {declared} tensors but the file ends after {len(tensors)}{after}; truncated file?",
             )
