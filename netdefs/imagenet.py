@@ -77,32 +77,43 @@ def softmax_output(net: Net, logits, cfg) -> None:
 
 # ---- preprocessing ----------------------------------------------------------------------------------
 @cache
-def resize_weights(in_size: int, out_size: int) -> np.ndarray:
-    """[out, in] matrix of antialiased bilinear resampling (PIL's and torch's ``antialias=True`` filter):
-    a triangle filter widened by the downscale factor, normalized per output pixel."""
-    scale = in_size / out_size
-    support = max(scale, 1.0)
-    weights = np.zeros((out_size, in_size))
-    for i in range(out_size):
-        center = scale * (i + 0.5)
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), in_size)
-        x = (np.arange(lo, hi) - center + 0.5) / support
-        w = np.clip(1.0 - np.abs(x), 0.0, None)
-        weights[i, lo:hi] = w / w.sum()
-    weights = weights.astype(np.float32)
-    weights.flags.writeable = False
-    return weights
+def resize_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Antialiased bilinear resampling from ``in_size`` to ``out_size`` pixels, as PyTorch computes it for
+    ``interpolate(..., antialias=True)`` (a triangle filter widened by the downscale factor, normalized per
+    output pixel), in float32: (first input pixel per output pixel [out], tap weights [out, taps])."""
+    f32 = np.float32
+    scale = f32(in_size) / f32(out_size)
+    support = scale if scale >= 1 else f32(1.0)
+    invscale = f32(1.0) / scale if scale >= 1 else f32(1.0)
+    center = scale * (np.arange(out_size, dtype=f32) + f32(0.5))
+    first = np.maximum((center - support + f32(0.5)).astype(np.int64), 0)
+    count = np.minimum((center + support + f32(0.5)).astype(np.int64), in_size) - first
+    taps = np.arange(int(count.max()))
+    x = np.abs(((taps[None, :] + first[:, None]).astype(f32) - center[:, None] + f32(0.5)) * invscale)
+    weights = np.where((x < 1) & (taps[None, :] < count[:, None]), f32(1.0) - x, f32(0.0)).astype(f32)
+    total = np.zeros(out_size, f32)
+    for t in taps:  # summed tap by tap, in PyTorch's order, so the rounding is the same
+        total += weights[:, t]
+    weights /= total[:, None]
+    first.flags.writeable = weights.flags.writeable = False
+    return first, weights
 
 
-def _resample_axis0(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Resample axis 0 of ``image`` with the [out, in] ``weights`` (one matrix product)."""
-    return (weights @ image.reshape(image.shape[0], -1)).reshape(-1, *image.shape[1:])
+def _resample_axis0(image: np.ndarray, size: int) -> np.ndarray:
+    """Resample axis 0 of float32 ``image`` to ``size``: out = sum over taps of weight x input pixel,
+    accumulated tap by tap in float32 as PyTorch's CPU kernel does."""
+    first, weights = resize_weights(image.shape[0], size)
+    last = image.shape[0] - 1
+    shape = (size,) + (1,) * (image.ndim - 1)
+    out = image[first] * weights[:, 0].reshape(shape)
+    for t in range(1, weights.shape[1]):  # taps past a pixel's own count have weight 0: they add 0
+        out += image[np.minimum(first + t, last)] * weights[:, t].reshape(shape)
+    return out
 
 
 def resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:
-    """torchvision ``Resize(size, antialias=True)`` on a uint8 tensor: short side -> ``size``, long side scaled
-    and truncated; resampled in float32 (width, then height), rounded half to even back to uint8."""
+    """torchvision ``Resize(size, antialias=True)`` on a uint8 image tensor: short side -> ``size``, long side
+    scaled and truncated; resampled in float32 (width, then height), rounded half to even back to uint8."""
     h, w = rgb.shape[:2]
     if h <= w:
         new_h, new_w = size, int(size * w / h)
@@ -110,9 +121,9 @@ def resize_short_side(rgb: np.ndarray, size: int) -> np.ndarray:
         new_h, new_w = int(size * h / w), size
     out = rgb.astype(np.float32)
     if new_w != w:
-        out = _resample_axis0(out.transpose(1, 0, 2), resize_weights(w, new_w)).transpose(1, 0, 2)
+        out = _resample_axis0(out.transpose(1, 0, 2), new_w).transpose(1, 0, 2)
     if new_h != h:
-        out = _resample_axis0(np.ascontiguousarray(out), resize_weights(h, new_h))
+        out = _resample_axis0(out, new_h)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,124 @@
+"""``python -m netdefs``: every model with the file that serves it, found by scanning netdefs/*.py; and
+``python -m netdefs <model> <command> ...`` runs that file's CLI with ``--arch <model>``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gen_wts
+from netdefs import __main__ as netdefs_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: the classic classifiers of part 1 and the file serving each
+PART1 = {
+    **dict.fromkeys(("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2"), "resnet"),
+    **dict.fromkeys(("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"), "mobilenet"),
+    **dict.fromkeys(("shufflenet_v2_x0_5", "shufflenet_v2_x1_0"), "shufflenet"),
+    **dict.fromkeys(("squeezenet1_0", "squeezenet1_1"), "squeezenet"),
+    **dict.fromkeys(("vgg11", "vgg16", "vgg16_bn"), "vgg"),
+    "alexnet": "alexnet",
+    "mnasnet1_0": "mnasnet",
+}
+
+
+def _listed() -> dict[str, str]:
+    """model -> file, from the real command line."""
+    out = subprocess.run(
+        [sys.executable, "-m", "netdefs", "list"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0].split() == ["model", "netdef"]
+    return {line.split()[0]: line.split()[1] for line in out[1:]}
+
+
+def test_list_names_every_model_with_its_file():
+    listed = _listed()
+    for model, module in PART1.items():
+        assert listed[model] == f"netdefs/{module}.py"
+    # every netdef module with an ARCHS table is listed, arch by arch, without being registered anywhere
+    for path in sorted((REPO / "netdefs").glob("*.py")):
+        if path.stem.startswith("_"):
+            continue
+        try:
+            module = importlib.import_module(f"netdefs.{path.stem}")
+        except Exception:  # noqa: BLE001 - a broken netdef is `list`'s warning, not this test's subject
+            continue
+        for arch in getattr(module, "ARCHS", None) or {}:
+            assert listed.get(arch) == f"netdefs/{path.name}", arch
+    assert not {"netdefs/imagenet.py", "netdefs/common.py", "netdefs/__main__.py"} & set(listed.values())
+
+
+def test_a_new_netdef_file_is_discovered(tmp_path, monkeypatch):
+    """Scanning, not a list: a file with ARCHS dropped into the package shows up."""
+    package = tmp_path / "netdefs"
+    package.mkdir()
+    (package / "toy.py").write_text('NAME = "toy"\nARCHS = {"toy_a": {}, "toy_b": {}}\nDEFAULT_ARCH = "toy_b"\n')
+    (package / "helpers.py").write_text("def block():\n    pass\n")
+    monkeypatch.setattr(netdefs_main, "PACKAGE_DIR", package)
+    assert netdefs_main.netdef_modules() == ["toy"]
+    monkeypatch.setattr(netdefs_main, "load", lambda name: _load_file(package / f"{name}.py"))
+    entries, errors = netdefs_main.discover()
+    assert [(e.name, e.module, e.default, e.arch) for e in entries] == [
+        ("toy_a", "toy", False, "toy_a"),
+        ("toy_b", "toy", True, "toy_b"),
+    ]
+    assert errors == {}
+
+
+def _load_file(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_netdefs_test_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resolve_model_family_and_errors():
+    entries, _ = netdefs_main.discover()
+    assert netdefs_main.resolve("wide_resnet50_2", entries) == ("resnet", "wide_resnet50_2")
+    assert netdefs_main.resolve("vgg", entries) == ("vgg", None)  # a family: its default arch
+    with pytest.raises(SystemExit, match="no netdef serves 'resnet9'"):
+        netdefs_main.resolve("resnet9", entries)
+    twice = entries + [netdefs_main.Entry("resnet18", "other", Path("other.py"), False, "resnet18")]
+    with pytest.raises(SystemExit, match="several netdefs"):
+        netdefs_main.resolve("resnet18", twice)
+
+
+def test_dispatch_fills_in_the_arch(tmp_path):
+    """``python -m netdefs squeezenet1_0 build`` builds squeezenet1_0, not the file's default (1_1)."""
+    weights = tmp_path / "squeezenet1_0.wts"
+    assert gen_wts.main(["--model", "torchvision:squeezenet1_0", "--random-init", "-o", str(weights), "-q"]) == 0
+    engine = tmp_path / "sq.engine"
+    run = subprocess.run(
+        [sys.executable, "-m", "netdefs", "squeezenet1_0", "build", "-w", str(weights), "-o", str(engine)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    meta = json.loads(Path(f"{engine}.json").read_text())
+    assert meta["arch"] == "squeezenet1_0" and meta["netdef"] == "squeezenet"
+    # the wrong weights for the arch: a clear one-line error, exit status 2
+    run = subprocess.run(
+        [sys.executable, "-m", "netdefs", "alexnet", "build", "-w", str(weights), "-o", str(engine)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "classifier.6.bias" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_help():
+    run = subprocess.run([sys.executable, "-m", "netdefs", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0 and "python -m netdefs" in run.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "netdefs", "resnet50", "--help"], cwd=REPO, capture_output=True, text=True
+    )
+    assert run.returncode == 0 and "build" in run.stdout and "check" in run.stdout
