@@ -137,3 +137,8 @@ def test_checkpoint_loading(tmp_path):
         sources.load_checkpoint(tmp_path / "full.pt")
     loaded = sources.load_checkpoint(tmp_path / "full.pt", unsafe_pickle=True)
     assert isinstance(loaded, torch.nn.Sequential)
+
+
+def test_torchvision_detection_models_build_without_downloading_a_backbone():
+    model = sources.build_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", seed=0)
+    assert type(model).__name__ == "FasterRCNN" and not model.training

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import io
 import logging
 import os
@@ -103,7 +104,10 @@ def _torchvision(name: str):
 
     if name not in torchvision.models.list_models():
         raise SourceError(f"torchvision has no model {name!r}; see torchvision.models.list_models()")
-    return torchvision.models.get_model(name, weights=None)
+    kwargs = {"weights": None}
+    if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(name)).parameters:
+        kwargs["weights_backbone"] = None  # detection/segmentation models would download a backbone
+    return torchvision.models.get_model(name, **kwargs)
 
 
 def yolov5_yaml(name: str) -> Path:
@@ -371,7 +375,7 @@ def load_checkpoint(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> 
             ) from None
     if isinstance(ckpt, dict):
         for key in ("ema", "model", "state_dict", "model_state_dict"):
-            if ckpt.get(key) is not None and (key in ("ema", "model") or isinstance(ckpt[key], Mapping)):
+            if isinstance(ckpt.get(key), (torch.nn.Module, Mapping)):
                 ckpt = ckpt[key]
                 break
     if isinstance(ckpt, torch.nn.Module):
