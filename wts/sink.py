@@ -18,6 +18,13 @@ MAX_PENDING = 4
 #: os.writev takes at most this many buffers (IOV_MAX is 1024 on Linux)
 MAX_IOV = 512
 
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
+def available() -> bool:
+    """Whether this platform has os.writev (Windows has not: callers write directly)."""
+    return hasattr(os, "writev")
+
 
 class BackgroundWriter:
     """``write(buffer)`` in order into ``f`` (a binary file with a file descriptor) from a helper thread.
@@ -84,5 +91,5 @@ class BackgroundWriter:
                 views[0] = views[0][written:]
         self._unsynced += total
         if self._sync_every is not None and self._unsynced >= self._sync_every:
-            os.fdatasync(self._fd)
+            _datasync(self._fd)
             self._unsynced = 0

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from wts import sink
 from wts.errors import WtsFormatError
 from wts.sink import BackgroundWriter
 
@@ -324,8 +325,11 @@ def write_wts(
     except (AttributeError, OSError, ValueError):  # BytesIO and friends: plain writes
         _encode(tensors, f.write, count, progress)
         return
-    with BackgroundWriter(f, sync_every=sync_every) as sink:
-        _encode(tensors, sink.write, count, progress)
+    if not sink.available():
+        _encode(tensors, f.write, count, progress)
+        return
+    with BackgroundWriter(f, sync_every=sync_every) as writer:
+        _encode(tensors, writer.write, count, progress)
 
 
 def _encode(tensors, write: Callable, count: int, progress: Callable[[int], None] | None) -> None:
