@@ -12,7 +12,8 @@ and optionally ``add_arguments(parser, command)``, ``torch_forward(model, feeds)
 ``example_feeds(cfg, image, batch[, seed]) -> {input name: array}``, ``check_extra(cfg, outputs, expected) -> rows``,
 ``preprocess(images, cfg) -> (feeds, ctx)``, ``postprocess(outputs, ctx, cfg) -> results``,
 ``render(image, result, cfg) -> image``, ``result_json(result, cfg) -> dict``, ``summary(result, cfg) -> str``
-(infer), ``source_model(arch)`` (a random-init PyTorch model for ``gen_wts.py --model netdef:<file>``).
+(infer), ``source_model(arch)`` (a random-init PyTorch model for ``gen_wts.py --model netdef:<file>``),
+``EXTRA_COMMANDS`` ({name: (help, add_arguments(parser), run(args) -> exit code)}: netdef-specific subcommands).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _parser(nd: ModuleType) -> argparse.ArgumentParser:
         add = getattr(nd, "add_arguments", None)
         if add is not None:
             add(p, command)
+    for command, (text, add_extra, _) in getattr(nd, "EXTRA_COMMANDS", {}).items():
+        add_extra(sub.add_parser(command, help=text, description=text))
     return parser
 
 
@@ -420,6 +423,8 @@ def main(netdef: ModuleType, argv: Sequence[str] | None = None) -> int:
     """Run the shared CLI for ``netdef``; user errors become one line on stderr and exit status 2."""
     args = _parser(netdef).parse_args(argv)
     try:
+        if args.command not in COMMANDS:
+            return netdef.EXTRA_COMMANDS[args.command][2](args)
         return COMMANDS[args.command](netdef, args)
     except (NetdefError, BuildError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
