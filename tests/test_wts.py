@@ -176,6 +176,8 @@ BAD_FILES = {
     "missing count": ("1\nx\n", 2, "x", "count is missing"),
     "blank line in the middle": ("2\nx 1 00000000\n\ny 1 00000000\n", 3, None, "empty line"),
     "NUL byte": ("1\nx 2 00000000 0\x001\n", 2, "x", "NUL"),
+    "control character": ("1\nx 2 00000000 0\x1b1\n", 2, "x", "control character 0x1b"),
+    "non-ASCII in a token": ("1\nx 2 00000000 3f\xc3\xa9\n", 2, "x", "value 2"),
     "bad utf-8 name": (b"1\n\xff\xfe 1 00000000\n", 2, None, "UTF-8"),
     "control char in name": ("1\nx\x01y 1 00000000\n", 2, None, "control"),
 }

@@ -11,8 +11,8 @@ Reading has two paths per line. The fast path handles what writers emit (one or 
 ``count`` tokens of exactly 8 digits, one space apart): the values form ``count`` fixed 9-byte records,
 so numpy gathers the 8 digit bytes of each record and ``binascii.a2b_hex`` decodes them in C. Any
 other line (``0x`` prefixes, short tokens, tabs, runs of spaces, or a defect) goes to the general
-path: tokens are split in bounded chunks and decoded with numpy lookup tables; it finds the exact
-token and line of any defect. Neither path loops over values in Python, and no array is allocated
+path: numpy finds token boundaries in bounded chunks and decodes the tokens with lookup tables; it
+finds the exact token and line of any defect. Neither path loops over values in Python, and no array is allocated
 before the line has been checked to hold ``count`` values.
 """
 
@@ -33,7 +33,7 @@ from wts.sink import BackgroundWriter
 #: values per numpy/binascii call: big enough to amortize call overhead, small enough to stay in cache
 CHUNK = 1 << 16
 #: bytes of line text the general path tokenizes at once
-TOKEN_CHUNK = 1 << 20
+TOKEN_CHUNK = 1 << 18
 #: bytes of a line searched for its name and count before the line end is known
 HEAD_WINDOW = 4096
 #: tensorrtx reads counts as uint32
@@ -45,6 +45,7 @@ _WS_RE = re.compile(rb"[ \t\r\x0b\x0c]")
 _NON_WS_RE = re.compile(rb"[^ \t\r\x0b\x0c\n]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
+_ASCII_ZEROS = np.uint64(0x3030303030303030)
 # hex digit value of each byte, 255 for non-digits
 _HEX_LUT = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
@@ -201,66 +202,80 @@ class _Reader:
         parts: list[np.ndarray] = []
         seen = 0
         for chunk in self._token_chunks(start, end):
-            if b"\x00" in chunk:
-                raise self.error(lineno, name, "line contains a NUL byte")
-            tokens = chunk.split()
-            if seen + len(tokens) > count:
+            starts, ends = self._token_bounds(chunk, lineno, name)
+            if seen + len(starts) > count:
                 raise self._count_error(start, end, count, lineno, name, complete)
-            parts.append(self._decode_tokens(tokens, seen, lineno, name))
-            seen += len(tokens)
+            parts.append(self._decode_tokens(chunk, starts, ends, seen, lineno, name))
+            seen += len(starts)
         if seen != count:
             raise self._count_error(start, end, count, lineno, name, complete)
         return np.concatenate(parts).view(np.float32) if len(parts) != 1 else parts[0].view(np.float32)
 
-    def _token_chunks(self, start: int, end: int) -> Iterable[bytes]:
-        """``data[start:end]`` in pieces of about TOKEN_CHUNK bytes, cut at whitespace."""
+    def _token_chunks(self, start: int, end: int) -> Iterable[np.ndarray]:
+        """``data[start:end]`` as uint8 views of about TOKEN_CHUNK bytes, cut at whitespace."""
         pos = start
         while pos < end:
             cut = min(pos + TOKEN_CHUNK, end)
             if cut < end:
                 ws = _WS_RE.search(self.data, cut, end)
                 cut = ws.start() if ws else end
-            yield bytes(self.data[pos:cut])
+            yield self.buf[pos:cut]
             pos = cut
 
-    def _count_tokens(self, start: int, end: int) -> int:
-        return sum(len(chunk.split()) for chunk in self._token_chunks(start, end))
+    def _token_bounds(self, chunk: np.ndarray, lineno: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end offsets of the whitespace-separated tokens in ``chunk``."""
+        space = chunk == 0x20
+        space |= (chunk >= 0x09) & (chunk <= 0x0D)  # \t \v \f \r (a line holds no \n)
+        control = (chunk < 0x20) & ~space
+        if control.any():
+            byte = int(chunk[np.argmax(control)])
+            what = "a NUL byte" if byte == 0 else f"the control character 0x{byte:02x}"
+            raise self.error(lineno, name, f"line contains {what}")
+        solid = np.zeros(len(chunk) + 2, dtype=np.int8)
+        np.logical_not(space, out=solid[1:-1], casting="unsafe")
+        edges = np.diff(solid)
+        return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
     def _count_error(self, start: int, end: int, count: int, lineno: int, name: str, complete: bool) -> WtsFormatError:
-        found = self._count_tokens(start, end)
+        found = sum(len(self._token_bounds(chunk, lineno, name)[0]) for chunk in self._token_chunks(start, end))
         if not complete and found < count:
             return self.error(lineno, name, f"file ends after {found} of {count} values; truncated file?")
         return self.error(lineno, name, f"count says {count} values but the line has {found}")
 
-    def _decode_tokens(self, tokens: list[bytes], first: int, lineno: int, name: str) -> np.ndarray:
-        """Tokens of 1-8 hex digits, optionally ``0x``-prefixed -> uint32 bit patterns."""
-        if not tokens:
-            return np.empty(0, dtype=np.uint32)
-        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        if lengths.max() > 10:
-            bad = int(np.argmax(lengths > 10))
-            raise self._token_error(tokens, bad, first, lineno, name)
-        width = int(lengths.max())
-        chars = np.array(tokens, dtype=f"S{width}").view(np.uint8).reshape(len(tokens), width)
-        prefixed = np.zeros(len(tokens), dtype=bool)
-        if width > 2:
-            prefixed = (lengths > 2) & (chars[:, 0] == ord("0")) & ((chars[:, 1] | 0x20) == ord("x"))
-        begin = prefixed * 2
-        ndigits = lengths - begin
-        column = np.arange(width)
-        in_token = (column >= begin[:, None]) & (column < lengths[:, None])
-        digits = _HEX_LUT[chars]
-        bad = (ndigits < 1) | (ndigits > 8) | ((digits == 255) & in_token).any(axis=1)
-        if bad.any():
-            raise self._token_error(tokens, int(np.argmax(bad)), first, lineno, name)
-        shift = np.where(in_token, (lengths[:, None] - 1 - column) * 4, 0).astype(np.uint32)
-        values = np.where(in_token, digits, 0).astype(np.uint32) << shift
-        return np.bitwise_or.reduce(values, axis=1).astype(np.uint32)
+    def _decode_tokens(
+        self, chunk: np.ndarray, starts: np.ndarray, ends: np.ndarray, first: int, lineno: int, name: str
+    ) -> np.ndarray:
+        """Tokens ``chunk[starts[i]:ends[i]]`` of 1-8 hex digits, optionally ``0x``-prefixed -> uint32.
 
-    def _token_error(self, tokens: list[bytes], index: int, first: int, lineno: int, name: str) -> WtsFormatError:
-        return self.error(
-            lineno, name, f"value {first + index + 1}: token {_short(tokens[index])} is not 1-8 hex digits"
-        )
+        The 8 bytes ending at each token end are gathered as one little-endian uint64, the bytes before
+        the digits are replaced by "0", and ``binascii.a2b_hex`` decodes and validates the result.
+        """
+        if not len(starts):
+            return np.empty(0, dtype=np.uint32)
+        lengths = ends - starts
+        second = chunk[np.minimum(starts + 1, len(chunk) - 1)]
+        prefixed = (lengths > 2) & (chunk[starts] == ord("0")) & ((second | 0x20) == ord("x"))
+        ndigits = lengths - 2 * prefixed
+        bad = (ndigits < 1) | (ndigits > 8)
+        if bad.any():
+            raise self._token_error(chunk, starts, ends, int(np.argmax(bad)), first, lineno, name)
+        padded = np.empty(len(chunk) + 8, dtype=np.uint8)
+        padded[:8] = ord("0")
+        padded[8:] = chunk
+        windows = np.ndarray((len(chunk) + 1,), dtype="<u8", buffer=padded, strides=(1,))  # [p] = padded[p:p+8]
+        words = windows[ends]  # the 8 bytes before each token end
+        keep = np.left_shift(np.uint64(0xFFFFFFFFFFFFFFFF), ((8 - ndigits) * 8).astype(np.uint64))
+        words = ((words & keep) | (_ASCII_ZEROS & ~keep)).astype("<u8")
+        try:
+            raw = binascii.a2b_hex(words)
+        except binascii.Error:
+            invalid = (_HEX_LUT[words.view(np.uint8).reshape(-1, 8)] == 255).any(axis=1)
+            raise self._token_error(chunk, starts, ends, int(np.argmax(invalid)), first, lineno, name) from None
+        return np.frombuffer(raw, dtype=">u4").astype(np.uint32)
+
+    def _token_error(self, chunk, starts, ends, index: int, first: int, lineno: int, name: str) -> WtsFormatError:
+        token = chunk[starts[index] : ends[index]].tobytes()
+        return self.error(lineno, name, f"value {first + index + 1}: token {_short(token)} is not 1-8 hex digits")
 
 
 def read_wts(path: str | os.PathLike) -> dict[str, np.ndarray]:
