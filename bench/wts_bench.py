@@ -51,6 +51,24 @@ def synthetic_state(n_params: int, seed: int = 0) -> dict[str, np.ndarray]:
     return state
 
 
+def first_tensors(state: dict[str, np.ndarray], n_params: float) -> dict[str, np.ndarray]:
+    out, total = {}, 0
+    for name, value in state.items():
+        if total >= n_params:
+            break
+        out[name] = value
+        total += value.size
+    return out
+
+
+def write_variant(state: dict[str, np.ndarray], path: Path) -> None:
+    """The layout of C++ writers using ``std::showbase << std::hex``: ``0x`` prefixes, no zero padding."""
+    with open(path, "w") as f:
+        f.write(f"{len(state)}\n")
+        for k, v in state.items():
+            f.write(f"{k} {v.size} " + " ".join(f"0x{b:x}" for b in v.view(np.uint32).tolist()) + "\n")
+
+
 def baseline_write(state: dict[str, np.ndarray], path: Path) -> None:
     """tensorrtx gen_wts.py: one struct.pack per value."""
     with open(path, "w") as f:
@@ -115,6 +133,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=float, default=20e6, help="float32 values in the file (default 20e6)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs of wts.load/wts.save; the best counts")
+    parser.add_argument(
+        "--variant-params", type=float, default=2e6, help="values in the 0x-prefixed file (general path)"
+    )
     parser.add_argument("--dir", default=None, help="where to write the files (default: a temp dir)")
     args = parser.parse_args()
 
@@ -158,9 +179,19 @@ def main() -> int:
         loaded = {}
         base_read_s = best_of(1, lambda: loaded.update(baseline_read(ours_path)))
         ours = wts.load(base_path)
+
+        # the general path: 0x-prefixed, unpadded tokens (C++ writers using std::hex), on a subset
+        subset = first_tensors(state, args.variant_params)
+        variant_path = Path(tmp) / "variant.wts"
+        write_variant(subset, variant_path)
+        n_variant = sum(v.size for v in subset.values())
+        variant_s = best_of(args.repeat, lambda: wts.load(variant_path))
+        base_variant_s = best_of(1, lambda: baseline_read(variant_path))
+        variant = wts.load(variant_path)
         exact = all(np.array_equal(loaded[k].view(np.uint32), ours[k].view(np.uint32)) for k in state) and all(
             np.array_equal(state[k].view(np.uint32), ours[k].view(np.uint32)) for k in state
         )
+        exact = exact and all(np.array_equal(subset[k].view(np.uint32), variant[k].view(np.uint32)) for k in subset)
 
     rate = lambda seconds: n / seconds / 1e6  # noqa: E731
     print(
@@ -179,6 +210,12 @@ def main() -> int:
             f"{label:34} {rate(ours_s):7.1f} Mparam/s {rate(base_s):13.2f} Mparam/s {base_s / ours_s:6.0f}x"
             f"   >= {target / 1e6:3.0f} {verdict:6} {rate(CPU_SECONDS[ours_s]):7.1f} Mparam/s"
         )
+    vrate = lambda seconds: n_variant / seconds / 1e6  # noqa: E731
+    print(
+        f"{'read: 0x, unpadded (general path)':34} {vrate(variant_s):7.1f} Mparam/s {vrate(base_variant_s):13.2f} "
+        f"Mparam/s {base_variant_s / variant_s:6.0f}x   {'(no target)':11} "
+        f"{vrate(CPU_SECONDS[variant_s]):7.1f} Mparam/s   [{n_variant:,} values]"
+    )
     print(
         f"(wts: best of {args.repeat} after a warm-up; baseline: one run, writing a plain file with no fsync; "
         f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())})"
