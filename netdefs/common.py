@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from trtx.net import Net, NetdefError
 
 ACTIVATIONS = ("relu", "relu6", "silu", "sigmoid", "tanh", "leaky_relu", "hardswish", "hardsigmoid", "gelu", "none")
@@ -156,6 +158,73 @@ def squeeze_excitation(net: Net, x, path: str, *, act: str = "relu", scale_act: 
     s = activation(net, s, scale_act, f"{path}.scale_activation")
     prod = net.network.add_elementwise(x, s, net.trt.ElementWiseOperation.PROD)
     return net.name(prod, path).get_output(0)
+
+
+def conv_norm_activation(
+    net: Net,
+    x,
+    path: str,
+    kernel: int | Sequence[int] = 3,
+    *,
+    stride: int = 1,
+    groups: int = 1,
+    kind: str = "relu",
+    eps: float = 1e-5,
+):
+    """torchvision.ops.Conv2dNormActivation at ``path`` (Conv2d ``.0`` → BatchNorm2d ``.1`` → activation ``.2``).
+
+    ``kind="none"`` for the blocks built with ``activation_layer=None``. The block's output tensor carries
+    ``path`` (it equals the Sequential's output), its last layer keeps the inner module's name.
+    """
+    names = {"conv": f"{path}.0", "bn": f"{path}.1", "act": f"{path}.2"}
+    y = conv_bn_act(net, x, **names, kind=kind, kernel=kernel, stride=stride, groups=groups, eps=eps)
+    return net.alias(y, path)
+
+
+def stochastic_depth(net: Net, x, path: str):
+    """torchvision.ops.StochasticDepth at ``path``: the identity at inference (its output tensor gets ``path``)."""
+    return net.alias(x, path)
+
+
+def layer_norm(net: Net, x, path: str, *, axis: int = -1, eps: float = 1e-5):
+    """nn.LayerNorm(C) at ``path`` over one ``axis`` of ``x`` (-1: channels last; 1: channels of NCHW, as
+    torchvision's LayerNorm2d). Statistics are computed in fp32 (INormalizationLayer), the result is cast back
+    to the compute dtype."""
+    rank = len(x.shape)
+    axis %= rank
+    c = int(x.shape[axis])
+    shape = [1] * rank
+    shape[axis] = c
+    gamma = net.array(f"{path}.weight", (c,), layer=path).reshape(shape)
+    beta = net.array(f"{path}.bias", (c,), layer=path).reshape(shape)
+    x32 = net.to_fp32(x, f"{path}.to_fp32")
+    nw = net.network
+    add = getattr(nw, "add_normalization_v2", None) or nw.add_normalization
+    scale = net.constant(gamma, f"{path}.weight", np.float32)
+    bias = net.constant(beta, f"{path}.bias", np.float32)
+    layer = add(x32, scale, bias, 1 << axis)
+    layer.epsilon = eps
+    if x.dtype == x32.dtype:  # fp32 in: no cast back
+        return net.name(layer, path).get_output(0)
+    net.name(layer, f"{path}.norm")
+    return net.cast(layer.get_output(0), x.dtype, path)
+
+
+def basic_conv2d(net: Net, x, path: str, kernel: int | Sequence[int], *, stride: int = 1, padding=0):
+    """torchvision's BasicConv2d (GoogLeNet, Inception v3): Conv2d without bias → BatchNorm2d(eps=0.001) →
+    F.relu. The ReLU is functional, so its layer carries the block's path."""
+    names = {"conv": f"{path}.conv", "bn": f"{path}.bn", "act": path}
+    return conv_bn_act(net, x, **names, kernel=kernel, stride=stride, padding=padding, eps=1e-3)
+
+
+def transform_input(net: Net, x, name: str = "transform_input"):
+    """GoogLeNet's / Inception3's ``_transform_input``: an ImageNet-normalized input re-scaled to the [-1, 1]
+    normalization of the ported Google weights, per channel x · std/0.5 + (mean - 0.5)/0.5."""
+    mean, std = np.array((0.485, 0.456, 0.406), np.float32), np.array((0.229, 0.224, 0.225), np.float32)
+    scale, shift, power = std / 0.5, (mean - 0.5) / 0.5, np.ones(3, np.float32)
+    w = [net.trt_weights(a) for a in (shift, scale, power)]
+    layer = net.network.add_scale_nd(x, net.trt.ScaleMode.CHANNEL, *w, 1)
+    return net.name(layer, name).get_output(0)
 
 
 def adaptive_avg_pool(net: Net, x, name: str, output_size: int):

@@ -13,7 +13,8 @@ and optionally ``add_arguments(parser, command)``, ``torch_forward(model, feeds)
 ``preprocess(images, cfg) -> (feeds, ctx)``, ``postprocess(outputs, ctx, cfg) -> results``,
 ``render(image, result, cfg) -> image``, ``result_json(result, cfg) -> dict``, ``summary(result, cfg) -> str``
 (infer), ``source_model(arch)`` (a random-init PyTorch model for ``gen_wts.py --model netdef:<file>``),
-``EXTRA_COMMANDS`` ({name: (help, add_arguments(parser), run(args) -> exit code)}: netdef-specific subcommands).
+``EXTRA_COMMANDS`` ({name: (help, add_arguments(parser), run(args) -> exit code)}: netdef-specific subcommands),
+``unused_reason(cfg, key) -> str | None`` (build: why a weight is left unread by design, e.g. a training-only head).
 """
 
 from __future__ import annotations
@@ -222,11 +223,19 @@ def default_torch_forward(model, feeds: dict[str, Any]) -> dict[str, Any]:
     return {"output": out}
 
 
-def _warn_unused(net: Net) -> None:
-    unused = net.unused_weights()
-    if unused:
-        shown = ", ".join(unused[:12]) + (f", … ({len(unused)} in all)" if len(unused) > 12 else "")
-        print(f"warning: {len(unused)} weight(s) never read by the netdef: {shown}", file=sys.stderr)
+def _warn_unused(net: Net, nd: ModuleType | None = None, cfg=None) -> None:
+    """Report the weights the netdef never read: a note for those its ``unused_reason(cfg, key)`` explains
+    (e.g. auxiliary heads that only run in training), a warning for the rest."""
+    explain = getattr(nd, "unused_reason", None)
+    by_reason: dict[str | None, list[str]] = {}
+    for key in net.unused_weights():
+        by_reason.setdefault(explain(cfg, key) if explain else None, []).append(key)
+    for reason, keys in by_reason.items():
+        shown = ", ".join(keys[:12]) + (f", … ({len(keys)} in all)" if len(keys) > 12 else "")
+        if reason is None:
+            print(f"warning: {len(keys)} weight(s) never read by the netdef: {shown}", file=sys.stderr)
+        else:
+            print(f"note: {len(keys)} weight(s) not read by design ({reason}): {shown}", file=sys.stderr)
 
 
 # ---- commands ----------------------------------------------------------------------------------------
@@ -234,7 +243,7 @@ def cmd_build(nd: ModuleType, args: argparse.Namespace) -> int:
     weights = load_weights(args.weights)
     cfg = configure(nd, args, weights)
     net = make_net(nd, args, weights, cfg)
-    _warn_unused(net)
+    _warn_unused(net, nd, cfg)
     options = BuildOptions(
         batch=BatchSpec.parse(args.batch),
         workspace_mib=args.workspace,
