@@ -1,0 +1,136 @@
+"""Classic classifiers, part 2 (googlenet, inception_v3): from ``gen_wts.py --model torchvision:<arch>
+--random-init`` through the shared CLI.
+
+For each model: the real builder (TensorRT-RTX) builds batch 1 and the dynamic profile 1:4:8, and ``check``
+compares the network (reference executor) with torchvision, the softmax output and every layer named like a
+module, within 1e-4 of each tensor's scale; ``inspect`` and ``infer`` (reference backend, top-5 with ImageNet
+names) run too. One random .wts per model, written once per module (``gen_wts`` randomizes BatchNorm and
+LayerNorm statistics, so activations stay O(1) through the deep ones).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gen_wts
+import wts
+from trtx import cli
+
+REPO = Path(__file__).resolve().parents[1]
+RTOL = 1e-4
+
+#: arch -> (netdef module, logits layer, fewest module-named layers check must compare)
+MODELS = {
+    "googlenet": ("googlenet", "fc", 190),
+    "inception_v3": ("inception", "fc", 290),
+}
+SLOW = {"inception_v3"}
+ARCHS = [pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in MODELS]
+
+
+def _netdef(arch: str):
+    return importlib.import_module(f"netdefs.{MODELS[arch][0]}")
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model(request, tmp_path_factory):
+    """(arch, netdef module, .wts path) with the random weights gen_wts.py writes for torchvision:<arch>."""
+    arch = request.param
+    path = tmp_path_factory.mktemp(arch) / f"{arch}.wts"
+    assert gen_wts.main(["--model", f"torchvision:{arch}", "--random-init", "-o", str(path), "-q"]) == 0
+    return arch, _netdef(arch), path
+
+
+@pytest.mark.parametrize("batch", ["1", "1:4:8"])
+def test_build(model, batch, tmp_path):
+    arch, nd, weights = model
+    engine = tmp_path / f"{arch}.engine"
+    assert cli.main(nd, ["build", "--arch", arch, "-w", str(weights), "-o", str(engine), "--batch", batch]) == 0
+    meta = json.loads(Path(f"{engine}.json").read_text())
+    size = 299 if arch == "inception_v3" else 224
+    assert engine.stat().st_size == meta["engine_bytes"] > 1_000_000
+    assert meta["inputs"] == [{"name": "data", "shape": [-1, 3, size, size], "dtype": "float32"}]
+    assert meta["outputs"] == [{"name": "prob", "shape": [-1, 1000], "dtype": "float32"}]
+    lo, opt, hi = (int(b) for b in (batch.split(":") if ":" in batch else [batch] * 3))
+    assert meta["batch"] == {"min": lo, "opt": opt, "max": hi}
+    assert meta["arch"] == arch and meta["num_classes"] == 1000
+
+
+def test_check_matches_torchvision(model, capsys):
+    """Output and every module-named layer within 1e-4 relative; the logits layer among them; none skipped."""
+    arch, nd, weights = model
+    _, logits, fewest = MODELS[arch]
+    code = cli.main(nd, ["check", "--arch", arch, "-w", str(weights), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    rows = doc["outputs"] + doc["layers"]
+    assert code == 0 and doc["passed"] and doc["first_divergent"] is None
+    assert [r["name"] for r in rows if r["passed"] is not True] == []
+    assert max(r["max_rel_err"] for r in rows) <= RTOL
+    assert len(doc["layers"]) >= fewest
+    assert logits in {r["name"] for r in doc["layers"]}
+    print(f"{arch}: {len(doc['layers'])} layers, max rel err {max(r['max_rel_err'] for r in rows):.2e}")
+
+
+def test_inspect_and_infer(model, tmp_path, capsys):
+    """``inspect`` lists the layers; ``infer`` (reference executor) prints a top-5 of ImageNet class names."""
+    arch, nd, weights = model
+    assert cli.main(nd, ["inspect", "--arch", arch, "-w", str(weights)]) == 0
+    table = capsys.readouterr().out
+    assert MODELS[arch][1] in table.split() and "prob" in table.split()
+    image = Path(__import__("ultralytics").__file__).parent / "assets" / "bus.jpg"
+    out = tmp_path / "infer"
+    assert cli.main(nd, ["infer", "--arch", arch, "-w", str(weights), "-o", str(out), str(image)]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("bus.jpg: ")]
+    assert len(printed) == 1 and printed[0].count(",") == 4
+    top5 = json.loads((out / "bus.json").read_text())["top5"]
+    names = nd.imagenet.class_names()
+    assert len(top5) == 5 and all(names[t["class"]] == t["name"] for t in top5)
+    assert 0 < sum(t["prob"] for t in top5) <= 1.0 + 1e-5
+
+
+# ---- googlenet / inception_v3: aux classifiers and transform_input ----------------------------------------
+@pytest.mark.parametrize("model", ["googlenet"], indirect=True)
+def test_googlenet_reports_aux_weights_as_unused_by_design(model, tmp_path, capsys):
+    arch, nd, weights = model
+    engine = tmp_path / "googlenet.engine"
+    assert cli.main(nd, ["build", "-w", str(weights), "-o", str(engine)]) == 0
+    err = capsys.readouterr().err
+    unused = json.loads(Path(f"{engine}.json").read_text())["unused_weights"]
+    aux = [k for k in wts.load(weights) if k.startswith(("aux1.", "aux2."))]
+    assert sorted(unused) == sorted(aux) and len(aux) == 20  # conv, bn (5), fc1, fc2 of aux1 and aux2
+    assert f"note: {len(aux)} weight(s) not read by design (auxiliary classifier" in err and "warning" not in err
+
+
+@pytest.mark.parametrize("model", ["googlenet"], indirect=True)
+def test_googlenet_check_with_transform_input(model, capsys):
+    """--transform-input on: the network re-scales the input as torchvision's GoogLeNet(transform_input=True)."""
+    arch, nd, weights = model
+    assert cli.main(nd, ["check", "-w", str(weights), "--transform-input", "on", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] and doc["max_rel_err"] <= RTOL
+    rows = {r["name"]: r for r in doc["layers"]}
+    assert rows["conv1.conv"]["index"] == 1  # layer 0: transform_input
+
+
+@pytest.mark.parametrize(
+    ("arch", "drop_aux", "choice", "expected"),
+    [
+        ("googlenet", False, "auto", False),  # googlenet(): aux heads, transform_input=False
+        ("googlenet", True, "auto", True),  # googlenet(weights=...): aux heads dropped, transform_input=True
+        ("googlenet", False, "on", True),  # the raw torchvision checkpoint: aux heads kept, transform_input=True
+        ("inception_v3", False, "off", False),
+        ("inception_v3", True, "on", True),
+    ],
+)
+def test_transform_input_follows_torchvision(arch, drop_aux, choice, expected):
+    nd = _netdef(arch)
+    fc = {"fc.weight": np.zeros(1000 * 10, np.float32), "fc.bias": np.zeros(1000, np.float32)}
+    aux = {} if drop_aux else {("aux1.conv.conv.weight" if arch == "googlenet" else "AuxLogits.fc.bias"): np.zeros(1)}
+    args = type("Args", (), {"arch": arch, "transform_input": choice})()
+    cfg = nd.configure(args, wts.WeightMap({**fc, **aux}))
+    assert cfg.transform_input is expected and cfg.aux_logits is not drop_aux
