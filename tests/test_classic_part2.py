@@ -1,5 +1,5 @@
-"""Classic classifiers, part 2 (googlenet, inception_v3): from ``gen_wts.py --model torchvision:<arch>
---random-init`` through the shared CLI.
+"""Classic classifiers, part 2 (googlenet, inception_v3, densenet121, efficientnet_b0, regnet_y_400mf,
+convnext_tiny): from ``gen_wts.py --model torchvision:<arch> --random-init`` through the shared CLI.
 
 For each model: the real builder (TensorRT-RTX) builds batch 1 and the dynamic profile 1:4:8, and ``check``
 compares the network (reference executor) with torchvision, the softmax output and every layer named like a
@@ -28,8 +28,12 @@ RTOL = 1e-4
 MODELS = {
     "googlenet": ("googlenet", "fc", 190),
     "inception_v3": ("inception", "fc", 290),
+    "densenet121": ("densenet", "classifier", 430),
+    "efficientnet_b0": ("efficientnet", "classifier.1", 290),
+    "regnet_y_400mf": ("regnet", "fc", 320),
+    "convnext_tiny": ("convnext", "classifier.2", 200),
 }
-SLOW = {"inception_v3"}
+SLOW = {"inception_v3", "densenet121", "convnext_tiny"}
 ARCHS = [pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in MODELS]
 
 
