@@ -1,0 +1,137 @@
+"""ShuffleNetV2 x0.5 and x1.0 (torchvision ``shufflenetv2.py``).
+
+python gen_wts.py --model torchvision:shufflenet_v2_x1_0 --random-init -o shufflenet_v2_x1_0.wts
+python netdefs/shufflenet.py build --arch shufflenet_v2_x1_0 -w shufflenet_v2_x1_0.wts
+python netdefs/shufflenet.py check --arch shufflenet_v2_x1_0 -w shufflenet_v2_x1_0.wts
+
+Layer names are torchvision module paths (``stage2.0.branch2.3``); the channel split (``torch.chunk``), the
+concatenation and the channel shuffle are functional, so their layers carry suffixed names
+(``stage2.1.chunk.0``, ``stage2.1.cat``) and the shuffle's last layer carries the block's name.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+
+from netdefs import imagenet
+from netdefs.common import concat, conv_bn_act, conv_norm_activation, max_pool
+from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier shares)
+    check_extra,
+    example_feeds,
+    postprocess,
+    preprocess,
+    render,
+    result_json,
+    summary,
+    torch_forward,
+    torch_model,
+)
+from trtx.net import Net, NetdefError
+
+NAME = "shufflenet"
+#: blocks per stage (stage2..4); channel counts come from the weights
+ARCHS = {
+    "shufflenet_v2_x0_5": {"stages_repeats": (4, 8, 4)},
+    "shufflenet_v2_x1_0": {"stages_repeats": (4, 8, 4)},
+}
+DEFAULT_ARCH = "shufflenet_v2_x1_0"
+
+
+def configure(args, weights, meta=None):
+    return imagenet.configure(args, weights, meta, classifier_bias="fc.bias", **ARCHS[args.arch])
+
+
+def source_model(arch: str | None = None):
+    """Random-init torchvision model for ``gen_wts.py --model netdef:shufflenet:<arch>``."""
+    return imagenet.torchvision_model(arch or DEFAULT_ARCH)
+
+
+def chunk(net: Net, x, chunks: int, name: str) -> list:
+    """``x.chunk(chunks, dim=1)`` as slices; with a dynamic batch the slice shape is shape(x) // [1, chunks, 1, 1]."""
+    trt, nw = net.trt, net.network
+    c = int(x.shape[1])
+    if c % chunks:
+        raise NetdefError(f"layer {name}: {c} channels do not split into {chunks} equal chunks")
+    size = c // chunks
+    shape = [int(d) for d in x.shape]
+    dynamic = any(d < 0 for d in shape)
+    if dynamic:
+        full = net.name(nw.add_shape(x), f"{name}.shape").get_output(0)
+        divisor = net.constant(np.array([1, chunks, 1, 1], np.int64), f"{name}.divisor", np.int64)
+        if full.dtype != divisor.dtype:
+            divisor = net.cast(divisor, full.dtype, f"{name}.divisor.cast")
+        part = nw.add_elementwise(full, divisor, trt.ElementWiseOperation.FLOOR_DIV)
+        part_shape = net.name(part, f"{name}.slice_shape").get_output(0)
+    outs = []
+    for i in range(chunks):
+        layer = nw.add_slice(x, (0, i * size, 0, 0), [1 if d < 0 else d for d in shape[:1]] + [size, *shape[2:]],
+                             (1, 1, 1, 1))  # fmt: skip
+        if dynamic:
+            layer.set_input(2, part_shape)
+        outs.append(net.name(layer, f"{name}.{i}").get_output(0))
+    return outs
+
+
+def channel_shuffle(net: Net, x, groups: int, name: str):
+    """shufflenetv2.channel_shuffle: view [B, g, C/g, H, W] -> transpose(1, 2) -> view [B, C, H, W]."""
+    c, h, w = (int(d) for d in x.shape[1:])
+    split = net.network.add_shuffle(x)
+    split.reshape_dims = (0, groups, c // groups, h, w)  # 0: copy the (dynamic) batch
+    split.second_transpose = (0, 2, 1, 3, 4)
+    net.name(split, f"{name}.transpose")
+    merge = net.network.add_shuffle(split.get_output(0))
+    merge.reshape_dims = (0, c, h, w)
+    return net.name(merge, name).get_output(0)
+
+
+def branch1(net: Net, x, path: str, stride: int):
+    """branch1 (stride 2 only): 3x3 depthwise + BN -> 1x1 + BN + ReLU."""
+    y = conv_bn_act(net, x, conv=f"{path}.0", bn=f"{path}.1", act=None, stride=stride, groups=int(x.shape[1]))
+    y = conv_bn_act(net, y, conv=f"{path}.2", bn=f"{path}.3", act=f"{path}.4", kernel=1)
+    return net.alias(y, path)
+
+
+def branch2(net: Net, x, path: str, stride: int):
+    """branch2: 1x1 + BN + ReLU -> 3x3 depthwise (stride) + BN -> 1x1 + BN + ReLU."""
+    y = conv_bn_act(net, x, conv=f"{path}.0", bn=f"{path}.1", act=f"{path}.2", kernel=1)
+    y = conv_bn_act(net, y, conv=f"{path}.3", bn=f"{path}.4", act=None, stride=stride, groups=int(y.shape[1]))
+    y = conv_bn_act(net, y, conv=f"{path}.5", bn=f"{path}.6", act=f"{path}.7", kernel=1)
+    return net.alias(y, path)
+
+
+def inverted_residual(net: Net, x, path: str, stride: int):
+    """shufflenetv2.InvertedResidual: split (stride 1) or two branches (stride 2), concat, channel shuffle."""
+    if stride == 1:
+        x1, x2 = chunk(net, x, 2, f"{path}.chunk")
+        out = concat(net, [x1, branch2(net, x2, f"{path}.branch2", stride)], f"{path}.cat")
+    else:
+        out = concat(
+            net, [branch1(net, x, f"{path}.branch1", stride), branch2(net, x, f"{path}.branch2", stride)], f"{path}.cat"
+        )
+    return channel_shuffle(net, out, 2, path)
+
+
+def define(net: Net, cfg) -> None:
+    """Mirrors torchvision ``ShuffleNetV2._forward_impl``."""
+    x = imagenet.data_input(net, cfg)
+    x = conv_norm_activation(net, x, "conv1", 3, stride=2)
+    x = max_pool(net, x, "maxpool", 3, stride=2, padding=1)
+    for stage, repeats in enumerate(cfg.stages_repeats, start=2):
+        for i in range(repeats):
+            x = inverted_residual(net, x, f"stage{stage}.{i}", 2 if i == 0 else 1)
+        net.alias(x, f"stage{stage}")
+    x = conv_norm_activation(net, x, "conv5", 1)
+    mean = net.network.add_reduce(x, net.trt.ReduceOperation.AVG, (1 << 2) | (1 << 3), False)  # x.mean([2, 3])
+    x = net.name(mean, "mean").get_output(0)
+    imagenet.softmax_output(net, net.linear(x, "fc").get_output(0), cfg)
+
+
+if __name__ == "__main__":
+    from trtx.cli import main
+
+    sys.exit(main(sys.modules[__name__]))
