@@ -618,11 +618,11 @@ def _np(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def example_feeds(cfg: Config, image: str | None, batch: int) -> dict[str, np.ndarray]:
+def example_feeds(cfg: Config, image: str | None, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """``image`` through the preprocessing, repeated ``batch`` times; without one, a seeded image-like input
     (uniform 0..255 minus the mean)."""
     if image is None:
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
         pixels = rng.uniform(0, 255, (batch, cfg.height, cfg.width, 3)).astype(np.float32)
         return {INPUT: (pixels - np.float32(MEAN_BGR)).transpose(0, 3, 1, 2).copy()}
     import cv2

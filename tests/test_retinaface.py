@@ -284,7 +284,7 @@ def test_postprocess_modes_agree_on_trained_weights(trained_wts):
     image = cv2.imread(str(IMAGES[0]))
     results = {}
     for name, kw in {"none": {"postprocess": "none"}, "native": {}, "engine": {"engine_nms": True}}.items():
-        net, cfg = define(weights, height=384, width=640, **kw)
+        net, cfg = define(weights, height=288, width=512, **kw)
         feeds, ctx = rf.preprocess([image], cfg)
         out = {k: v.numpy() for k, v in reference.execute(net.network, feeds).items()}
         results[name] = rf.postprocess(out, ctx, cfg)
@@ -360,3 +360,28 @@ def test_after_engine_nms_records_equal_exact_nms(trained_heads):
     for b in range(2):
         kept = out[b, : int(out_num[b]), 7].long().numpy()
         assert np.array_equal(kept, rf.select(boxes[b], scores[b], cfg, device="cpu"))
+
+
+def test_engine_metadata_configures_infer(mnet_wts, tmp_path):
+    """infer -e reads input size, post-processing and thresholds from the engine's .json; thresholds built into
+    an engine's NMS cannot be changed at infer time, the host-side ones can."""
+    from argparse import Namespace
+
+    from trtx.build import load_metadata
+
+    engine = tmp_path / "mnet.engine"
+    assert run_cli("build", "-w", mnet_wts, "--imgsz", 96, 160, "--conf", 0.7, "--keep-top-k", 50, "-o", engine) == 0
+    meta = load_metadata(engine)
+    args = Namespace(arch=None, imgsz=None, postprocess=None, conf=None, iou=None, top_k=None, keep_top_k=None)
+    cfg = rf.configure(args, None, meta)
+    assert (cfg.arch, cfg.height, cfg.width, cfg.postprocess, cfg.conf, cfg.keep_top_k) == ("mnet", 96, 160, "native",
+                                                                                             0.7, 50)  # fmt: skip
+    assert cfg.nms_in_engine is False
+    args.conf = 0.9  # NMS runs after this engine: the threshold is the host's
+    assert rf.configure(args, None, meta).conf == 0.9
+    meta["retinaface"]["nms"] = "engine"
+    with pytest.raises(rf.NetdefError, match="rebuild it to change conf"):
+        rf.configure(args, None, meta)
+    args.conf, args.imgsz = None, (640, 640)
+    with pytest.raises(rf.NetdefError, match=r"built for \[96, 160\]"):
+        rf.configure(args, None, meta)
