@@ -1187,7 +1187,7 @@ def render(image: np.ndarray, result: dict, cfg: Config) -> np.ndarray:
         color = _color(int(cls))
         p1, p2 = (int(box[0]), int(box[1])), (int(box[2]), int(box[3]))
         cv2.rectangle(out, p1, p2, color, lw, cv2.LINE_AA)
-        label = f"{cfg.names[int(cls)]} {score:.2f}"
+        label = f"{cfg.names[int(cls)]} {score:.2f}" if score >= 0.01 else f"{cfg.names[int(cls)]} {score:.1e}"
         tw, th = cv2.getTextSize(label, 0, lw / 3, max(lw - 1, 1))[0]
         outside = p1[1] - th >= 3
         q2 = (p1[0] + tw, p1[1] - th - 3 if outside else p1[1] + th + 3)

@@ -1,56 +1,123 @@
-"""``make demo``: the whole trtx loop on a small real netdef, on any machine.
+"""``make demo``: the whole trtx loop on YOLOv5s, on any machine (CPU only is fine).
 
-PyTorch model (random init, clearly labelled) → .wts → engine built by the real TensorRT builder →
-layer table and graph picture → check against PyTorch.
+PyTorch model (the yolov5 package's yolov5s, RANDOM weights, clearly labelled) → .wts → engine built by the real
+TensorRT builder → check against PyTorch (every layer, raw head, detections after NMS) → layer table and graph
+picture → infer on bus.jpg through the reference executor (annotated image + COCO-style JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import sys
 import time
 from pathlib import Path
+
+#: random weights score ~1e-4 (yolov5's initial biases): this threshold leaves detections to compare and draw
+DEMO_CONF = "0.0001"
 
 
 def _step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+def _assets() -> Path:
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("demo: the ultralytics package (for its bus.jpg) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "assets"
+
+
+def _label_random(image_path: Path) -> None:
+    """Stamp the annotated image: its boxes come from random weights."""
+    import cv2
+
+    image = cv2.imread(str(image_path))
+    if image is None:
+        return
+    text = "yolov5s, RANDOM weights: the boxes are meaningless (pipeline demo)"
+    scale = image.shape[1] / 1400
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+    cv2.rectangle(image, (0, 0), (w + 20, h + 20), (0, 0, 0), -1)
+    cv2.putText(image, text, (10, h + 10), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+    ok, data = cv2.imencode(image_path.suffix, image)
+    if ok:
+        from trtx.files import atomic_write
+
+        atomic_write(image_path, data.tobytes())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trtx.demo", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="out", help="folder for the demo's artifacts (default: out)")
+    parser.add_argument("--imgsz", default="640", help="network input size (default: 640)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
-    import wts
-    from netdefs import lenet
-    from trtx import cli, sources
+    from trtx import sources
 
-    weights = out / "lenet5.wts"
-    _step("weights: LeNet-5 from PyTorch with RANDOM weights (seed 0) - a demo, not a trained model")
-    model = sources.build_model("netdef:lenet", seed=0)
-    wts.save(sources.state_dict_for_wts(model, "netdef:lenet"), weights)
-    print(f"weights  {weights}")
+    sources.prepare_environment()
+    import gen_wts
+    from netdefs import yolov5
+    from trtx import cli
 
-    engine = out / "lenet5.engine"
+    bus = str(_assets() / "bus.jpg")
+    artifacts: list[tuple[str, Path]] = []
+
+    weights = out / "yolov5s.wts"
+    _step("weights: yolov5s from the yolov5 package with RANDOM weights (seed 0) -- a demo, not a trained model")
+    if gen_wts.main(["-m", "yolov5:yolov5s", "--random-init", "--seed", "0", "-o", str(weights)]):
+        return 1
+    artifacts.append(("weights (random init)", weights))
+
+    engine = out / "yolov5s.engine"
     _step("build: the netdef defines the network layer by layer; the TensorRT builder serializes it")
-    if cli.main(lenet, ["build", "-w", str(weights), "-o", str(engine), "--batch", "1:4:8"]):
+    if cli.main(yolov5, ["build", "-w", str(weights), "-o", str(engine), "--imgsz", args.imgsz]):
         return 1
+    artifacts += [("engine", engine), ("engine metadata", Path(f"{engine}.json"))]
 
-    _step("inspect: what the builder saw")
-    graph = out / "lenet5.svg"
-    if cli.main(lenet, ["inspect", "-w", str(weights), "--graph", str(graph)]):
+    _step(f"check on bus.jpg: reference executor vs the PyTorch model, every layer, detections (conf {DEMO_CONF})")
+    report = out / "yolov5s_check.txt"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        status = cli.main(yolov5, ["check", "-w", str(weights), "--image", bus, "--imgsz", args.imgsz,
+                                   "--conf", DEMO_CONF])  # fmt: skip
+    report.write_text(buffer.getvalue())
+    lines = buffer.getvalue().splitlines()
+    layers_at = next((i for i, line in enumerate(lines) if line.startswith("layers named")), len(lines))
+    extras_at = next((i for i, line in enumerate(lines) if line.startswith("extra comparisons")), len(lines))
+    print("\n".join(lines[:layers_at] + [f"... {extras_at - layers_at - 2} layers compared, see {report}"]
+                    + lines[extras_at:]))  # fmt: skip
+    artifacts.append(("check report (every layer)", report))
+
+    _step("inspect: the layer table and the graph picture")
+    graph = out / "yolov5s.svg"
+    table = out / "yolov5s_layers.txt"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        if cli.main(yolov5, ["inspect", "-w", str(weights), "--imgsz", args.imgsz, "--graph", str(graph)]):
+            return 1
+    table.write_text(buffer.getvalue())
+    print("\n".join(buffer.getvalue().splitlines()[-3:]))
+    artifacts += [("layer table", table), ("graph picture", graph if graph.exists() else graph.with_suffix(".dot"))]
+
+    _step("infer bus.jpg with the reference executor: letterbox, network, NMS, boxes back on the image")
+    infer_dir = out / "infer"
+    if cli.main(yolov5, ["infer", "-w", str(weights), bus, "-o", str(infer_dir), "--backend", "reference",
+                         "--imgsz", args.imgsz, "--conf", DEMO_CONF, "--max-det", "20"]):  # fmt: skip
         return 1
+    _label_random(infer_dir / "bus.jpg")
+    artifacts += [("annotated image (random weights: garbage boxes)", infer_dir / "bus.jpg"),
+                  ("detections JSON", infer_dir / "bus.json")]  # fmt: skip
 
-    _step("check: reference executor vs the PyTorch model, output and every named layer")
-    status = cli.main(lenet, ["check", "-w", str(weights), "--batch", "2"])
-
-    print(
-        f"\nartifacts in {out}/ ({time.perf_counter() - t0:.1f} s): {weights.name}, {engine.name} (+ .json), "
-        f"{graph.name if graph.exists() else graph.with_suffix('.dot').name}"
-    )
+    print(f"\ndone in {time.perf_counter() - t0:.0f} s; check {'PASSED' if status == 0 else 'FAILED'}. Artifacts:")
+    width = max(len(what) for what, _ in artifacts)
+    for what, path in artifacts:
+        print(f"  {what:<{width}}  {path}")
     return status
 
 
