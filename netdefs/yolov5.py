@@ -18,11 +18,10 @@ NMS layer (where the backend's builder implements it) or at the decoded boxes, w
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +263,10 @@ class Config:
     model_spec: str | None = None
     arch: Arch | None = None
     outputs: list[str] = field(default_factory=list)
+    #: infer/bench --device: "cuda" letterboxes on the GPU (trtx.letterbox's kernel)
+    device: str = "cpu"
+    io_dtype: str = "float32"
+    _gpu_letterbox: Any = None
 
     @property
     def max_stride(self) -> int:
@@ -372,6 +375,7 @@ def configure(args, weights, meta: dict | None = None) -> Config:
         arch=arch,
     )
     cfg.imgsz = parse_imgsz(getattr(args, "imgsz", None) or default_size, cfg.max_stride)
+    _runtime_options(cfg, args)
     from trtx import backend
 
     be = backend.get()
@@ -431,7 +435,14 @@ def _config_from_section(args, meta: dict, m: dict) -> Config:
     )
     if getattr(args, "names", None):
         cfg.names = read_names(args.names, cfg.num_classes)
+    _runtime_options(cfg, args)
+    cfg.io_dtype = meta["inputs"][0]["dtype"]
     return cfg
+
+
+def _runtime_options(cfg: Config, args) -> None:
+    cfg.device = str(getattr(args, "device", None) or "cpu")
+    cfg.io_dtype = "float16" if getattr(args, "io_dtype", "fp32") == "fp16" else "float32"
 
 
 def add_arguments(parser, command: str) -> None:
@@ -1108,8 +1119,23 @@ def preprocess(images: list[np.ndarray], cfg: Config) -> tuple[dict[str, np.ndar
         return {INPUT: lb.center_crop_normalize(images, cfg.imgsz, CLS_MEAN, CLS_STD)}, Context(
             [im.shape[:2] for im in images], []
         )
+    if cfg.device.startswith("cuda"):
+        return _gpu_preprocess(images, cfg)
     batch, geometry = lb.letterbox_batch(images, cfg.imgsz)
     return {INPUT: batch}, Context([im.shape[:2] for im in images], geometry)
+
+
+def _gpu_preprocess(images: list[np.ndarray], cfg: Config) -> tuple[dict, Context]:
+    """The fused letterbox kernel into a torch CUDA tensor (uploads the images; one launch for the batch)."""
+    import torch
+
+    if cfg._gpu_letterbox is None:
+        cfg._gpu_letterbox = lb.GpuLetterbox(cfg.imgsz, cfg.io_dtype)
+    device = torch.device(cfg.device)
+    with torch.cuda.device(device):
+        out = torch.empty((len(images), 3, *cfg.imgsz), dtype=getattr(torch, cfg.io_dtype), device=device)
+        cfg._gpu_letterbox(images, out=out, stream=torch.cuda.current_stream(device))
+    return {INPUT: out}, Context([im.shape[:2] for im in images], cfg._gpu_letterbox.geometry)
 
 
 def postprocess(outputs: dict, ctx: Context, cfg: Config) -> list[dict]:
@@ -1236,12 +1262,6 @@ def source_model(arch: str | None = None):
     from trtx import sources
 
     return sources.build_model(f"yolov5:{arch or 'yolov5s'}", seed=0)
-
-
-def config_json(cfg: Config) -> str:
-    d = asdict(cfg)
-    d.pop("arch", None)
-    return json.dumps(d)
 
 
 if __name__ == "__main__":

@@ -335,3 +335,22 @@ def test_custom_depth_width_classes_anchors(tmp_path, capsys):
                            capsys)  # fmt: skip
     result = json.loads(out)
     assert rc == 0 and result["passed"], out[-2000:]
+
+
+def test_gpu_nms_packing_with_the_plugin_reference(weights, monkeypatch):
+    """gpu_detections' records (boxes, score, class, box index) and unpacking, with the nms plugin's torch
+    reference standing in for its kernels (tests/test_yolov5_gpu.py runs the kernels): equal to trtx.nms
+    exactly per class, bit for bit."""
+    import torch
+
+    from plugins import nms as nms_plugin
+    from trtx import reference
+
+    net, cfg, _ = _net(weights["yolov5n"], imgsz="128", conf=1e-4)
+    out = reference.execute(net.network, _feeds(cfg))
+    monkeypatch.setattr(nms_plugin, "run", lambda inputs, **fields: nms_plugin.reference(inputs, **fields))
+    packed = yolov5.gpu_detections(out, cfg)
+    exact = yolov5.detections_from_outputs({k: v.numpy() for k, v in out.items()}, cfg, class_offset=None)
+    assert all(len(d) for d in exact) and isinstance(out["scores"], torch.Tensor)
+    for p, e in zip(packed, exact):
+        np.testing.assert_array_equal(p, e)

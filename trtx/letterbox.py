@@ -188,6 +188,13 @@ class GpuLetterbox:
         self._staging = None
         self._params = None
 
+    @property
+    def params_ptr(self) -> int:
+        """Device address of the last call's per-image parameters (to relaunch :func:`launch` on them)."""
+        if self._params is None:
+            raise RuntimeError("GpuLetterbox: no images letterboxed yet")
+        return self._params.ptr
+
     def __call__(self, images: Sequence[Any], out: Any = None, stream: Any = None):
         from trtx.runtime import DeviceArray, cuda_array_interface, memcpy_htod
 

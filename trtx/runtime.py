@@ -98,13 +98,13 @@ class DeviceArray:
         out = np.empty(self.shape, self.dtype)
         memcpy_dtoh(out, self.ptr, stream)
         if stream is not None:
-            _check(_driver().cuStreamSynchronize(stream_handle(stream)), "cuStreamSynchronize")
+            _check(_driver().cuStreamSynchronize(_stream(stream)), "cuStreamSynchronize")
         return out
 
     def __del__(self) -> None:
         if getattr(self, "_base", None) is None and getattr(self, "ptr", 0):
             try:
-                _driver().cuMemFree(self.ptr)
+                _driver().cuMemFree(_ptr(self.ptr))
             except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
             self.ptr = 0
@@ -120,21 +120,31 @@ def stream_handle(stream: Any) -> int:
     return int(handle if handle is not None else stream)
 
 
+def _ptr(address: int):
+    return _driver().CUdeviceptr(int(address))
+
+
+def _stream(stream: Any):
+    return _driver().CUstream(stream_handle(stream))
+
+
 def memcpy_htod(dst: int, host: np.ndarray, stream: Any = None) -> None:
+    """Host array -> device address ``dst`` (on ``stream``; pageable memory is staged before this returns)."""
     host = np.ascontiguousarray(host)
     drv = _driver()
     if stream is None:
-        _check(drv.cuMemcpyHtoD(dst, host.ctypes.data, host.nbytes), "cuMemcpyHtoD")
+        _check(drv.cuMemcpyHtoD(_ptr(dst), host.ctypes.data, host.nbytes), "cuMemcpyHtoD")
     else:
-        _check(drv.cuMemcpyHtoDAsync(dst, host.ctypes.data, host.nbytes, stream_handle(stream)), "cuMemcpyHtoDAsync")
+        _check(drv.cuMemcpyHtoDAsync(_ptr(dst), host.ctypes.data, host.nbytes, _stream(stream)), "cuMemcpyHtoDAsync")
 
 
 def memcpy_dtoh(host: np.ndarray, src: int, stream: Any = None) -> None:
+    """Device address ``src`` -> host array (asynchronous on ``stream``: synchronize before reading it)."""
     drv = _driver()
     if stream is None:
-        _check(drv.cuMemcpyDtoH(host.ctypes.data, src, host.nbytes), "cuMemcpyDtoH")
+        _check(drv.cuMemcpyDtoH(host.ctypes.data, _ptr(src), host.nbytes), "cuMemcpyDtoH")
     else:
-        _check(drv.cuMemcpyDtoHAsync(host.ctypes.data, src, host.nbytes, stream_handle(stream)), "cuMemcpyDtoHAsync")
+        _check(drv.cuMemcpyDtoHAsync(host.ctypes.data, _ptr(src), host.nbytes, _stream(stream)), "cuMemcpyDtoHAsync")
 
 
 def cuda_array_interface(x: Any) -> dict | None:
@@ -255,7 +265,7 @@ class Engine:
                 continue
             buf = self._buffer(name, shape, self.dtypes[name])
             if cai is not None:
-                _check(_driver().cuMemcpyDtoDAsync(buf.ptr, int(cai["data"][0]), buf.nbytes, stream),
+                _check(_driver().cuMemcpyDtoDAsync(_ptr(buf.ptr), _ptr(cai["data"][0]), buf.nbytes, _stream(stream)),
                        "cuMemcpyDtoDAsync")  # fmt: skip
             else:
                 host = np.ascontiguousarray(value, dtype=self.dtypes[name])
@@ -280,7 +290,7 @@ class Engine:
         elif not self.context.execute_async_v3(stream):
             raise EngineError("execute_async_v3 failed (see the TensorRT log above)")
         if self.dynamic_outputs:
-            _check(_driver().cuStreamSynchronize(stream), "cuStreamSynchronize")  # shapes known after the run
+            _check(_driver().cuStreamSynchronize(_stream(stream)), "cuStreamSynchronize")  # shapes known now
             for name in self.dynamic_outputs:
                 shape = self._allocator.shapes[name]
                 outputs[name] = self._allocator.buffers[name].view(shape, self.dtypes[name])
@@ -293,14 +303,14 @@ class Engine:
             if not self.context.execute_async_v3(stream):  # first run outside capture (TensorRT's advice)
                 raise EngineError("execute_async_v3 failed (see the TensorRT log above)")
             mode = drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-            _check(drv.cuStreamBeginCapture(stream, mode), "cuStreamBeginCapture")
+            _check(drv.cuStreamBeginCapture(_stream(stream), mode), "cuStreamBeginCapture")
             ok = self.context.execute_async_v3(stream)
-            graph = _check(drv.cuStreamEndCapture(stream), "cuStreamEndCapture")
+            graph = _check(drv.cuStreamEndCapture(_stream(stream)), "cuStreamEndCapture")
             if not ok:
                 raise EngineError("execute_async_v3 failed while capturing a CUDA graph")
             exe = self._graphs[key] = _check(drv.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
             return
-        _check(drv.cuGraphLaunch(exe, stream), "cuGraphLaunch")
+        _check(drv.cuGraphLaunch(exe, _stream(stream)), "cuGraphLaunch")
 
     def infer(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """:meth:`run`, then every output copied to a numpy array (synchronizes)."""
@@ -312,7 +322,7 @@ class Engine:
         return host
 
     def synchronize(self) -> None:
-        _check(_driver().cuStreamSynchronize(self.stream), "cuStreamSynchronize")
+        _check(_driver().cuStreamSynchronize(_stream(self.stream)), "cuStreamSynchronize")
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return self.infer(feeds)
