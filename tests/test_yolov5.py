@@ -239,6 +239,18 @@ def test_infer_reference_matches_pytorch(spec, weights, tmp_path, capsys):
             assert all("segmentation" in d and d["area"] >= 0 for d in dets)
 
 
+def test_engine_infer_says_why_it_cannot_run_here(weights, tmp_path, capsys):
+    from trtx import backend
+
+    if backend.get().can_execute()[0]:
+        pytest.skip("this machine executes engines")
+    engine = tmp_path / "n.engine"
+    assert run_cli(["build", "-w", weights["yolov5n"], "-o", str(engine), "--imgsz", "128"], capsys)[0] == 0
+    rc, out, err = run_cli(["infer", "-e", str(engine), BUS, "-o", str(tmp_path / "o")], capsys)
+    assert rc == 2
+    assert err.strip().splitlines()[-1].startswith("error: ") and "cannot execute engines on this machine" in err
+
+
 def test_postprocess_none_outputs_the_raw_head_and_checks(weights, capsys):
     rc, out, err = run_cli(["check", "-w", weights["yolov5n"], "--imgsz", "128", "--postprocess", "none", "--json",
                             "--no-layers"], capsys)  # fmt: skip

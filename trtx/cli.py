@@ -447,6 +447,8 @@ def main(netdef: ModuleType, argv: Sequence[str] | None = None) -> int:
             "CalibrationError",
             "ReferenceExecutionError",
             "NotImplementedInReference",
+            "EngineError",
+            "PluginError",
         ):
             print(f"error: {exc}", file=sys.stderr)
             return 2
