@@ -46,7 +46,8 @@ ARCHS = {
     "mnet": {"backbone": "mobilenet0.25", "out_channel": 64},
     "r50": {"backbone": "resnet50", "out_channel": 256},
 }
-DEFAULT_ARCH = "mnet"
+#: no default: the weights say which backbone they hold (--arch only double-checks)
+DEFAULT_ARCH = None
 INPUT = "data"
 POSTPROCESS = ("native", "plugin", "none")
 
@@ -155,7 +156,7 @@ def configure(args, weights, meta: dict | None = None) -> Config:
             "(MobileNet-0.25 backbone) nor body.conv1.weight (ResNet-50 backbone)"
         )
     flag_arch = _flag(args, "arch")
-    if flag_arch not in (None, DEFAULT_ARCH, arch):  # the default is only a default: the weights decide
+    if flag_arch not in (None, arch):
         raise NetdefError(f"--arch {flag_arch}, but the weights hold a RetinaFace-{arch}")
     height, width = _flag(args, "imgsz") or (640, 640)
     if height < 32 or width < 32:
@@ -371,6 +372,7 @@ def head(net: Net, x, path: str, width: int):
 # ---- the network ------------------------------------------------------------------------------------
 def define(net: Net, cfg: Config) -> None:
     """Mirrors RetinaFace.forward (biubug6 models/retinaface.py), then the chosen post-processing."""
+    net.network.name = f"retinaface_{cfg.arch}"
     x = net.input(INPUT, (-1, 3, cfg.height, cfg.width))
     leaky = 0.1 if cfg.out_channel <= 64 else 0.0
     body = mobilenet_v1(net, x, "body") if cfg.arch == "mnet" else resnet50(net, x, "body")
@@ -538,7 +540,7 @@ def source_model(arch: str | None = None):
     """Random-init biubug6 RetinaFace for ``gen_wts.py --model netdef:retinaface[:r50]``."""
     from trtx import sources
 
-    return sources.build_model(f"retinaface:{arch or DEFAULT_ARCH}")
+    return sources.build_model(f"retinaface:{arch or 'mnet'}")
 
 
 def torch_model(cfg: Config, weights):
@@ -706,37 +708,12 @@ def _nms_device(device: str) -> str:
 
 
 def select_gpu(boxes, scores, cfg: Config) -> list[np.ndarray]:
-    """:func:`select` for a batch ([B, A, 4] corners, [B, A] scores; numpy or torch) with the nms GPU kernel
-    (plugins.nms) on :func:`nms_records`. The kernel orders candidates by score, then prior index, as trtx.nms
-    does; its IoU comes from cx ± w/2, so a pair within a rounding error of ``iou`` may go the other way."""
-    import torch
+    """:func:`select` for a batch ([B, A, 4] corners, [B, A] scores) with the nms GPU kernel
+    (plugins.retinaface_decode.select)."""
+    from plugins import retinaface_decode
 
-    from plugins import nms
-
-    num, records = nms_records(torch.as_tensor(boxes).cuda(), torch.as_tensor(scores).cuda(), cfg)
-    out_num, out = nms.run([num, records], iou_threshold=cfg.iou, score_threshold=cfg.conf, max_det=cfg.keep_top_k,
-                           agnostic=True)  # fmt: skip
-    out_num, out = out_num.cpu().numpy(), out.cpu().numpy()
-    return [out[i, : out_num[i], 7].astype(np.int64) for i in range(len(out_num))]
-
-
-def nms_records(boxes, scores, cfg: Config):
-    """(num [B] int32, records [B, K, 8]) for the nms plugin from decoded corners and scores (torch tensors):
-    each image's best K = min(top_k, A) priors by score (ties: lower index first) as (cx, cy, w, h, score, 0, 0,
-    prior index); num counts those with score > conf."""
-    import torch
-
-    boxes, scores = boxes.float(), scores.float()
-    k = min(cfg.top_k, scores.shape[1])
-    best, index = torch.sort(scores, dim=1, descending=True, stable=True)
-    best, index = best[:, :k], index[:, :k]
-    b = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4))
-    zeros = torch.zeros_like(best)
-    records = torch.stack(
-        [(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2, b[..., 2] - b[..., 0], b[..., 3] - b[..., 1],
-         best, zeros, zeros, index.float()], -1
-    ).contiguous()  # fmt: skip
-    return (best > cfg.conf).sum(1).to(torch.int32), records
+    return retinaface_decode.select(boxes, scores, conf_threshold=cfg.conf, iou_threshold=cfg.iou, top_k=cfg.top_k,
+                                    keep_top_k=cfg.keep_top_k)  # fmt: skip
 
 
 def _faces(boxes, scores, landmarks) -> dict[str, np.ndarray]:

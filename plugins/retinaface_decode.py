@@ -190,3 +190,40 @@ class RetinafaceDecode(Plugin):
 reference = RetinafaceDecode.functional_reference
 run = RetinafaceDecode.run
 add_to_network = RetinafaceDecode.add_to_network
+
+
+# ---- NMS right after an engine that ends at the decoded boxes (native post-processing on TensorRT-RTX) -------
+def nms_records(boxes, scores, conf_threshold: float, top_k: int):
+    """(num [B] int32, records [B, K, 8]) for the ``nms`` plugin from decoded corner boxes [B, A, 4] and face
+    scores [B, A] (torch): each image's best K = min(top_k, A) priors by score (ties: lower index first) as
+    ``cx, cy, w, h, score, 0, 0, prior index``; ``num`` counts those with score > conf_threshold."""
+    import torch
+
+    boxes, scores = boxes.float(), scores.float()
+    k = min(int(top_k), scores.shape[1])
+    best, index = torch.sort(scores, dim=1, descending=True, stable=True)
+    best, index = best[:, :k], index[:, :k]
+    b = torch.gather(boxes, 1, index[..., None].expand(-1, -1, 4))
+    zeros = torch.zeros_like(best)
+    records = torch.stack(
+        [(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2, b[..., 2] - b[..., 0], b[..., 3] - b[..., 1],
+         best, zeros, zeros, index.float()], -1
+    ).contiguous()  # fmt: skip
+    return (best > conf_threshold).sum(1).to(torch.int32), records
+
+
+def select(boxes, scores, *, conf_threshold: float, iou_threshold: float, top_k: int, keep_top_k: int) -> list:
+    """Kept prior indices per image (int64 numpy, best first) with the ``nms`` GPU kernel on :func:`nms_records`:
+    score > conf_threshold, the best top_k, greedy NMS (IoU > iou_threshold suppresses), the first keep_top_k --
+    what ``trtx.nms`` computes on the CPU. The kernel's IoU comes from cx ± w/2, so for boxes whose corners do not
+    survive that round trip exactly, a pair within a rounding error of the threshold may go the other way."""
+    import torch
+
+    from plugins import nms
+
+    boxes = torch.as_tensor(boxes).cuda()
+    num, records = nms_records(boxes, torch.as_tensor(scores).cuda(), conf_threshold, top_k)
+    out_num, out = nms.run([num, records], iou_threshold=iou_threshold, score_threshold=conf_threshold,
+                           max_det=keep_top_k, agnostic=True)  # fmt: skip
+    out_num, out = out_num.cpu().numpy(), out.cpu().numpy()
+    return [out[i, : out_num[i], 7].astype(np.int64) for i in range(len(out_num))]

@@ -347,13 +347,13 @@ def test_plugin_references_equal_host_pipeline(trained_heads, conf):
 def test_after_engine_nms_records_equal_exact_nms(trained_heads):
     """The records the after-engine GPU NMS feeds the nms kernel, through the kernel's torch reference, keep
     exactly the faces trtx.nms keeps."""
-    from plugins import nms
+    from plugins import nms, retinaface_decode
 
     cfg = rf.Config(arch="mnet", height=640, width=640, conf=0.001)
     loc, classifications, landms = (t.numpy() for t in trained_heads)
     boxes, _ = rf.decode_numpy(loc, landms, 640, 640)
     scores = rf.face_score(classifications)
-    num, records = rf.nms_records(torch.from_numpy(boxes), torch.from_numpy(scores), cfg)
+    num, records = retinaface_decode.nms_records(torch.from_numpy(boxes), torch.from_numpy(scores), cfg.conf, cfg.top_k)
     out_num, out = nms.reference([num, records], iou_threshold=cfg.iou, score_threshold=cfg.conf,
                                  max_det=cfg.keep_top_k, agnostic=True)  # fmt: skip
     assert (num > 500).all() and (out_num > 10).all()
@@ -385,3 +385,17 @@ def test_engine_metadata_configures_infer(mnet_wts, tmp_path):
     args.conf, args.imgsz = None, (640, 640)
     with pytest.raises(rf.NetdefError, match=r"built for \[96, 160\]"):
         rf.configure(args, None, meta)
+
+
+@pytest.mark.skipif(not backend.get().has_plugin_layers, reason="needs a backend with plugin layers (TensorRT 10+)")
+def test_plugin_network_matches_pytorch(trained_wts):
+    """--postprocess plugin as a network (full TensorRT only): the reference executor (plugin layers through their
+    torch references) against biubug6's decode + exact NMS, batch 2."""
+    import wts
+
+    weights = wts.load(trained_wts)
+    net, cfg = define(weights, height=320, width=320, postprocess="plugin", conf=0.3)
+    assert [p["name"] for p in net.plugins] == ["retinaface_decode", "nms"]
+    feeds = rf.example_feeds(cfg, str(IMAGES[0]), 2)
+    result = check.compare(net, rf.torch_model(cfg, weights), feeds, forward=rf.torch_forward, layers=False)
+    assert result.passed, result.table()
