@@ -10,7 +10,6 @@ and ``bench`` with images. Nothing here imports torch at module import time (dep
 
 from __future__ import annotations
 
-import math
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -184,17 +183,22 @@ def result_json(result, cfg) -> dict:
 
 
 def render(image: np.ndarray, result, cfg) -> np.ndarray:
-    """The image with the top-5 written in its upper left corner."""
+    """The image with the top-5 written on a dark panel in its upper left corner."""
     import cv2
 
     out = image.copy()
-    scale = max(out.shape[1] / 800, 0.5)
-    line = int(math.ceil(28 * scale))
-    for row, (_, name, p) in enumerate(result):
-        text = f"{p * 100:5.1f}% {name}"
-        org = (int(10 * scale), line * (row + 1))
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale) + 1)
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), int(2 * scale) or 1)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(out.shape[1] / 1000, 0.4)
+    thickness = max(1, round(2 * scale))
+    lines = [f"{p * 100:5.1f}%  {name}" for _, name, p in result]
+    sizes = [cv2.getTextSize(text, font, scale, thickness)[0] for text in lines]
+    step = int(max(h for _, h in sizes) * 1.8)
+    pad = step // 3
+    width = max(w for w, _ in sizes) + 2 * pad
+    height = step * len(lines) + pad
+    panel = out[:height, :width]
+    panel[:] = (panel * 0.35).astype(out.dtype)  # darken, keep a hint of the picture
+    for row, text in enumerate(lines):
+        cv2.putText(out, text, (pad, step * (row + 1)), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return out
 
 
