@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 _NETDEF_RE = re.compile(r"^(ARCHS\b|def define\()", re.MULTILINE)
@@ -30,6 +31,12 @@ class Entry:
     default: bool
     #: the --arch value that selects it (None: the netdef has no ARCHS)
     arch: str | None
+
+
+def fail(message: str) -> NoReturn:
+    """A usage error: one line on stderr, exit status 2 (as argparse and the netdef CLI)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def netdef_modules() -> list[str]:
@@ -68,12 +75,12 @@ def resolve(name: str, entries: list[Entry]) -> tuple[str, str | None]:
     matches = [e for e in entries if e.name == name]
     if len(matches) > 1:
         files = ", ".join(f"netdefs/{e.module}.py" for e in matches)
-        raise SystemExit(f"error: model {name!r} is defined by several netdefs ({files}); run one of them directly")
+        fail(f"model {name!r} is defined by several netdefs ({files}); run one of them directly")
     if matches:
         return matches[0].module, matches[0].arch
     if any(e.module == name for e in entries):
         return name, None
-    raise SystemExit(f"error: no netdef serves {name!r}; `python -m netdefs list` shows the models")
+    fail(f"no netdef serves {name!r}; `python -m netdefs list` shows the models")
 
 
 def cmd_list(entries: list[Entry], errors: dict[str, str]) -> int:
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rest or rest[0].startswith("-"):  # `python -m netdefs resnet50 --help`: the netdef's own help
         return netdef_main(load(module_name), rest or ["--help"])
     command, options = rest[0], rest[1:]
+    if arch and any(o == "--arch" or o.startswith("--arch=") for o in options):
+        fail(f"{model!r} already selects --arch {arch}; run `python -m netdefs {module_name} ...` to choose another")
     return netdef_main(load(module_name), [command, *(["--arch", arch] if arch else []), *options])
 
 

@@ -80,15 +80,21 @@ def _load_file(path: Path):
     return module
 
 
-def test_resolve_model_family_and_errors():
+def test_resolve_model_family_and_errors(capsys):
     entries, _ = netdefs_main.discover()
     assert netdefs_main.resolve("wide_resnet50_2", entries) == ("resnet", "wide_resnet50_2")
     assert netdefs_main.resolve("vgg", entries) == ("vgg", None)  # a family: its default arch
-    with pytest.raises(SystemExit, match="no netdef serves 'resnet9'"):
-        netdefs_main.resolve("resnet9", entries)
     twice = entries + [netdefs_main.Entry("resnet18", "other", Path("other.py"), False, "resnet18")]
-    with pytest.raises(SystemExit, match="several netdefs"):
+    for argv, message in (
+        (["resnet9", "build"], "error: no netdef serves 'resnet9'"),
+        (["resnet50", "build", "--arch", "resnet18", "-w", "x.wts"], "error: 'resnet50' already selects --arch"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            netdefs_main.main(argv)
+        assert exc.value.code == 2 and capsys.readouterr().err.startswith(message)
+    with pytest.raises(SystemExit):
         netdefs_main.resolve("resnet18", twice)
+    assert "defined by several netdefs (netdefs/resnet.py, netdefs/other.py)" in capsys.readouterr().err
 
 
 def test_dispatch_fills_in_the_arch(tmp_path):
