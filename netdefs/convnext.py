@@ -17,6 +17,8 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
+import numpy as np
+
 from netdefs import imagenet
 from netdefs.common import activation, add, flatten, global_avg_pool, layer_norm, stochastic_depth
 from netdefs.imagenet import (  # noqa: F401
@@ -46,14 +48,16 @@ EPS = 1e-6
 
 def configure(args, weights, meta=None):
     arch = ARCHS[args.arch]
-    if weights is not None:
-        depths = tuple(_count_blocks(weights, 2 * s + 1) for s in range(len(arch["depths"])))
-        if depths != arch["depths"]:
-            raise NetdefError(
-                f"weights have stages of {depths} blocks; {args.arch} has {arch['depths']} (check --arch)"
-            )
     cfg = imagenet.configure(args, weights, meta, classifier_bias="classifier.2.bias", depths=arch["depths"])
     cfg.resize = arch["resize"]
+    if weights is not None:
+        depths = tuple(_count_blocks(weights, 2 * s + 1) for s in range(len(arch["depths"])))
+        width = np.asarray(weights["classifier.2.weight"]).size // cfg.num_classes
+        if (depths, width) != (arch["depths"], arch["widths"][-1]):
+            raise NetdefError(
+                f"weights have stages of {depths} blocks and {width} channels at the head; {args.arch} has "
+                f"{arch['depths']} and {arch['widths'][-1]} (check --arch)"
+            )
     return cfg
 
 

@@ -5,9 +5,10 @@ python netdefs/efficientnet.py build -w efficientnet_b0.wts --arch efficientnet_
 python netdefs/efficientnet.py check -w efficientnet_b0.wts --arch efficientnet_b0
 python netdefs/efficientnet.py infer -w efficientnet_b0.wts --arch efficientnet_b0 images/
 
-Channels, expansion and blocks per stage come from the weights; ``ARCHS`` holds what they cannot tell: each
-stage's block type, kernel and stride (torchvision's ``_efficientnet_conf``), the BatchNorm eps and the input
-size. Stochastic depth and dropout are the identity at inference.
+Channels and expansions come from the weights; ``ARCHS`` holds what they cannot tell: each stage's block
+type, kernel and stride (torchvision's ``_efficientnet_conf``), the BatchNorm eps and the input size, and the
+blocks per stage and head width that tell the archs' weights apart. Stochastic depth and dropout are the
+identity at inference.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+
+import numpy as np
 
 from netdefs import imagenet
 from netdefs.common import add, conv_norm_activation, flatten, global_avg_pool, squeeze_excitation, stochastic_depth
@@ -39,38 +42,47 @@ _V2_S = [("fused", 3, 1), ("fused", 3, 2), ("fused", 3, 2), ("mb", 3, 2), ("mb",
 _V2_M = _V2_S + [("mb", 3, 1)]
 
 
-def _arch(stages, crop: int, resize: int, eps: float = 1e-5, interpolation: str = "bicubic") -> dict:
-    return {"stages": stages, "crop": crop, "resize": resize, "eps": eps, "interpolation": interpolation}
+def _arch(stages, depths, head: int, crop: int, resize: int, eps=1e-5, interpolation="bicubic") -> dict:
+    return dict(stages=stages, depths=depths, head=head, crop=crop, resize=resize, eps=eps, interpolation=interpolation)
 
 
+#: per arch: stage layout, blocks per stage and width of the last conv (to tell the archs apart by their
+#: weights), input crop/resize of torchvision's weights, BatchNorm eps
 ARCHS = {
-    "efficientnet_b0": _arch(_V1, 224, 256),
-    "efficientnet_b1": _arch(_V1, 240, 256),
-    "efficientnet_b2": _arch(_V1, 288, 288),
-    "efficientnet_b3": _arch(_V1, 300, 320),
-    "efficientnet_b4": _arch(_V1, 380, 384),
-    "efficientnet_b5": _arch(_V1, 456, 456, eps=1e-3),
-    "efficientnet_b6": _arch(_V1, 528, 528, eps=1e-3),
-    "efficientnet_b7": _arch(_V1, 600, 600, eps=1e-3),
-    "efficientnet_v2_s": _arch(_V2_S, 384, 384, eps=1e-3, interpolation="bilinear"),
-    "efficientnet_v2_m": _arch(_V2_M, 480, 480, eps=1e-3, interpolation="bilinear"),
+    "efficientnet_b0": _arch(_V1, (1, 2, 2, 3, 3, 4, 1), 1280, 224, 256),
+    "efficientnet_b1": _arch(_V1, (2, 3, 3, 4, 4, 5, 2), 1280, 240, 256),
+    "efficientnet_b2": _arch(_V1, (2, 3, 3, 4, 4, 5, 2), 1408, 288, 288),
+    "efficientnet_b3": _arch(_V1, (2, 3, 3, 5, 5, 6, 2), 1536, 300, 320),
+    "efficientnet_b4": _arch(_V1, (2, 4, 4, 6, 6, 8, 2), 1792, 380, 384),
+    "efficientnet_b5": _arch(_V1, (3, 5, 5, 7, 7, 9, 3), 2048, 456, 456, eps=1e-3),
+    "efficientnet_b6": _arch(_V1, (3, 6, 6, 8, 8, 11, 3), 2304, 528, 528, eps=1e-3),
+    "efficientnet_b7": _arch(_V1, (4, 7, 7, 10, 10, 13, 4), 2560, 600, 600, eps=1e-3),
+    "efficientnet_v2_s": _arch(_V2_S, (2, 4, 4, 6, 9, 15), 1280, 384, 384, eps=1e-3, interpolation="bilinear"),
+    "efficientnet_v2_m": _arch(_V2_M, (3, 5, 5, 7, 14, 18, 5), 1280, 480, 480, eps=1e-3, interpolation="bilinear"),
 }
 DEFAULT_ARCH = "efficientnet_b0"
 
 
 def configure(args, weights, meta=None):
     arch = ARCHS[args.arch]
-    stages = len(arch["stages"])
-    if weights is not None:
-        depths = tuple(_count_blocks(weights, s) for s in range(1, stages + 1))
-        if 0 in depths or f"features.{stages + 2}.0.weight" in weights:
-            raise NetdefError(f"weights have blocks per stage {depths}, not the {stages} stages of {args.arch}")
-    else:
-        depths = tuple(meta["depths"])
     cfg = imagenet.configure(
-        args, weights, meta, classifier_bias="classifier.1.bias", depths=depths, stages=arch["stages"], eps=arch["eps"]
+        args,
+        weights,
+        meta,
+        classifier_bias="classifier.1.bias",
+        depths=arch["depths"],
+        stages=arch["stages"],
+        eps=arch["eps"],
     )
     cfg.input_size, cfg.resize, cfg.interpolation = arch["crop"], arch["resize"], arch["interpolation"]
+    if weights is not None:
+        depths = tuple(_count_blocks(weights, s) for s in range(1, len(arch["stages"]) + 1))
+        head = np.asarray(weights["classifier.1.weight"]).size // cfg.num_classes
+        if (depths, head) != (arch["depths"], arch["head"]) or f"features.{len(depths) + 2}.0.weight" in weights:
+            raise NetdefError(
+                f"weights have blocks per stage {depths} and a {head}-channel head; {args.arch} has "
+                f"{arch['depths']} and {arch['head']} (check --arch)"
+            )
     return cfg
 
 
@@ -132,7 +144,6 @@ def define(net: Net, cfg) -> None:
     x = flatten(net, x, "flatten")
     x = net.linear(x, "classifier.1").get_output(0)
     imagenet.softmax_output(net, x, cfg)
-    net.meta["depths"] = list(cfg.depths)
 
 
 def source_model(arch: str | None = None):

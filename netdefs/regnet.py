@@ -5,8 +5,8 @@ python netdefs/regnet.py build -w regnet_y_400mf.wts --arch regnet_y_400mf -o re
 python netdefs/regnet.py check -w regnet_y_400mf.wts --arch regnet_y_400mf
 python netdefs/regnet.py infer -w regnet_y_400mf.wts --arch regnet_y_400mf images/
 
-Stage depths, widths, group counts and the squeeze-excitation (RegNetY) are read from the weights: every
-stage starts with a stride-2 block, every 3x3 conv has ``width / group_width`` groups.
+Widths, group counts and the squeeze-excitation (RegNetY) are read from the weights: every stage starts with
+a stride-2 block, every 3x3 conv has ``width / group_width`` groups.
 """
 
 from __future__ import annotations
@@ -31,27 +31,37 @@ from netdefs.imagenet import (  # noqa: F401
 from trtx.net import Net, NetdefError
 
 NAME = "regnet"
-#: torchvision's RegNet archs whose structure the weights determine (SE blocks: the Y models)
+#: blocks per stage of torchvision's RegNets (what tells the archs' weights apart); SE blocks: the Y models
 ARCHS = {
-    f"regnet_{kind}_{size}": {"se": kind == "y"}
-    for kind in ("y", "x")
-    for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")
+    "regnet_y_400mf": {"depths": (1, 3, 6, 6)},
+    "regnet_y_800mf": {"depths": (1, 3, 8, 2)},
+    "regnet_y_1_6gf": {"depths": (2, 6, 17, 2)},
+    "regnet_y_3_2gf": {"depths": (2, 5, 13, 1)},
+    "regnet_y_8gf": {"depths": (2, 4, 10, 1)},
+    "regnet_y_16gf": {"depths": (2, 4, 11, 1)},
+    "regnet_y_32gf": {"depths": (2, 5, 12, 1)},
+    "regnet_x_400mf": {"depths": (1, 2, 7, 12)},
+    "regnet_x_800mf": {"depths": (1, 3, 7, 5)},
+    "regnet_x_1_6gf": {"depths": (2, 4, 10, 2)},
+    "regnet_x_3_2gf": {"depths": (2, 6, 15, 2)},
+    "regnet_x_8gf": {"depths": (2, 5, 15, 1)},
+    "regnet_x_16gf": {"depths": (2, 6, 13, 1)},
+    "regnet_x_32gf": {"depths": (2, 7, 13, 1)},
 }
 DEFAULT_ARCH = "regnet_y_400mf"
 
 
 def configure(args, weights, meta=None):
+    depths = ARCHS[args.arch]["depths"]
     if weights is not None:
-        depths = []
-        while _count_blocks(weights, len(depths) + 1):
-            depths.append(_count_blocks(weights, len(depths) + 1))
+        found = tuple(_count_blocks(weights, stage) for stage in range(1, 5))
         se = "trunk_output.block1.block1-0.f.se.fc1.weight" in weights
-        if not depths or se != ARCHS[args.arch]["se"]:
-            kind = "no RegNet trunk" if not depths else ("squeeze-excitation" if se else "no squeeze-excitation")
-            raise NetdefError(f"weights have {kind}, which {args.arch} does not match (check --arch)")
-    else:
-        depths = meta["depths"]
-    return imagenet.configure(args, weights, meta, classifier_bias="fc.bias", depths=tuple(depths))
+        if found != depths or se != args.arch.startswith("regnet_y"):
+            raise NetdefError(
+                f"weights have stages of {found} blocks {'with' if se else 'without'} squeeze-excitation; "
+                f"{args.arch} has {depths} {'with' if args.arch.startswith('regnet_y') else 'without'} (check --arch)"
+            )
+    return imagenet.configure(args, weights, meta, classifier_bias="fc.bias", depths=depths)
 
 
 def _count_blocks(weights, stage: int) -> int:
@@ -97,7 +107,6 @@ def define(net: Net, cfg) -> None:
     x = flatten(net, x, "flatten")
     x = net.linear(x, "fc").get_output(0)
     imagenet.softmax_output(net, x, cfg)
-    net.meta["depths"] = list(cfg.depths)
 
 
 def torch_model(cfg, weights):

@@ -20,6 +20,7 @@ import pytest
 import gen_wts
 import wts
 from trtx import cli
+from trtx.net import NetdefError
 
 REPO = Path(__file__).resolve().parents[1]
 RTOL = 1e-4
@@ -138,3 +139,51 @@ def test_transform_input_follows_torchvision(arch, drop_aux, choice, expected):
     args = type("Args", (), {"arch": arch, "transform_input": choice})()
     cfg = nd.configure(args, wts.WeightMap({**fc, **aux}))
     assert cfg.transform_input is expected and cfg.aux_logits is not drop_aux
+
+
+# ---- weights of another arch: a one-line error, before anything is built -----------------------------------
+@pytest.mark.parametrize(
+    ("model", "wrong"),
+    [
+        pytest.param("densenet121", "densenet169", marks=pytest.mark.slow),
+        ("efficientnet_b0", "efficientnet_b1"),
+        ("regnet_y_400mf", "regnet_x_400mf"),
+        ("regnet_y_400mf", "regnet_y_800mf"),
+        pytest.param("convnext_tiny", "convnext_small", marks=pytest.mark.slow),
+    ],
+    indirect=["model"],
+)
+def test_weights_of_another_arch_are_refused(model, wrong, tmp_path, capsys):
+    arch, nd, weights = model
+    assert cli.main(nd, ["build", "--arch", wrong, "-w", str(weights), "-o", str(tmp_path / "x.engine")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: weights have ") and f"{wrong} has" in err and "(check --arch)" in err
+    assert not (tmp_path / "x.engine").exists()
+
+
+def _state_sizes(arch: str) -> wts.WeightMap:
+    """Zero weights with the keys and sizes of torchvision's ``arch`` (built on the meta device where it can be)."""
+    import torch
+    import torchvision
+
+    meta = not arch.startswith("regnet")  # RegNet computes its widths with tensor ops: built on the CPU
+    with torch.device("meta" if meta else "cpu"):
+        state = torchvision.models.get_model(arch).state_dict()
+    return wts.WeightMap({k: np.broadcast_to(np.float32(0), (v.numel(),)) for k, v in state.items()})
+
+
+@pytest.mark.parametrize("family", ["densenet", "efficientnet", "regnet", "convnext"])
+def test_every_arch_accepts_its_own_weights_only(family):
+    """The ARCHS whose structure the weights carry: configure() accepts torchvision's weights of that arch and
+    refuses those of every other arch of the family (for RegNet, the sizes up to 3.2 GF: cheap to build)."""
+    nd = importlib.import_module(f"netdefs.{family}")
+    archs = [a for a in nd.ARCHS if not a.endswith(("_8gf", "_16gf", "_32gf"))]
+    for arch in archs:
+        weights = _state_sizes(arch)
+        for other in nd.ARCHS:
+            args = type("Args", (), {"arch": other})()
+            if other == arch:
+                assert nd.configure(args, weights).arch == arch
+            else:
+                with pytest.raises(NetdefError, match=r"\(check --arch\)"):
+                    nd.configure(args, weights)
