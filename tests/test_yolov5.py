@@ -8,6 +8,7 @@ same at any size (640 and the large variants: tests/test_yolov5_slow.py).
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -72,6 +73,9 @@ def test_build_then_check(spec, weights, tmp_path, capsys):
         assert [o["name"] for o in meta["outputs"]] == ["boxes", "scores", "classes"]
     if task == "seg":
         assert y["num_masks"] == 32 and [o["name"] for o in meta["outputs"]][-1] == "proto"
+    from_meta = yolov5.configure(argparse.Namespace(command="infer", conf=None), None, meta)  # infer -e
+    size = int(_imgsz(spec))
+    assert (from_meta.task, from_meta.num_classes, from_meta.imgsz) == (task, y["num_classes"], (size, size))
 
     rc, out, err = run_cli(
         ["check", "-w", w, "--image", BUS, "--imgsz", _imgsz(spec), "--conf", CONF, "--json"], capsys
@@ -112,8 +116,6 @@ def test_cli_chain_gen_wts_build_check_subprocess(tmp_path):
 
 
 def _net(weights_path: str, **flags):
-    import argparse
-
     import wts
     from trtx.net import Net
 
