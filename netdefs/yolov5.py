@@ -114,7 +114,12 @@ def read_arch(weights) -> Arch:
             raise NetdefError("weights have a Focus stem (model.0.conv.conv): YOLOv5 before v6.0 is not supported")
         raise NetdefError("weights have no model.0.conv.weight: not a YOLOv5 v6.0+/v7.0 model")
     indices = sorted({int(m.group(1)) for k in weights if (m := re.match(r"model\.(\d+)\.", k))})
-    last = indices[-1]
+    heads = [i for i in indices if f"model.{i}.linear.weight" in weights or f"model.{i}.m.0.bias" in weights]
+    if not heads:
+        raise NetdefError("weights have no YOLOv5 head: no model.N.m.0.bias (Detect/Segment) nor model.N.linear "
+                          "(Classify)")  # fmt: skip
+    last = heads[-1]  # keys past the head are not read: the build lists them as unused
+    indices = [i for i in indices if i <= last]
     channels = {}
     for i in indices:
         for key in (f"model.{i}.bn.weight", f"model.{i}.cv3.bn.weight", f"model.{i}.cv2.bn.weight"):

@@ -368,3 +368,18 @@ def test_gpu_nms_packing_with_the_plugin_reference(weights, monkeypatch):
     assert all(len(d) for d in exact) and isinstance(out["scores"], torch.Tensor)
     for p, e in zip(packed, exact):
         np.testing.assert_array_equal(p, e)
+
+
+def test_unused_weights_are_listed(weights, tmp_path, capsys):
+    import wts
+
+    w = dict(wts.load(weights["yolov5n"]).items())
+    w["model.25.extra.weight"] = np.ones(3, np.float32)
+    w["ema.updates"] = np.ones(1, np.float32)
+    path = tmp_path / "extra.wts"
+    wts.save(w, path)
+    rc, _, err = run_cli(["build", "-w", str(path), "-o", str(tmp_path / "e.engine"), "--imgsz", "64"], capsys)
+    assert rc == 0
+    assert "warning: 2 weight(s) never read by the netdef: ema.updates, model.25.extra.weight" in err
+    unused = json.loads((tmp_path / "e.engine.json").read_text())["unused_weights"]
+    assert unused == ["ema.updates", "model.25.extra.weight"]
