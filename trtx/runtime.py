@@ -236,6 +236,7 @@ class Engine:
         buf = self._buffers.get(name)
         if buf is None or buf.capacity < nbytes:
             buf = self._buffers[name] = DeviceArray((max(nbytes, 1),), np.uint8)
+            self._graphs.clear()  # captured graphs point at the old buffers
         return buf.view(shape, dtype)
 
     def run(self, feeds: Mapping[str, Any], stream: Any = None) -> dict[str, DeviceArray]:
