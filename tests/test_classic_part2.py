@@ -19,6 +19,7 @@ import pytest
 
 import gen_wts
 import wts
+from netdefs.imagenet import MEAN, STD
 from trtx import cli
 from trtx.net import NetdefError
 
@@ -64,6 +65,10 @@ def test_build(model, batch, tmp_path):
     lo, opt, hi = (int(b) for b in (batch.split(":") if ":" in batch else [batch] * 3))
     assert meta["batch"] == {"min": lo, "opt": opt, "max": hi}
     assert meta["arch"] == arch and meta["num_classes"] == 1000
+    # infer/bench with the engine configure from its metadata alone: the same input size and preprocessing
+    cfg = nd.configure(type("Args", (), {"arch": arch, "transform_input": "auto"})(), None, meta)
+    assert (cfg.input_size, cfg.num_classes) == (size, 1000)
+    assert meta["preprocess"] == {"resize": cfg.resize, "crop": size, "mean": list(MEAN), "std": list(STD)}
 
 
 def test_check_matches_torchvision(model, capsys):
