@@ -84,16 +84,20 @@ def test_decode_kernel_counts_past_max_det_per_image():
 @pytest.mark.parametrize("batch", [1, 4])
 def test_decode_and_nms_plugins_equal_their_references(batch):
     """The plugin post-processing (decode -> nms -> landmarks by prior index) on the GPU and with the torch
-    references (which tests/test_retinaface.py holds to biubug6's decode + exact NMS on the trained model)."""
+    references (which tests/test_retinaface.py holds to biubug6's decode + exact NMS on the trained model).
+
+    The kernels' scores may differ from torch's in the last bits (expf), which can reorder near-equal scores, so
+    the nms stage is held to exact equality on the very records the GPU decode produced, and the decode stage to
+    its reference within float tolerance (per prior)."""
     inputs = heads(batch, seed=SEED + 7)
     gpu_num, gpu_dets, gpu_landmarks = retinaface_decode.run(inputs, **fields(max_det=2000))
     ref_num, ref_dets, ref_landmarks = retinaface_decode.reference(inputs, **fields(max_det=2000))
+    assert torch.equal(gpu_num, ref_num), f"seed {SEED}"
     kw = {"iou_threshold": 0.4, "score_threshold": THRESHOLD, "max_det": 300, "agnostic": True}
     out_num, out = nms.run([gpu_num, gpu_dets], **kw)
-    exp_num, exp = nms.reference([ref_num, ref_dets], **kw)
+    exp_num, exp = nms.reference([gpu_num, gpu_dets], **kw)
     assert torch.equal(out_num, exp_num), f"seed {SEED}"
-    assert torch.equal(out[..., 7], exp[..., 7]), f"same priors kept, same order (seed {SEED})"
-    torch.testing.assert_close(out, exp, rtol=1e-5, atol=1e-3)
+    assert torch.equal(out, exp), f"same priors kept, same order, same bits (seed {SEED})"
     index = out[..., 7].long()[..., None].expand(-1, -1, 10)
     torch.testing.assert_close(torch.gather(gpu_landmarks, 1, index), torch.gather(ref_landmarks, 1, index))
 
