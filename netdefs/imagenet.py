@@ -60,6 +60,26 @@ def configure(args, weights, meta: dict | None, *, classifier_bias: str, **arch)
     return SimpleNamespace(arch=args.arch, num_classes=num_classes, input_size=CROP, resize=RESIZE, **arch)
 
 
+def check_arch(arch: str, found: str, expected: str) -> None:
+    """Refuse weights of another arch before anything is built: ``found`` describes the weights' structure,
+    ``expected`` the same facts of ``arch``, in the same words."""
+    if found != expected:
+        raise NetdefError(f"weights have {found}; {arch} has {expected} (check --arch)")
+
+
+def count_indices(weights, template: str) -> int:
+    """How many consecutive ``i`` from 0 have ``template.format(i)`` in the weights."""
+    n = 0
+    while template.format(n) in weights:
+        n += 1
+    return n
+
+
+def size(weights, key: str) -> int:
+    """Number of values of ``key`` (0 when the weights lack it: the structure then differs)."""
+    return int(np.asarray(weights[key]).size) if key in weights else 0
+
+
 def data_input(net: Net, cfg):
     """The network input ``data``: [batch (dynamic), 3, 224, 224], RGB, normalized."""
     return net.input(INPUT, (-1, 3, cfg.input_size, cfg.input_size))

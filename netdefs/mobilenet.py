@@ -81,12 +81,21 @@ V3_BN_EPS = 1e-3  # MobileNetV3 builds its BatchNorm2d with eps=0.001
 def configure(args, weights, meta=None):
     arch = ARCHS[args.arch]
     classifier = "classifier.1.bias" if arch["version"] == 2 else "classifier.3.bias"
+    if weights is not None:
+        blocks = sum(n for _, _, n, _ in V2_SETTING) if arch["version"] == 2 else len(arch["setting"])
+        expected = f"MobileNetV{arch['version']}, {blocks} inverted residuals"
+        imagenet.check_arch(args.arch, _structure_in(weights), expected)
     return imagenet.configure(args, weights, meta, classifier_bias=classifier, **arch)
 
 
-def source_model(arch: str | None = None):
-    """Random-init torchvision model for ``gen_wts.py --model netdef:mobilenet:<arch>``."""
-    return imagenet.torchvision_model(arch or DEFAULT_ARCH)
+def _structure_in(weights) -> str:
+    """Read from the weights: V2 blocks are ``features.N.conv``, V3 blocks ``features.N.block`` (N from 1)."""
+    version = 3 if "features.1.block.0.0.weight" in weights else 2
+    inner = "block" if version == 3 else "conv"
+    blocks = 0
+    while f"features.{blocks + 1}.{inner}.0.0.weight" in weights:
+        blocks += 1
+    return f"MobileNetV{version}, {blocks} inverted residuals"
 
 
 # ---- MobileNetV2 --------------------------------------------------------------------------------------

@@ -35,19 +35,35 @@ from trtx.net import Net
 NAME = "resnet"
 #: block type and blocks per stage; groups and width per group of the 3x3 convolutions (ResNeXt, Wide ResNet)
 ARCHS = {
-    "resnet18": {"block": "basic", "layers": (2, 2, 2, 2)},
-    "resnet34": {"block": "basic", "layers": (3, 4, 6, 3)},
-    "resnet50": {"block": "bottleneck", "layers": (3, 4, 6, 3)},
-    "resnet101": {"block": "bottleneck", "layers": (3, 4, 23, 3)},
-    "resnext50_32x4d": {"block": "bottleneck", "layers": (3, 4, 6, 3), "groups": 32},
-    "wide_resnet50_2": {"block": "bottleneck", "layers": (3, 4, 6, 3)},
+    "resnet18": {"block": "basic", "layers": (2, 2, 2, 2), "groups": 1, "width_per_group": 64},
+    "resnet34": {"block": "basic", "layers": (3, 4, 6, 3), "groups": 1, "width_per_group": 64},
+    "resnet50": {"block": "bottleneck", "layers": (3, 4, 6, 3), "groups": 1, "width_per_group": 64},
+    "resnet101": {"block": "bottleneck", "layers": (3, 4, 23, 3), "groups": 1, "width_per_group": 64},
+    "resnext50_32x4d": {"block": "bottleneck", "layers": (3, 4, 6, 3), "groups": 32, "width_per_group": 4},
+    "wide_resnet50_2": {"block": "bottleneck", "layers": (3, 4, 6, 3), "groups": 1, "width_per_group": 128},
 }
 DEFAULT_ARCH = "resnet18"
 
 
 def configure(args, weights, meta=None):
-    arch = {"groups": 1, **ARCHS[args.arch]}
+    arch = ARCHS[args.arch]
+    if weights is not None:
+        imagenet.check_arch(args.arch, _structure_in(weights), _structure(**arch))
     return imagenet.configure(args, weights, meta, classifier_bias="fc.bias", **arch)
+
+
+def _structure(block: str, layers: tuple, groups: int, width_per_group: int) -> str:
+    width = 64 if block == "basic" else width_per_group * groups  # layer1's 3x3 convs (torchvision Bottleneck)
+    return f"{block} blocks {tuple(layers)}, layer1 3x3 convs {width} wide in {groups} group(s)"
+
+
+def _structure_in(weights) -> str:
+    """The same facts, read from the weights: blocks per stage, block type, layer1's 3x3 conv width and groups."""
+    layers = tuple(imagenet.count_indices(weights, f"layer{s}.{{}}.conv1.weight") for s in (1, 2, 3, 4))
+    block = "bottleneck" if "layer1.0.conv3.weight" in weights else "basic"
+    width = imagenet.size(weights, "layer1.0.bn2.weight")
+    groups = width * width * 9 // max(imagenet.size(weights, "layer1.0.conv2.weight"), 1)
+    return f"{block} blocks {layers}, layer1 3x3 convs {width} wide in {groups} group(s)"
 
 
 def downsample(net: Net, x, path: str, stride: int):

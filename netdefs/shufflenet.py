@@ -34,16 +34,29 @@ from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier sh
 from trtx.net import Net, NetdefError
 
 NAME = "shufflenet"
-#: blocks per stage (stage2..4); channel counts come from the weights
+#: blocks per stage (stage2..4) and output channels (conv1, stage2..4, conv5): the network reads its channel
+#: counts from the weights, ``configure`` checks them against these
 ARCHS = {
-    "shufflenet_v2_x0_5": {"stages_repeats": (4, 8, 4)},
-    "shufflenet_v2_x1_0": {"stages_repeats": (4, 8, 4)},
+    "shufflenet_v2_x0_5": {"stages_repeats": (4, 8, 4), "stages_out_channels": (24, 48, 96, 192, 1024)},
+    "shufflenet_v2_x1_0": {"stages_repeats": (4, 8, 4), "stages_out_channels": (24, 116, 232, 464, 1024)},
 }
 DEFAULT_ARCH = "shufflenet_v2_x1_0"
 
 
 def configure(args, weights, meta=None):
-    return imagenet.configure(args, weights, meta, classifier_bias="fc.bias", **ARCHS[args.arch])
+    arch = ARCHS[args.arch]
+    if weights is not None:
+        expected = f"blocks {arch['stages_repeats']}, channels {arch['stages_out_channels']}"
+        imagenet.check_arch(args.arch, _structure_in(weights), expected)
+    return imagenet.configure(args, weights, meta, classifier_bias="fc.bias", **arch)
+
+
+def _structure_in(weights) -> str:
+    """Blocks per stage and output channels, read from the weights (a block outputs twice its branch width)."""
+    repeats = tuple(imagenet.count_indices(weights, f"stage{s}.{{}}.branch2.0.weight") for s in (2, 3, 4))
+    stages = tuple(2 * imagenet.size(weights, f"stage{s}.0.branch2.1.weight") for s in (2, 3, 4))
+    channels = (imagenet.size(weights, "conv1.1.weight"), *stages, imagenet.size(weights, "conv5.1.weight"))
+    return f"blocks {repeats}, channels {channels}"
 
 
 def source_model(arch: str | None = None):

@@ -42,7 +42,14 @@ DEFAULT_ARCH = "squeezenet1_1"
 
 
 def configure(args, weights, meta=None):
-    return imagenet.configure(args, weights, meta, classifier_bias="classifier.1.bias", **ARCHS[args.arch])
+    arch = ARCHS[args.arch]
+    if weights is not None:  # 1.0 starts with 96 7x7 filters, 1.1 with 64 3x3 ones
+        out = imagenet.size(weights, "features.0.bias")
+        kernel = round((imagenet.size(weights, "features.0.weight") / max(out, 1) / 3) ** 0.5)
+        imagenet.check_arch(
+            args.arch, f"a {kernel}x{kernel} stem conv", f"a {arch['stem'][0]}x{arch['stem'][0]} stem conv"
+        )
+    return imagenet.configure(args, weights, meta, classifier_bias="classifier.1.bias", **arch)
 
 
 def source_model(arch: str | None = None):

@@ -43,7 +43,22 @@ DEFAULT_ARCH = "vgg16"
 
 
 def configure(args, weights, meta=None):
-    return imagenet.configure(args, weights, meta, classifier_bias="classifier.6.bias", **ARCHS[args.arch])
+    arch = ARCHS[args.arch]
+    if weights is not None:
+        convs = sum(v != "M" for v in arch["layers"])
+        imagenet.check_arch(args.arch, _structure_in(weights), _describe(convs, arch["batch_norm"]))
+    return imagenet.configure(args, weights, meta, classifier_bias="classifier.6.bias", **arch)
+
+
+def _describe(convs: int, batch_norm: bool) -> str:
+    return f"{convs} conv layers {'with' if batch_norm else 'without'} batch norm"
+
+
+def _structure_in(weights) -> str:
+    """Conv layers are the ``features.N.weight`` without running statistics (those are BatchNorm2d)."""
+    keys = [k for k in weights if k.startswith("features.") and k.endswith(".weight")]
+    convs = [k for k in keys if k.replace(".weight", ".running_mean") not in weights]
+    return _describe(len(convs), len(convs) < len(keys))
 
 
 def source_model(arch: str | None = None):

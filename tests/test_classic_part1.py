@@ -11,6 +11,7 @@ the deep nets); the largest models go through ``.safetensors``, quicker to write
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import json
@@ -79,6 +80,8 @@ def test_build(model, batch, tmp_path):
     lo, opt, hi = (int(b) for b in (batch.split(":") if ":" in batch else [batch] * 3))
     assert meta["batch"] == {"min": lo, "opt": opt, "max": hi}
     assert meta["arch"] == arch and meta["num_classes"] == 1000 and meta["unused_weights"] == []
+    cfg = nd.configure(argparse.Namespace(arch=arch), None, meta)  # what `infer -e` configures from
+    assert (cfg.arch, cfg.num_classes, cfg.input_size) == (arch, 1000, 224)
 
 
 def test_check_matches_torchvision(model, capsys):

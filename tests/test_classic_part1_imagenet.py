@@ -4,6 +4,7 @@ pointing at a deliberately broken resnet block -- the walk-through of docs/netde
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,6 +16,7 @@ from netdefs.common import adaptive_avg_pool, conv_bn_act
 from trtx import check, reference
 from trtx.net import Net, NetdefError
 
+REPO = Path(__file__).resolve().parents[1]
 CFG = SimpleNamespace(resize=256, input_size=224, num_classes=1000)
 
 
@@ -71,8 +73,10 @@ def test_check_extra_rows():
 
 
 def test_configure_names_the_missing_classifier():
-    with pytest.raises(NetdefError, match="'fc.bias'.*torchvision resnet18"):
-        resnet.configure(argparse.Namespace(arch="resnet18"), {"classifier.1.bias": np.zeros(10)})
+    from netdefs import alexnet
+
+    with pytest.raises(NetdefError, match="'classifier.6.bias'.*torchvision alexnet"):
+        alexnet.configure(argparse.Namespace(arch="alexnet"), {"fc.bias": np.zeros(10)})
 
 
 @pytest.mark.parametrize("size, out", [(7, 7), (14, 7), (12, 6)])
@@ -116,3 +120,44 @@ def test_check_points_at_the_wrong_layer(monkeypatch):
     assert not result.passed and result.first_divergent == "layer1.0.conv2"
     assert rows["layer1.0.bn1"].passed and rows["maxpool"].passed and not rows["layer1.0.conv2"].passed
     assert "first divergent: layer1.0.conv2" in result.table()
+
+
+def test_deploy_time_imports_no_torch():
+    """The netdefs and their infer hooks run where torch is not installed (deploy time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from netdefs import alexnet, imagenet, mnasnet, mobilenet, resnet, shufflenet, squeezenet, vgg\n"
+        "from netdefs import __main__\n"
+        "cfg = resnet.configure(type('A', (), {'arch': 'resnet50'})(), None, {'num_classes': 1000})\n"
+        "feeds, ctx = resnet.preprocess([np.zeros((300, 400, 3), np.uint8)], cfg)\n"
+        "prob = np.full((1, 1000), 1e-3, np.float32)\n"
+        "print(resnet.summary(resnet.postprocess({'prob': prob}, ctx, cfg)[0], cfg))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("tench (0) 0.0010, goldfish (1) 0.0010")
+
+
+@pytest.mark.parametrize("family", ["resnet", "mobilenet", "shufflenet", "squeezenet", "vgg"])
+def test_every_arch_accepts_its_own_weights_only(family):
+    """``configure`` reads the structure from the weights: torchvision's state_dict of each arch is accepted
+    for that arch and refused, in one line naming --arch, for every other arch of the family."""
+    import importlib
+
+    import torchvision
+
+    nd = importlib.import_module(f"netdefs.{family}")
+    for arch in nd.ARCHS:
+        with torch.device("meta"):
+            state = torchvision.models.get_model(arch).state_dict()
+        weights = {k: np.broadcast_to(np.float32(0), (v.numel(),)) for k, v in state.items()}
+        for other in nd.ARCHS:
+            if other == arch:
+                assert nd.configure(argparse.Namespace(arch=other), weights).arch == arch
+            else:
+                with pytest.raises(NetdefError, match=rf"^weights have .*; {other} has .* \(check --arch\)$"):
+                    nd.configure(argparse.Namespace(arch=other), weights)

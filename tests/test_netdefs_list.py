@@ -119,6 +119,15 @@ def test_dispatch_fills_in_the_arch(tmp_path):
         text=True,
     )
     assert run.returncode == 2 and "classifier.6.bias" in run.stderr and "Traceback" not in run.stderr
+    # weights of the family's other arch: the structure read from the weights names --arch
+    run = subprocess.run(
+        [sys.executable, "-m", "netdefs", "squeezenet1_1", "build", "-w", str(weights), "-o", str(engine)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and run.stderr.startswith("error: weights have a 7x7 stem conv; squeezenet1_1 has")
+    assert "(check --arch)" in run.stderr
 
 
 def test_help():
