@@ -63,7 +63,9 @@ class Case:
         return engine
 
     def run(self, feeds, device: str = "cpu", keep=None, build: bool = True) -> dict[str, torch.Tensor]:
-        if build:
+        # The builder's acceptance is proven by the cpu run of the same case; on a CUDA machine TensorRT-RTX's
+        # builder targets the local GPU, which it may not support (it refuses sm_90).
+        if build and device == "cpu":
             self.build(feeds)
         return execute(self.nw, feeds, device=device, keep=keep)
 
