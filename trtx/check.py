@@ -9,6 +9,16 @@ tolerance is where the netdef and the model part ways.
 
 Errors are stated relative to the scale of the expected tensor: ``max_abs_err = max |net - torch|`` and
 ``max_rel_err = max_abs_err / max |torch|``; a tensor passes when ``max_abs_err <= atol + rtol * max |torch|``.
+
+fp16 and int8 judge each tensor by its relative RMS error instead (``rms_rel_err = ||net - torch|| / ||torch||``;
+a tensor passes when ``rms|net - torch| <= atol + rtol * rms|torch|``): reduced precision makes single elements
+differ by many rounding steps somewhere in every large tensor, so the largest element error says little about the
+layer. Every row carries both errors.
+
+Error growth: each compared tensor's ``rms_rel_err`` divided by the largest one among the nearest compared
+tensors upstream of it (the layers feeding it); a convolution and the batch norm / activation right after it
+count as one unit, as TensorRT fuses them. For an fp16 or int8 network the units where it grows most are where
+the accuracy is lost; ``table()`` lists them.
 """
 
 from __future__ import annotations
@@ -29,8 +39,14 @@ from trtx.net import np_dtype
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-7
 #: precision -> (atol, rtol) used when the caller gives none. The network computes in that precision, PyTorch
-#: in fp32: fp16 rounds each layer to ~5e-4 relative, int8 (Q/DQ) to ~1/127 of each quantized tensor's range.
-TOLERANCES = {"fp32": (DEFAULT_ATOL, DEFAULT_RTOL), "fp16": (1e-5, 1e-2), "int8": (1e-4, 1e-1)}
+#: in fp32. fp16 rounds each layer to ~5e-4 relative: deep networks reach a few 1e-3 RMS. int8 (Q/DQ) rounds
+#: each quantized tensor to 1/127 of its range: 0.1-0.35 RMS in the last layers of a real MobileNetV2, ~1 for a
+#: wrong scale or layer, so int8 rows catch broken quantization and the error-growth table shows the rest.
+TOLERANCES = {"fp32": (DEFAULT_ATOL, DEFAULT_RTOL), "fp16": (1e-5, 1e-2), "int8": (1e-4, 0.5)}
+#: precision -> the error a tensor is judged by: "max" (largest element error) or "rms" (relative RMS error)
+METRICS = {"fp32": "max", "fp16": "rms", "int8": "rms"}
+#: layers that continue the unit of the layer before them (TensorRT fuses conv + batch norm + activation)
+_UNIT_CONTINUES = ("SCALE", "ACTIVATION")
 
 Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 #: an extra comparison: (network outputs, torch outputs) -> passed, or (passed, message)
@@ -57,6 +73,14 @@ class Row:
     index: int | None = None
     layer_type: str | None = None
     torch_shape: tuple[int, ...] | None = None
+    #: max_rel_err / the largest max_rel_err of the nearest compared tensors upstream (None: nothing upstream
+    #: has an error, or no error here), and the upstream row that has it
+    growth: float | None = None
+    upstream: str | None = None
+    #: ||net - torch|| / ||torch|| over the whole tensor
+    rms_rel_err: float | None = None
+    #: the first row of the conv [+ batch norm + activation] unit this row belongs to
+    unit: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,11 +89,14 @@ class Row:
             "torch_shape": _list(self.torch_shape),
             "max_abs_err": _finite(self.max_abs_err),
             "max_rel_err": _finite(self.max_rel_err),
+            "rms_rel_err": _finite(self.rms_rel_err),
             "status": self.status,
             "passed": self.passed,
             "layer": self.layer,
             "index": self.index,
             "type": self.layer_type,
+            "growth": _finite(self.growth),
+            "upstream": self.upstream,
         }
 
 
@@ -97,6 +124,8 @@ class CheckResult:
     #: the tensors compared: network outputs (reference executor) and ``forward()``'s results, by output name
     network_outputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     expected_outputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: the precision the network computes in (fp16/int8 tables list the largest error growth)
+    precision: str = "fp32"
 
     @property
     def passed(self) -> bool:
@@ -145,6 +174,7 @@ class CheckResult:
             "max_rel_err": _finite(self.max_rel_err),
             "atol": self.atol,
             "rtol": self.rtol,
+            "precision": self.precision,
             "outputs": [r.to_json() for r in self.outputs],
             "layers": [r.to_json() for r in self.layers],
             "extras": [e.to_json() for e in self.extras],
@@ -155,21 +185,58 @@ class CheckResult:
 
     def table(self) -> str:
         """Aligned text: outputs, layers, extra comparisons, then a verdict naming the first divergent layer."""
-        head = ("#", "name", "type", "shape", "max abs err", "max rel err", "status")
+        rms = METRICS.get(self.precision) == "rms"
+        errs = ("max abs err", "max rel err", *(("rms rel err",) if rms else ()))
+        head = ("#", "name", "type", "shape", *errs, "status")
         parts = []
         for title, rows in (("outputs", self.outputs), ("layers named like PyTorch modules", self.layers)):
             if rows:
                 parts.append(f"{title} ({len(rows)}):")
-                parts.append(_align([head, *(_cells(r) for r in rows)]))
+                parts.append(_align([head, *(_cells(r, rms) for r in rows)]))
         if self.extras:
             parts.append(f"extra comparisons ({len(self.extras)}):")
             parts.append(_align([("name", "result", "message")] + [_extra_cells(e) for e in self.extras]))
+        if self.precision != "fp32":
+            parts.extend(self.growth_lines())
         parts.append(self.verdict())
         return "\n".join(parts)
 
+    def largest_growth(self, count: int = 5) -> list[Row]:
+        """The units (conv [+ batch norm + activation]) whose relative RMS error grows most over the tensors
+        feeding them, largest first; one row per unit, its last."""
+        last: dict[str, Row] = {}
+        for r in sorted([*self.layers, *self.outputs], key=lambda r: -1 if r.index is None else r.index):
+            if r.growth is not None:
+                last[r.unit or r.name] = r
+        rows = [r for r in last.values() if r.growth > 1]
+        return sorted(rows, key=lambda r: -r.growth)[:count]
+
+    def growth_lines(self, count: int = 5) -> list[str]:
+        """Where the network's precision loses accuracy: the rows of :meth:`largest_growth` as a table."""
+        rows = self.largest_growth(count)
+        if not rows:
+            return [f"error growth ({self.precision}): no compared layer grows the relative error of its inputs"]
+        head = ("#", "name", "type", "from", "rms err in", "rms err out", "growth")
+        by_name = {r.name: r for r in [*self.layers, *self.outputs]}
+        cells = [
+            ("" if r.index is None else str(r.index), r.name if r.unit in (None, r.name) else f"{r.unit} .. {r.name}",
+             r.layer_type or "-", r.upstream or "-",
+             _num(by_name[r.upstream].rms_rel_err if r.upstream in by_name else None), _num(r.rms_rel_err),
+             f"x{r.growth:.3g}")
+            for r in rows
+        ]  # fmt: skip
+        title = (
+            f"error growth ({self.precision}): the {len(rows)} layers where the relative RMS error grows most over "
+            "the layers feeding them"
+        )
+        return [f"{title}:", _align([head, *cells], numeric={4, 5, 6})]
+
     def verdict(self) -> str:
         """The last lines of :meth:`table`: PASSED/FAILED with counts, then the first divergent layer."""
-        tol = f"atol {self.atol:g} + rtol {self.rtol:g} x max|torch|"
+        if METRICS.get(self.precision) == "rms":
+            tol = f"rms error <= atol {self.atol:g} + rtol {self.rtol:g} x rms|torch|"
+        else:
+            tol = f"atol {self.atol:g} + rtol {self.rtol:g} x max|torch|"
         compared = [r for r in self.layers if r.passed is not None]
         skipped = len(self.layers) - len(compared)
         not_comparable = f" ({skipped} more not comparable, see status)" if skipped else ""
@@ -235,6 +302,7 @@ def compare(
         raise CheckError(f"precision {precision!r} is not one of {', '.join(TOLERANCES)}")
     atol = TOLERANCES[precision][0] if atol is None else float(atol)
     rtol = TOLERANCES[precision][1] if rtol is None else float(rtol)
+    metric = METRICS[precision]
 
     nw = getattr(network, "network", network)
     device = torch.device(device)
@@ -248,7 +316,7 @@ def compare(
                 expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))
         got = reference.execute(nw, net_feeds, device=str(device), keep="all" if layers else None)
 
-    result = CheckResult(outputs=[], layers=[], atol=atol, rtol=rtol)
+    result = CheckResult(outputs=[], layers=[], atol=atol, rtol=rtol, precision=precision)
     outputs = graph.outputs()
     for name in outputs:
         if name not in expected:
@@ -256,7 +324,9 @@ def compare(
                 _row_for(graph, name, status=f"forward() returned no {name!r}", passed=False, shape=_shape(got, name))
             )
         else:
-            result.outputs.append(_compare_tensor(graph, name, got[name], expected[name], atol, rtol, exact=True))
+            result.outputs.append(
+                _compare_tensor(graph, name, got[name], expected[name], atol, rtol, exact=True, metric=metric)
+            )
     for name in expected:
         if name not in outputs:
             result.outputs.append(
@@ -268,14 +338,53 @@ def compare(
             if name not in hooks.paths:
                 continue
             actual = got.get(graph.tensor_of[name])
-            result.layers.append(_compare_hooked(graph, name, actual, hooks, atol, rtol))
+            result.layers.append(_compare_hooked(graph, name, actual, hooks, atol, rtol, metric))
     net_outputs = {name: got[name] for name in outputs if name in got}
     result.network_outputs, result.expected_outputs = net_outputs, expected
     for name, fn in (extras or {}).items():
         result.extras.append(_run_extra(name, fn, net_outputs, expected))
+    _error_growth(graph, [*result.layers, *result.outputs])
     row = result.divergent_row()
     result.first_divergent = row.name if row is not None else None
     return result
+
+
+def _error_growth(graph: _Graph, rows: list[Row]) -> None:
+    """Fill ``growth``/``upstream``/``unit`` of compared rows from the nearest compared tensors upstream.
+
+    A batch norm (IScale) or activation right after a compared tensor continues that tensor's unit: its growth
+    is measured from the unit's own upstream, as TensorRT runs conv + batch norm + activation as one layer.
+    """
+    from trtx import layers as layer_api
+
+    compared: dict[str, Row] = {}
+    for r in rows:
+        tensor = graph.tensor_of.get(r.name, r.name)
+        if r.rms_rel_err is not None and math.isfinite(r.rms_rel_err) and tensor not in compared:
+            compared[tensor] = r
+    frontier: dict[str, frozenset[str]] = {}  # tensor -> nearest compared tensors upstream (itself if compared)
+    unit_of: dict[str, tuple[str, frozenset[str]]] = {}  # compared tensor -> (unit head row, the unit's upstream)
+    nw = graph.nw
+    for i in range(nw.num_layers):
+        layer = nw.get_layer(i)
+        inputs = [layer.get_input(k) for k in range(layer.num_inputs)]
+        upstream = frozenset().union(*(frontier.get(t.name, frozenset()) for t in inputs if t is not None))
+        first = inputs[0].name if inputs and inputs[0] is not None else None
+        continues = layer_api.enum_name(layer_api.layer_type(layer)) in _UNIT_CONTINUES and first in unit_of
+        for j in range(layer.num_outputs):
+            name = layer.get_output(j).name
+            row = compared.get(name)
+            if row is None:
+                frontier[name] = upstream
+                continue
+            head, before = unit_of[first] if continues else (row.name, upstream)
+            unit_of[name] = (head, before)
+            row.unit = head
+            if before:
+                worst = max(before, key=lambda u: compared[u].rms_rel_err)
+                if compared[worst].rms_rel_err > 0 and row.rms_rel_err > 0:
+                    row.growth, row.upstream = row.rms_rel_err / compared[worst].rms_rel_err, compared[worst].name
+            frontier[name] = frozenset([name])
 
 
 # ---- the network side ---------------------------------------------------------------------------
@@ -452,7 +561,9 @@ def _shape(got: Mapping[str, torch.Tensor], name: str) -> tuple[int, ...] | None
     return tuple(got[name].shape) if name in got else None
 
 
-def _compare_hooked(graph: _Graph, name: str, actual, hooks: _Hooks, atol: float, rtol: float) -> Row:
+def _compare_hooked(
+    graph: _Graph, name: str, actual, hooks: _Hooks, atol: float, rtol: float, metric: str = "max"
+) -> Row:
     shape = tuple(actual.shape) if actual is not None else None
     calls = hooks.seen.get(name, [])
     if actual is None:
@@ -469,11 +580,19 @@ def _compare_hooked(graph: _Graph, name: str, actual, hooks: _Hooks, atol: float
     if not isinstance(out, torch.Tensor):
         return _row_for(graph, name, shape=shape, status=f"module returned {type(out).__name__}: not compared",
                         passed=None)  # fmt: skip
-    return _compare_tensor(graph, name, actual, out, atol, rtol, exact=False)
+    return _compare_tensor(graph, name, actual, out, atol, rtol, exact=False, metric=metric)
 
 
 def _compare_tensor(
-    graph: _Graph, name: str, actual: torch.Tensor, expected: Any, atol: float, rtol: float, *, exact: bool
+    graph: _Graph,
+    name: str,
+    actual: torch.Tensor,
+    expected: Any,
+    atol: float,
+    rtol: float,
+    *,
+    exact: bool,
+    metric: str = "max",
 ) -> Row:
     """Compare one tensor. Shapes must agree up to size-1 dims; for outputs (``exact``) a differing shape
     fails, for hooked modules it is reported and not compared (the module may return more than the layer)."""
@@ -489,6 +608,9 @@ def _compare_tensor(
                             passed=False if exact else None)  # fmt: skip
         expected = expected.reshape(shape)
     abs_err, rel_err, passed = errors(actual, expected, atol=atol, rtol=rtol)
+    rms_err, rms_passed = rms_errors(actual, expected, atol=atol, rtol=rtol)
+    if metric == "rms":
+        passed = rms_passed
     if passed:
         status = "ok"
     elif math.isnan(rel_err) or math.isinf(abs_err):
@@ -496,25 +618,51 @@ def _compare_tensor(
     else:
         status = "over tolerance"
     return _row_for(graph, name, shape=shape, torch_shape=torch_shape, max_abs_err=abs_err, max_rel_err=rel_err,
-                    status=status, passed=passed)  # fmt: skip
+                    rms_rel_err=rms_err, status=status, passed=passed)  # fmt: skip
+
+
+def rms_errors(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, rtol: float) -> tuple[float, bool]:
+    """(||actual - expected|| / ||expected||, within ``rms|diff| <= atol + rtol * rms|expected|``), in float64;
+    non-finite values count as in :func:`errors`."""
+    a = actual.detach().to("cpu", torch.float64).reshape(-1)
+    e = expected.detach().to("cpu", torch.float64).reshape(-1)
+    if a.numel() == 0:
+        return 0.0, True
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+    diff = torch.nan_to_num(torch.where(same, torch.zeros_like(a), a - e), nan=math.inf)
+    finite = torch.isfinite(e)
+    rms_diff = float(diff.pow(2).mean().sqrt())
+    rms_ref = float(e[finite].pow(2).mean().sqrt()) if finite.any() else 0.0
+    rel = rms_diff / rms_ref if rms_ref > 0 else (0.0 if rms_diff == 0 else math.inf)
+    return rel, rms_diff <= atol + rtol * rms_ref
 
 
 def errors(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, rtol: float) -> tuple[float, float, bool]:
-    """(max abs err, max abs err / max |expected|, within ``atol + rtol * max |expected|``), in float64.
+    """(max abs err, max abs err / max |expected|, within ``atol + rtol * max |expected|``).
 
     NaN and infinities count as equal only where both sides have the same one; anywhere else the error is inf.
+    All-finite tensors (the usual case) take one float32 pass on their own device; others the exact float64 path.
     """
-    a = actual.detach().to("cpu", torch.float64)
-    e = expected.detach().to("cpu", torch.float64)
-    if a.numel() == 0:
+    if actual.numel() == 0:
         return 0.0, 0.0, True
+    a = actual.detach().float()
+    e = expected.detach().to(a.device).float()
+    abs_err, scale = (float(v) for v in torch.stack([(a - e).abs().max(), e.abs().max()]).cpu())
+    if not (math.isfinite(abs_err) and math.isfinite(scale)):
+        return _errors_nonfinite(a, e, atol=atol, rtol=rtol)
+    return _verdict(abs_err, scale, atol, rtol)
+
+
+def _errors_nonfinite(a: torch.Tensor, e: torch.Tensor, *, atol: float, rtol: float) -> tuple[float, float, bool]:
+    a, e = a.to("cpu", torch.float64), e.to("cpu", torch.float64)
     diff = (a - e).abs()
     same = (a == e) | (torch.isnan(a) & torch.isnan(e))
-    diff = torch.where(same, torch.zeros_like(diff), diff)
-    diff = torch.nan_to_num(diff, nan=math.inf)
-    abs_err = float(diff.max())
+    diff = torch.nan_to_num(torch.where(same, torch.zeros_like(diff), diff), nan=math.inf)
     finite = e[torch.isfinite(e)]
-    scale = float(finite.abs().max()) if finite.numel() else 0.0
+    return _verdict(float(diff.max()), float(finite.abs().max()) if finite.numel() else 0.0, atol, rtol)
+
+
+def _verdict(abs_err: float, scale: float, atol: float, rtol: float) -> tuple[float, float, bool]:
     if scale > 0:
         rel_err = abs_err / scale
     else:
@@ -558,10 +706,11 @@ def _last_matching_before(result: CheckResult, row: Row) -> Row | None:
 def _status_detail(row: Row) -> str:
     if row.max_rel_err is None:
         return row.status
-    return f"max abs err {_num(row.max_abs_err)}, max rel err {_num(row.max_rel_err)}"
+    rms = f", rms rel err {_num(row.rms_rel_err)}" if row.rms_rel_err is not None else ""
+    return f"max abs err {_num(row.max_abs_err)}, max rel err {_num(row.max_rel_err)}{rms}"
 
 
-def _cells(r: Row) -> tuple[str, ...]:
+def _cells(r: Row, rms: bool = False) -> tuple[str, ...]:
     shape = "x".join(str(d) for d in r.shape) if r.shape is not None else "-"
     return (
         "" if r.index is None else str(r.index),
@@ -570,6 +719,7 @@ def _cells(r: Row) -> tuple[str, ...]:
         shape,
         _num(r.max_abs_err),
         _num(r.max_rel_err),
+        *((_num(r.rms_rel_err),) if rms else ()),
         r.status if r.passed is not False else f"FAIL: {r.status}",
     )
 
@@ -578,9 +728,10 @@ def _extra_cells(e: ExtraRow) -> tuple[str, ...]:
     return (e.name, "ok" if e.passed else "FAIL", e.message)
 
 
-def _align(rows: list[tuple[str, ...]]) -> str:
+def _align(rows: list[tuple[str, ...]], numeric: set[int] | None = None) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    numeric = {4, 5} if len(widths) == 7 else set()
+    if numeric is None:  # the error columns of a row table
+        numeric = {4, 5} if len(widths) == 7 else ({4, 5, 6} if len(widths) == 8 else set())
     lines = []
     for row in rows:
         cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
