@@ -4,8 +4,8 @@ convnext_tiny): from ``gen_wts.py --model torchvision:<arch> --random-init`` thr
 For each model: the real builder (TensorRT-RTX) builds batch 1 and the dynamic profile 1:4:8, and ``check``
 compares the network (reference executor) with torchvision, the softmax output and every layer named like a
 module, within 1e-4 of each tensor's scale; ``inspect`` and ``infer`` (reference backend, top-5 with ImageNet
-names) run too. One random .wts per model, written once per module (``gen_wts`` randomizes BatchNorm and
-LayerNorm statistics, so activations stay O(1) through the deep ones).
+names) run too. One random .wts per model, written once per module; ``gen_wts`` randomizes the BatchNorm
+and LayerNorm statistics, which keeps activations O(0.01-100) everywhere but in inception_v3 (see RESCALE).
 """
 
 from __future__ import annotations
@@ -49,7 +49,38 @@ def model(request, tmp_path_factory):
     arch = request.param
     path = tmp_path_factory.mktemp(arch) / f"{arch}.wts"
     assert gen_wts.main(["--model", f"torchvision:{arch}", "--random-init", "-o", str(path), "-q"]) == 0
+    if arch in RESCALE:
+        rescale_to_fan_in(path, arch)
     return arch, _netdef(arch), path
+
+
+#: models whose random init makes activations explode even with gen_wts' random BatchNorm statistics:
+#: inception_v3 draws every conv weight with std 0.1 whatever its fan-in (x ~6 per conv), so its logits
+#: reach ~1e13 and the softmax is one-hot (comparing ``prob`` and the top-5 would be vacuous). Re-estimating
+#: the BatchNorm statistics from data instead keeps activations O(1) but makes this random network chaotic:
+#: PyTorch fp32 itself then differs from fp64 by 1.7e-4 of the scale at Mixed_7c, over the 1e-4 tolerance.
+RESCALE = {"inception_v3"}
+
+
+def rescale_to_fan_in(path: Path, arch: str) -> None:
+    """Scale each conv weight of the file at ``path`` to He's std sqrt(2 / fan_in), each linear weight to
+    sqrt(1 / fan_in): gen_wts' random draws and BatchNorm statistics stay, activations stay O(10-100), and the
+    network stays well-conditioned (fp32 vs fp64: 2e-6 of the scale at every block)."""
+    import math
+
+    import torch
+    import torchvision
+
+    from trtx import sources
+
+    model = torchvision.models.get_model(arch, weights=None, init_weights=False)
+    sources.load_state(model, wts.load(path))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                gain = 2.0 if isinstance(m, torch.nn.Conv2d) else 1.0
+                m.weight.mul_(math.sqrt(gain / m.weight[0].numel()) / float(m.weight.std()))
+    wts.save(sources.state_dict_for_wts(model), path)
 
 
 @pytest.mark.parametrize("batch", ["1", "1:4:8"])
@@ -82,7 +113,9 @@ def test_check_matches_torchvision(model, capsys):
     assert [r["name"] for r in rows if r["passed"] is not True] == []
     assert max(r["max_rel_err"] for r in rows) <= RTOL
     assert len(doc["layers"]) >= fewest
-    assert logits in {r["name"] for r in doc["layers"]}
+    (row,) = [r for r in doc["layers"] if r["name"] == logits]
+    # relative errors mean something only where the activations neither explode nor vanish
+    assert row["max_abs_err"] > 0 and 1e-2 < row["max_abs_err"] / row["max_rel_err"] < 1e4, "max |logit|"
     print(f"{arch}: {len(doc['layers'])} layers, max rel err {max(r['max_rel_err'] for r in rows):.2e}")
 
 
