@@ -183,26 +183,27 @@ def read_arch(weights) -> Arch:
 
 def _multiples(arch: Arch) -> tuple[float, float]:
     """(depth_multiple, width_multiple) that reproduce the weights' depths and widths through yolov5's
-    parse_model (``max(round(n * gd), 1)`` and ``make_divisible(c * gw, 8)``); raises if none does."""
+    parse_model (``max(round(n * gd), 1)``, Python's half-to-even round, and ``make_divisible(c * gw, 8)``);
+    raises if none does. Candidates: the interval ends and midpoints each layer allows, tried in order."""
     nominal_c, nominal_n = _nominal(arch)
-    lo_w, hi_w = 0.0, math.inf
-    for i, c in nominal_c.items():
-        if i in arch.channels:
-            got = arch.channels[i]
-            lo_w, hi_w = max(lo_w, (got - 8) / c), min(hi_w, got / c)
+    widths = {i: (c, arch.channels[i]) for i, c in nominal_c.items() if i in arch.channels}
     if arch.num_protos:
-        lo_w, hi_w = max(lo_w, (arch.num_protos - 8) / 256), min(hi_w, arch.num_protos / 256)
-    lo_d, hi_d = 0.0, math.inf
+        widths[-1] = (256, arch.num_protos)
+    w_cands = {got / c for c, got in widths.values()} | {(got - 4) / c for c, got in widths.values()}
+    d_cands = set()
     for i, n in nominal_n.items():
         k = arch.repeats.get(i, 0)
-        lo_d = max(lo_d, (k - 0.5) / n if k > 1 else 0.0)
-        hi_d = min(hi_d, (k + 0.5) / n)
-    if not (lo_w < hi_w and lo_d < hi_d):
+        d_cands |= {k / n, (k - 0.5) / n, (k + 0.5) / n, (k - 0.25) / n, (k + 0.25) / n}
+    gw = next((w for w in sorted(w_cands) if w > 0 and all(math.ceil(c * w / 8) * 8 == got
+                                                         for c, got in widths.values())), None)  # fmt: skip
+    gd = next((d for d in sorted(d_cands) if d > 0 and all(max(round(n * d), 1) == arch.repeats.get(i, 0)
+                                                         for i, n in nominal_n.items())), None)  # fmt: skip
+    if gw is None or gd is None:
         raise NetdefError(
             "the weights' widths/depths match no YOLOv5 width/depth multiple: channels "
             f"{dict(sorted(arch.channels.items()))}, C3 bottlenecks {dict(sorted(arch.repeats.items()))}"
         )
-    return (lo_d + hi_d) / 2, (lo_w + hi_w) / 2
+    return gd, gw
 
 
 def _nominal(arch: Arch) -> tuple[dict[int, int], dict[int, int]]:

@@ -31,6 +31,12 @@ def _build_and_check(spec: str, tmp_path: Path, capsys, imgsz: str, build_imgsz:
     result = json.loads(capsys.readouterr().out)
     assert rc == 0 and result["passed"], json.dumps(result)[-3000:]
     assert result["max_rel_err"] <= 1e-4
+    compared = [r for r in result["layers"] if r["max_rel_err"] is not None]
+    worst = max(compared, key=lambda r: r["max_rel_err"])
+    extras = "; ".join(f"{e['name']}: {e['message']}" for e in result["extras"])
+    print(f"\nRESULT {spec} build {build_imgsz or imgsz} check {imgsz}: outputs max rel err "
+          f"{result['max_rel_err']:.2e}; {len(compared)} layers, max rel err {worst['max_rel_err']:.2e} "
+          f"({worst['name']}); {extras}")  # fmt: skip
     return result
 
 
