@@ -105,7 +105,10 @@ def test_gpu_kernel_matches_opencv(dtype):
 def _emulate_kernel(image: np.ndarray, dst: tuple[int, int]) -> np.ndarray:
     """letterbox.cu's arithmetic in numpy float32 (source_coord, bilinear, pad, RGB planes / 255)."""
     params, _ = lb.image_params([0], [image.shape], None, dst)
-    p = params[0]
+    return _emulate_params(params[0], image, dst)
+
+
+def _emulate_params(p: np.void, image: np.ndarray, dst: tuple[int, int]) -> np.ndarray:
     f32 = np.float32
 
     def axis(n_dst: int, start: int, new: int, scale: float, size: int):
@@ -137,3 +140,78 @@ def test_kernel_arithmetic_matches_opencv(hw):
     for dst in [(640, 640), (384, 640)]:
         expected, _ = lb.letterbox_batch([image], dst)
         assert np.abs(_emulate_kernel(image, dst) - expected[0]).max() <= 1 / 255
+
+
+class _FakeDevice:
+    """A byte heap standing in for device memory: GpuLetterbox's host-side plumbing (staging, parameter block,
+    pitches, output checks) runs unchanged on the CPU, and the launch is emulated from the parameter block."""
+
+    BASE = 1 << 32
+
+    def __init__(self, size: int = 64 << 20) -> None:
+        self.heap = np.zeros(size, np.uint8)
+        self.top = 0
+        device = self
+
+        class Array:
+            def __init__(self, shape, dtype) -> None:
+                self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+                self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+                self.ptr = device.alloc(self.nbytes)
+
+            @property
+            def __cuda_array_interface__(self):
+                return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3}
+
+            def host(self) -> np.ndarray:
+                return device.view(self.ptr, self.nbytes).view(self.dtype).reshape(self.shape)
+
+        self.Array = Array
+
+    def alloc(self, n: int) -> int:
+        ptr = self.BASE + self.top
+        self.top += (n + 255) // 256 * 256
+        return ptr
+
+    def view(self, ptr: int, n: int) -> np.ndarray:
+        return self.heap[ptr - self.BASE : ptr - self.BASE + n]
+
+    def memcpy_htod(self, dst: int, host: np.ndarray, stream=None) -> None:
+        data = np.ascontiguousarray(host).view(np.uint8).reshape(-1)
+        self.view(dst, data.size)[:] = data
+
+    def launch(self, params_ptr, out, batch, dst_hw, dtype="float32", stream=None, pad_value=114) -> None:
+        params = self.view(params_ptr, batch * lb.PARAM_DTYPE.itemsize).view(lb.PARAM_DTYPE)
+        result = out.host()
+        for b, p in enumerate(params):
+            rows = self.view(int(p["src"]), int(p["src_pitch"]) * int(p["src_h"]))
+            image = rows.reshape(p["src_h"], p["src_pitch"])[:, : 3 * p["src_w"]].reshape(p["src_h"], p["src_w"], 3)
+            result[b] = _emulate_params(p, image, dst_hw)
+
+
+def test_gpu_letterbox_plumbing_on_an_emulated_device(monkeypatch):
+    """Host and device images of several sizes in one batch, a padded-pitch device image, the parameter block:
+    GpuLetterbox with the kernel emulated from what it uploads equals OpenCV within 1/255."""
+    from trtx import runtime
+
+    dev = _FakeDevice()
+    monkeypatch.setattr(runtime, "DeviceArray", dev.Array)
+    monkeypatch.setattr(runtime, "memcpy_htod", dev.memcpy_htod)
+    monkeypatch.setattr(lb, "launch", dev.launch)
+    images = [_image(*hw, seed=i) for i, hw in enumerate([(1080, 810), (333, 517), (640, 640), (17, 1000)])]
+    # image 1 lives "on the device" with 16 padding bytes per row, given through __cuda_array_interface__
+    pitch = 3 * 517 + 16
+    ptr = dev.alloc(pitch * 333)
+    dev.view(ptr, pitch * 333).reshape(333, pitch)[:, : 3 * 517] = images[1].reshape(333, -1)
+
+    class OnDevice:
+        __cuda_array_interface__ = {"shape": (333, 517, 3), "typestr": "|u1", "data": (ptr, False),
+                                    "strides": (pitch, 3, 1), "version": 3}  # fmt: skip
+
+    gpu = lb.GpuLetterbox((384, 640))
+    out = gpu([images[0], OnDevice(), images[2], images[3]])
+    expected, geometry = lb.letterbox_batch(images, (384, 640))
+    assert gpu.geometry == geometry
+    assert np.abs(out.host() - expected).max() <= 1 / 255
+    with pytest.raises(ValueError, match="out must be a contiguous float32"):
+        gpu(images, out=dev.Array((4, 3, 384, 640), np.float16))

@@ -177,7 +177,8 @@ class GpuLetterbox:
     Images are host numpy arrays (uploaded into a reusable device buffer) or device arrays (anything with
     ``__cuda_array_interface__``, e.g. torch CUDA tensors, used in place). ``out`` is any device array of the
     right size (a torch tensor, a :class:`trtx.runtime.DeviceArray`...); without one, a DeviceArray is allocated.
-    Needs the CUDA driver and NVRTC (cuda-python).
+    The staging and parameter buffers are reused from call to call: use one instance per stream. Needs the CUDA
+    driver and NVRTC (cuda-python).
     """
 
     def __init__(self, dst_hw: Sequence[int], dtype: str = "float32") -> None:
@@ -234,9 +235,25 @@ class GpuLetterbox:
         np_dtype = np.float32 if self.dtype == "float32" else np.float16
         if out is None:
             out = DeviceArray((n, 3, *self.dst), np_dtype)
+        cai = cuda_array_interface(out)
+        want = (n, 3, *self.dst)
+        if cai is None or tuple(cai["shape"]) != want or np.dtype(cai["typestr"]) != np_dtype:
+            got = "a host array" if cai is None else f"{np.dtype(cai['typestr'])} {tuple(cai['shape'])}"
+            raise ValueError(f"GpuLetterbox: out must be a contiguous {np.dtype(np_dtype)} {want} device array, "
+                             f"got {got}")  # fmt: skip
+        if cai.get("strides") not in (None, _contiguous_strides(want, np_dtype)):
+            raise ValueError(f"GpuLetterbox: out must be contiguous (strides {cai['strides']})")
         launch(self._params.ptr, out, n, self.dst, self.dtype, stream)
         self.geometry = geometry
         return out
+
+
+def _contiguous_strides(shape: Sequence[int], dtype: Any) -> tuple[int, ...]:
+    strides, step = [], np.dtype(dtype).itemsize
+    for d in reversed(shape):
+        strides.append(step)
+        step *= int(d)
+    return tuple(reversed(strides))
 
 
 def launch(params_ptr: int, out: Any, batch: int, dst_hw: Sequence[int], dtype: str = "float32",
