@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
@@ -30,7 +28,7 @@ from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier sh
     summary,
     torch_forward,
 )
-from trtx.net import Net, NetdefError
+from trtx.net import Net
 
 NAME = "mnasnet"
 #: the inverted residual stacks (layers.8 .. layers.13): kernel, first stride, expansion, repeats
@@ -48,20 +46,7 @@ def source_model(arch: str | None = None):
     return imagenet.torchvision_model(arch or DEFAULT_ARCH)
 
 
-def torch_model(cfg, weights):
-    """torchvision MNASNet with ``weights`` loaded. Its ``_load_from_state_dict`` insists on the state_dict's
-    version metadata, which ``trtx.sources.load_state`` does not pass on, so the state_dict is filled here."""
-    import torch
-
-    model = imagenet.torchvision_model(cfg.arch, cfg.num_classes, init=False)
-    state = model.state_dict()
-    for key, value in state.items():
-        flat = torch.from_numpy(np.array(weights[key], dtype=np.float32).reshape(-1))
-        if flat.numel() != value.numel():
-            raise NetdefError(f"weight {key!r} has {flat.numel()} values, torchvision {cfg.arch} needs {value.numel()}")
-        state[key] = flat.reshape(value.shape).to(value.dtype)
-    model.load_state_dict(state, strict=True)  # ``state`` keeps its ``_metadata`` (the version)
-    return model
+torch_model = imagenet.torch_model
 
 
 def inverted_residual(net: Net, x, path: str, kernel: int, stride: int, expansion: int):

@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -274,7 +275,8 @@ def load_state(model: torch.nn.Module, mapping: Mapping[str, Any], *, ignore: It
     if problems:
         where = f" from {mapping.path}" if getattr(mapping, "path", None) else ""
         raise SourceError(f"weights{where} do not fit {type(model).__name__}: " + "; ".join(problems))
-    new_state = {k: values[k].reshape(state[k].shape).to(state[k].dtype) for k in state}
+    new_state = OrderedDict((k, values[k].reshape(state[k].shape).to(state[k].dtype)) for k in state)
+    new_state._metadata = getattr(state, "_metadata", None)  # module versions (MNASNet's loader reads them)
     with torch.no_grad():
         model.load_state_dict(new_state, strict=True)
 
