@@ -832,11 +832,12 @@ def torch_model(cfg: Config, weights):
     from trtx import sources
 
     ignore = [f"model.{cfg.arch.head}.{k}" for k in sources.YOLOV5_EXTRAS]
-    if cfg.model_spec:
-        model = sources.build_model(cfg.model_spec)
-    else:
-        model = _build_torch(cfg)
-    sources.load_state(model, weights, ignore=ignore)
+    try:
+        model = sources.build_model(cfg.model_spec) if cfg.model_spec else _build_torch(cfg)
+        sources.load_state(model, weights, ignore=ignore)
+    except sources.SourceError as exc:
+        where = f"--model {cfg.model_spec}" if cfg.model_spec else f"the yolov5 yaml rebuilt as yolov5{cfg.variant}"
+        raise NetdefError(f"{where}: {exc}") from None
     model.trtx_postprocess = cfg.postprocess  # which outputs torch_forward computes
     return model.eval()
 

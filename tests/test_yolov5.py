@@ -383,3 +383,15 @@ def test_unused_weights_are_listed(weights, tmp_path, capsys):
     assert "warning: 2 weight(s) never read by the netdef: ema.updates, model.25.extra.weight" in err
     unused = json.loads((tmp_path / "e.engine.json").read_text())["unused_weights"]
     assert unused == ["ema.updates", "model.25.extra.weight"]
+
+
+def test_check_against_a_named_model_source(weights, capsys):
+    """check --model SPEC: the comparison model built from a trtx.sources spec; a spec the weights do not fit is
+    one line naming the first mismatches."""
+    w = weights["yolov5n"]
+    rc, out, err = run_cli(["check", "-w", w, "--model", "yolov5:yolov5n", "--imgsz", "128", "--no-layers"], capsys)
+    assert rc == 0 and "PASSED" in out, out + err
+    rc, out, err = run_cli(["check", "-w", w, "--model", "yolov5:yolov5s", "--imgsz", "128"], capsys)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: --model yolov5:yolov5s: weights from ")
+    assert "model.0.conv.weight (1728 values, model needs 3456)" in lines[0]
