@@ -128,7 +128,8 @@ def flatten(net: Net, x, name: str):
 
 
 def add(net: Net, a, b, name: str):
-    return net.name(net.network.add_elementwise(a, b, net.trt.ElementWiseOperation.SUM), name).get_output(0)
+    """``a + b``, a residual connection (``net.add``: in int8 its residual input shares the block's Q/DQ)."""
+    return net.add(a, b, name).get_output(0)
 
 
 def concat(net: Net, tensors: Sequence, name: str, axis: int = 1):

@@ -110,6 +110,14 @@ def _common_arguments(p: argparse.ArgumentParser, nd: ModuleType, command: str) 
             "--calib-cache", metavar="FILE", help="JSON cache of the ranges; reused while the weights file is unchanged"
         )
         q.add_argument("--calib-device", default="cpu", help="device the calibration runs on (cpu|cuda)")
+        q.add_argument(
+            "--int8-fallback",
+            type=int,
+            default=0,
+            metavar="N",
+            help="keep the N quantized tensors whose int8 rounding changes the outputs most in fp16 (a sensitivity "
+            "pass on the first calibration images ranks them; cached with the ranges). Default: 0",
+        )
     if command == "build":
         p.add_argument("-o", "--output", help="engine path (default: <arch>.engine); metadata goes to <engine>.json")
         p.add_argument("--batch", default="1", help="fixed batch N or dynamic profile MIN:OPT:MAX (default: 1)")
@@ -180,15 +188,23 @@ def make_net(nd: ModuleType, args: argparse.Namespace, weights, cfg) -> Net:
             images=args.calib_images,
             cache=args.calib_cache,
             device=args.calib_device,
+            fallback=args.int8_fallback,
         )
     net = Net(
         weights,
         precision=args.precision,
         io_dtype=args.io_dtype,
         calibration=calibration,
+        int8_fallback=getattr(calibration, "fallback", ()),
         name=getattr(args, "arch", None) or nd.NAME,
     )
     nd.define(net, cfg)
+    if net.precision == "int8":
+        quantized = [p for p in net.quant_inputs if p not in net.int8_fallback]
+        net.meta["int8"] = {"calibration": args.calib_method, "quantized_tensors": len(quantized),
+                            "fp16_fallback": sorted(net.int8_fallback)}  # fmt: skip
+    for line in net.fp32_policy_violations() if net.precision != "fp32" else []:
+        print(f"warning: {line}", file=sys.stderr)
     return net
 
 

@@ -6,7 +6,11 @@ The helpers here are the few operations where trtx must stay in charge:
 
 * weight lookup with shape checks whose errors name the key and the layer,
 * keeping numpy arrays alive until the builder has copied them (TensorRT only borrows the pointer),
-* the compute dtype (strongly typed networks: fp16 means fp16 weights and casts at the borders),
+* the compute dtype (strongly typed networks: fp16 means fp16 weights and casts at the borders) and the
+  fp32 policy for precision-sensitive layers (:data:`FP32_POLICY`, checked by :meth:`Net.fp32_policy_violations`),
+* explicit INT8: one Quantize/Dequantize pair per quantized tensor, shared by all its consumers, at the inputs
+  of convolution / deconvolution / matrix multiply (+ per-output-channel weight Q/DQ) and at the residual input
+  of an ``add`` that TensorRT fuses into the convolution before it (docs/precision.md),
 * layer and tensor naming: a layer named like a PyTorch module path produces that module's output,
   which is how ``check`` lines the network up with the PyTorch model.
 """
@@ -34,6 +38,17 @@ _NP_TO_TRT = {
 }
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+#: Layers that compute in fp32 whatever the precision (TensorRT layer type -> why). The netdef casts their input
+#: with ``net.to_fp32``; ``fp32_policy_violations`` lists the layers of a network that do not. The YOLO and
+#: RetinaFace box decode (elementwise layers, not a layer type) follows the same policy in its netdef.
+FP32_POLICY = {
+    "SOFTMAX": "softmax: exp() of fp16 logits loses the small probabilities",
+    "NORMALIZATION": "normalization statistics: mean/variance sums overflow or cancel in fp16",
+    "NMS": "NMS inputs: box coordinates beyond 2048 px have a resolution of 2+ px in fp16",
+}
+#: layers a following elementwise sum can be fused into (TensorRT: conv [+ BN scale] + add [+ activation])
+_FUSES_ADD = ("CONVOLUTION", "DECONVOLUTION")
 
 
 class NetdefError(ValueError):
@@ -77,6 +92,7 @@ class Net:
         name: str = "network",
         logger: Logger | None = None,
         calibration: Mapping[str, float] | None = None,
+        int8_fallback: Iterable[str] = (),
     ) -> None:
         if precision not in PRECISIONS:
             raise NetdefError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -95,11 +111,15 @@ class Net:
         self.plugins: list[dict[str, str]] = []
         #: int8: activation ranges (max |x|) by tensor name, from trtx.calibrate
         self.calibration = dict(calibration or {})
-        #: names of the tensors INT8 quantizes (inputs of conv/linear), recorded in every precision so the
-        #: fp32 network tells the calibrator what to observe
+        #: names of the tensors INT8 quantizes (inputs of conv/deconv/linear, residual inputs of fused adds),
+        #: recorded in every precision so the fp32 network tells the calibrator what to observe
         self.quant_inputs: list[str] = []
+        #: int8: quantization points left unquantized (their consumers compute in fp16, weights included)
+        self.int8_fallback = set(int8_fallback)
         self._keep: list[np.ndarray] = []
         self._cast_of: dict[str, str] = {}  # cast output -> the tensor it casts (same values, other dtype)
+        self._cast_src: dict[str, Any] = {}  # cast output -> that tensor itself (int8 quantizes the original)
+        self._qdq: dict[tuple[str, Any], Any] = {}  # (point, dtype) -> its dequantized tensor, shared by consumers
 
     # ---- dtypes ---------------------------------------------------------------------------------
     @property
@@ -116,6 +136,7 @@ class Net:
         self.name(layer, name or f"{x.name}.cast_{np_dtype(target).name}")
         out = layer.get_output(0)
         self._cast_of[out.name] = self._cast_of.get(x.name, x.name)
+        self._cast_src[out.name] = self._cast_src.get(x.name, x)
         return out
 
     def to_compute(self, x, name: str | None = None):
@@ -159,9 +180,12 @@ class Net:
         self._keep.append(array)
         return array
 
-    def trt_weights(self, array: np.ndarray, dtype: Any = None):
-        """TensorRT Weights over ``array`` converted to ``dtype`` (default: the compute dtype)."""
-        array = self.keep(np.asarray(array, dtype=np.dtype(dtype) if dtype is not None else self.dtype))
+    def trt_weights(self, array: np.ndarray, dtype: Any = None, *, what: str | None = None):
+        """TensorRT Weights over ``array`` converted to ``dtype`` (default: the compute dtype).
+
+        Values beyond fp16's range stop the build with a message naming ``what`` instead of becoming inf."""
+        dtype = np_dtype(dtype) if dtype is not None else self.dtype
+        array = self.keep(_converted(np.asarray(array), dtype, what))
         return self.trt.Weights(array)
 
     def empty_weights(self):
@@ -172,7 +196,7 @@ class Net:
         array = np.asarray(array)
         if dtype is None:
             dtype = self.dtype if array.dtype.kind == "f" else array.dtype
-        array = self.keep(array.astype(dtype))
+        array = self.keep(_converted(array, np_dtype(dtype), name))
         layer = self.network.add_constant(array.shape, self.trt.Weights(array))
         self.name(layer, name)
         return layer.get_output(0)
@@ -212,10 +236,18 @@ class Net:
 
     def alias(self, tensor, module_path: str):
         """Rename ``tensor`` to ``module_path``: the output of that PyTorch module, for ``check``."""
+        old = tensor.name
         tensor.name = module_path
+        if old != module_path:  # keep the precision bookkeeping, which is by name, in step
+            self._cast_of = {k: (module_path if v == old else v) for k, v in self._cast_of.items()}
+            if old in self._cast_of:
+                self._cast_of[module_path] = self._cast_of.pop(old)
+                self._cast_src[module_path] = self._cast_src.pop(old)
+            self.quant_inputs = [module_path if p == old else p for p in self.quant_inputs]
+            self._qdq = {((module_path if p == old else p), dt): t for (p, dt), t in self._qdq.items()}
         return tensor
 
-    # ---- the layers where trtx owns precision (conv, linear, batch-norm) -------------------------
+    # ---- the layers where trtx owns precision (conv, deconv, linear, batch-norm, residual add) -------------
     def conv(
         self,
         x,
@@ -232,7 +264,9 @@ class Net:
     ):
         """nn.ConvNd at module ``path``; output channels come from the weight's size, never from a flag.
 
-        ``bias=None`` uses ``{path}.bias`` when the weights have it.
+        ``bias=None`` uses ``{path}.bias`` when the weights have it. Weights take the dtype of ``x`` (fp16 in an
+        fp16 network, fp32 inside an fp32 island); in int8 the input and the weights (per output channel) get
+        Q/DQ unless the input is an ``int8_fallback`` tensor.
         """
         nd = len(x.shape) - 2
         kernel = _nd(kernel, nd)
@@ -250,17 +284,55 @@ class Net:
                 f"(= {in_ch} input channels / groups {groups} × kernel {kernel}) for layer {path}"
             )
         out_ch = w.size // per_out
-        b = self._optional_bias(bias, bias_key or f"{path}.bias", out_ch, path)
-        bias_weights = self.trt_weights(b) if b is not None else self.empty_weights()
-        x = self._quantize_input(x, path)
-        if self.precision == "int8":
-            layer = self.network.add_convolution_nd(x, out_ch, kernel, self.empty_weights(), bias_weights)
-            layer.set_input(1, self._quantized_weight(w.reshape(out_ch, in_ch // groups, *kernel), path))
-        else:
-            layer = self.network.add_convolution_nd(x, out_ch, kernel, self.trt_weights(w), bias_weights)
+        w = w.reshape(out_ch, in_ch // groups, *kernel)
+        layer = self._weighted(
+            x, path, w, 0, bias, bias_key or f"{path}.bias", out_ch, weight_key,
+            lambda x, k, b: self.network.add_convolution_nd(x, out_ch, kernel, k, b),
+        )  # fmt: skip
         layer.stride_nd = _nd(stride, nd)
         layer.padding_nd = _nd(padding, nd)
         layer.dilation_nd = _nd(dilation, nd)
+        layer.num_groups = groups
+        return self.name(layer, path)
+
+    def deconv(
+        self,
+        x,
+        path: str,
+        kernel: int | Sequence[int],
+        *,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        groups: int = 1,
+        bias: bool | None = None,
+    ):
+        """nn.ConvTransposeNd at ``path`` (weight [in, out / groups, *kernel]; output channels from its size).
+
+        In int8 the weights are quantized per output channel along axis 1, as TensorRT expects for
+        deconvolution (per tensor when ``groups > 1``: axis 1 then holds only one group's channels).
+        """
+        nd = len(x.shape) - 2
+        kernel = _nd(kernel, nd)
+        in_ch = int(x.shape[1])
+        if in_ch < 0:
+            raise NetdefError(f"layer {path}: the channel dimension of its input must be static")
+        if in_ch % groups:
+            raise NetdefError(f"layer {path}: {in_ch} input channels are not divisible by groups={groups}")
+        w = self.array(f"{path}.weight", layer=path)
+        per_out = in_ch * math.prod(kernel)
+        if w.size % per_out:
+            raise NetdefError(
+                f"weight {path + '.weight'!r} has {w.size} values, not a multiple of {per_out} "
+                f"(= {in_ch} input channels × kernel {kernel}) for layer {path}"
+            )
+        out_ch = w.size // per_out * groups
+        w = w.reshape(in_ch, out_ch // groups, *kernel)
+        layer = self._weighted(
+            x, path, w, 1 if groups == 1 else None, bias, f"{path}.bias", out_ch, f"{path}.weight",
+            lambda x, k, b: self.network.add_deconvolution_nd(x, out_ch, kernel, k, b),
+        )  # fmt: skip
+        layer.stride_nd = _nd(stride, nd)
+        layer.padding_nd = _nd(padding, nd)
         layer.num_groups = groups
         return self.name(layer, path)
 
@@ -270,26 +342,27 @@ class Net:
         w = self.array(f"{path}.weight", (-1, in_f), layer=path)
         out_f = w.shape[0]
         rank = len(x.shape)
-        x = self._quantize_input(x, path)
-        if self.precision == "int8":
-            wt = self._quantized_weight(w, path)
+        dtype = self._float_dtype(x)
+        x, quantized = self._quantized_input(x, path)
+        if quantized:
+            wt = self._quantized_weight(w, 0, path, dtype)
             if rank > 2:
                 reshape = self.network.add_shuffle(wt)
                 reshape.reshape_dims = (1,) * (rank - 2) + w.shape
                 wt = self.name(reshape, f"{path}.weight.reshape").get_output(0)
         else:
-            wt = self.constant(w.reshape((1,) * (rank - 2) + w.shape), f"{path}.weight")
+            wt = self.constant(w.reshape((1,) * (rank - 2) + w.shape), f"{path}.weight", dtype)
         mm = self.network.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, wt, self.trt.MatrixOperation.TRANSPOSE)
         b = self._optional_bias(bias, f"{path}.bias", out_f, path)
         if b is None:
             return self.name(mm, path)
         self.name(mm, f"{path}.matmul")
-        bt = self.constant(b.reshape((1,) * (rank - 1) + (out_f,)), f"{path}.bias")
+        bt = self.constant(b.reshape((1,) * (rank - 1) + (out_f,)), f"{path}.bias", dtype)
         add = self.network.add_elementwise(mm.get_output(0), bt, self.trt.ElementWiseOperation.SUM)
         return self.name(add, path)
 
     def batchnorm(self, x, path: str, eps: float = 1e-5):
-        """nn.BatchNormNd at ``path`` (inference) as a per-channel IScale: y = x·s + t."""
+        """nn.BatchNormNd at ``path`` (inference) as a per-channel IScale: y = x·s + t (weights in x's dtype)."""
         c = int(x.shape[1])
         gamma = self.array(f"{path}.weight", (c,), layer=path)
         beta = self.array(f"{path}.bias", (c,), layer=path)
@@ -300,57 +373,171 @@ class Net:
         scale = gamma / np.sqrt(var + eps)
         shift = beta - mean * scale
         power = np.ones_like(scale)
+        dtype = self._float_dtype(x)
         layer = self.network.add_scale_nd(
             x,
             self.trt.ScaleMode.CHANNEL,
-            self.trt_weights(shift),
-            self.trt_weights(scale),
-            self.trt_weights(power),
+            self.trt_weights(shift, dtype, what=f"{path} (shift)"),
+            self.trt_weights(scale, dtype, what=f"{path} (scale)"),
+            self.trt_weights(power, dtype),
             1,
         )
         return self.name(layer, path)
 
+    def add(self, a, b, name: str):
+        """``a + b``, a residual connection. In int8, when one operand comes straight from a convolution (+ batch
+        norm) TensorRT fuses the add into that convolution, and the other operand, the residual input, is
+        quantized -- with the same Q/DQ as its other quantized consumers, so both branches share one scale
+        (TensorRT's explicit-quantization placement; docs/precision.md)."""
+        if self._fuses_add(a):  # b is the residual input (also when both could be: the shortcut of a ResNet block)
+            b, _ = self._quantized_input(b, name, role="residual input")
+        elif self._fuses_add(b):
+            a, _ = self._quantized_input(a, name, role="residual input")
+        return self.name(self.network.add_elementwise(a, b, self.trt.ElementWiseOperation.SUM), name)
+
     # ---- int8: explicit quantization (TensorRT fuses Q/DQ into int8 conv/matmul kernels) -----------
-    def qdq(self, x, scale: np.ndarray | float, name: str, axis: int | None = None):
-        """Quantize to int8 and dequantize back to ``x``'s dtype with ``scale`` (per-tensor or along ``axis``)."""
+    def qdq(self, x, scale: np.ndarray | float, name: str, axis: int | None = None, dtype: Any = None):
+        """Quantize to int8 and dequantize to ``dtype`` (default: ``x``'s) with ``scale`` (per-tensor or along
+        ``axis``)."""
         trt = self.trt
         s = self.constant(np.asarray(scale, np.float32), f"{name}.scale", dtype=np.float32)
         q = self.network.add_quantize(x, s, trt.DataType.INT8)
-        dq = self.network.add_dequantize(q.get_output(0), s, x.dtype)
+        dq = self.network.add_dequantize(q.get_output(0), s, x.dtype if dtype is None else trt_dtype(dtype))
         if axis is not None:
             q.axis = dq.axis = axis
         self.name(q, f"{name}.quantize")
         return self.name(dq, f"{name}.dequantize").get_output(0)
 
-    def _quantize_input(self, x, path: str):
-        """Record ``x`` as a quantization point; in int8, Q/DQ it with its calibrated range.
+    def quantization_point(self, x) -> str:
+        """The name ``x``'s values go by for calibration: the tensor before any dtype cast, so the fp32 network
+        the calibrator runs and the int8 network agree on names."""
+        return self._cast_of.get(x.name, x.name)
 
-        Points are named by the tensor before any dtype cast, so fp32 and int8 networks agree on names.
-        """
-        point = self._cast_of.get(x.name, x.name)
+    def _quantized_input(self, x, path: str, role: str = "input"):
+        """(``x`` or its Q/DQ, whether it is quantized). Records ``x`` as a quantization point in every precision;
+        in int8 returns the one Q/DQ pair of that tensor (made on first use), scale = calibrated amax / 127. The
+        Quantize reads the tensor before any dtype cast (an fp32 network input is quantized from fp32, not after
+        rounding to fp16); the Dequantize gives ``x``'s dtype."""
+        point = self.quantization_point(x)
         if point not in self.quant_inputs:
             self.quant_inputs.append(point)
-        if self.precision != "int8":
-            return x
-        amax = self.calibration.get(point)
-        if amax is None:
-            raise NetdefError(
-                f"int8: no calibration range for tensor {point!r} (input of layer {path}); "
-                "calibrate with --calib DIR or pass --calib-cache"
-            )
-        return self.qdq(x, amax / 127.0, f"{path}.input")
+        if self.precision != "int8" or point in self.int8_fallback:
+            return x, False
+        key = (point, x.dtype)
+        if key not in self._qdq:
+            amax = self.calibration.get(point)
+            if amax is None:
+                raise NetdefError(
+                    f"int8: no calibration range for tensor {point!r} ({role} of layer {path}); "
+                    "calibrate with --calib DIR or pass --calib-cache"
+                )
+            source = self._cast_src.get(x.name, x)
+            self._qdq[key] = self.qdq(source, amax / 127.0, point, dtype=x.dtype)
+        return self._qdq[key], True
 
-    def _quantized_weight(self, w: np.ndarray, path: str):
-        """Weight as constant → per-output-channel Q/DQ (axis 0), in the compute dtype."""
+    def _quantize_input(self, x, path: str):
+        """``x`` with its Q/DQ in int8 (kept for callers of the first API)."""
+        return self._quantized_input(x, path)[0]
+
+    def _quantized_weight(self, w: np.ndarray, axis: int | None, path: str, dtype: Any = None):
+        """Weight as constant -> Q/DQ per output channel along ``axis`` (per tensor for None), in ``dtype``."""
         from trtx.quant import weight_amax
 
-        wt = self.constant(w, f"{path}.weight")
-        return self.qdq(wt, weight_amax(w, axis=0) / 127.0, f"{path}.weight", axis=0)
+        wt = self.constant(w, f"{path}.weight", dtype)
+        if axis is None:
+            return self.qdq(wt, float(np.abs(w).max() or 1e-8) / 127.0, f"{path}.weight")
+        return self.qdq(wt, weight_amax(w, axis=axis) / 127.0, f"{path}.weight", axis=axis)
+
+    def _weighted(self, x, path, w, axis, bias, bias_key, out_ch, weight_key, add):
+        """A conv/deconv layer: fp weights in x's dtype, or (int8) Q/DQ input and Q/DQ weights as input 1."""
+        dtype = self._float_dtype(x)
+        b = self._optional_bias(bias, bias_key, out_ch, path)
+        no_weights = self.trt.Weights(trt_dtype(dtype))
+        bias_weights = self.trt_weights(b, dtype, what=bias_key) if b is not None else no_weights
+        x, quantized = self._quantized_input(x, path)
+        if not quantized:
+            return add(x, self.trt_weights(w, dtype, what=weight_key), bias_weights)
+        layer = add(x, no_weights, bias_weights)
+        layer.set_input(1, self._quantized_weight(w, axis, path, dtype))
+        return layer
+
+    def _float_dtype(self, x) -> np.dtype:
+        """The dtype a layer reading ``x`` computes in: ``x``'s own when it is a float type, else the compute dtype."""
+        if x.dtype == self.trt.DataType.FLOAT:
+            return np.dtype(np.float32)
+        return np.dtype(np.float16) if x.dtype == self.trt.DataType.HALF else self.dtype
+
+    def _fuses_add(self, t) -> bool:
+        """Whether an add reading ``t`` can be fused into the layer computing ``t``: ``t`` comes straight from a
+        convolution (optionally through a batch-norm IScale) and nothing else reads it (a tensor other layers
+        read, like a block input that is also the residual, must be written out before the add)."""
+        producer = self._producer(t.name)
+        if producer is not None and _layer_kind(producer) == "SCALE":
+            producer = self._producer(producer.get_input(0).name)
+        return producer is not None and _layer_kind(producer) in _FUSES_ADD and not self._read(t.name)
+
+    def _producer(self, tensor_name: str):
+        nw = self.network
+        for i in range(nw.num_layers - 1, -1, -1):
+            layer = nw.get_layer(i)
+            if any(layer.get_output(j).name == tensor_name for j in range(layer.num_outputs)):
+                return layer
+        return None
+
+    def _read(self, tensor_name: str) -> bool:
+        """Whether a layer of the network reads ``tensor_name`` already."""
+        nw = self.network
+        for i in range(nw.num_layers):
+            layer = nw.get_layer(i)
+            for k in range(layer.num_inputs):
+                t = layer.get_input(k)
+                if t is not None and t.name == tensor_name:
+                    return True
+        return False
+
+    # ---- the fp32 policy ----------------------------------------------------------------------------
+    def fp32_policy_violations(self) -> list[str]:
+        """Layers of :data:`FP32_POLICY` types whose float inputs are not fp32, one line each (empty = ok)."""
+        trt = self.trt
+        found = []
+        for i in range(self.network.num_layers):
+            layer = self.network.get_layer(i)
+            kind = _layer_kind(layer)
+            if kind not in FP32_POLICY:
+                continue
+            inputs = [layer.get_input(j) for j in range(min(layer.num_inputs, 2 if kind == "NMS" else 1))]
+            bad = [t.name for t in inputs if t is not None and t.dtype in (trt.DataType.HALF, trt.DataType.BF16)]
+            if bad:
+                found.append(
+                    f"layer {layer.name!r} ({kind}) computes in fp16 (input {', '.join(bad)}): "
+                    f"{FP32_POLICY[kind]}; cast its input with net.to_fp32"
+                )
+        return found
 
     def _optional_bias(self, bias: bool | None, key: str, n: int, path: str) -> np.ndarray | None:
         if bias is False or (bias is None and key not in self.weights):
             return None
         return self.array(key, (n,), layer=path)
+
+
+def _layer_kind(layer) -> str:
+    from trtx import layers as layer_api
+
+    return layer_api.enum_name(layer_api.layer_type(layer))
+
+
+def _converted(array: np.ndarray, dtype: np.dtype, what: str | None) -> np.ndarray:
+    """``array`` as ``dtype``; fp16 overflow of finite values is an error naming ``what``."""
+    with np.errstate(over="ignore"):  # reported below, with the weight's name
+        out = array.astype(dtype)
+    if dtype == np.float16 and array.dtype.kind == "f" and not np.isfinite(out).all():
+        big = np.isfinite(array) & ~np.isfinite(out)
+        if big.any():
+            raise NetdefError(
+                f"{what or 'a weight'}: |values| up to {float(np.abs(array[big]).max()):.4g} overflow fp16 "
+                "(max 65504): keep this layer in fp32 (net.to_fp32 before it)"
+            )
+    return out
 
 
 def _nd(value: int | Iterable[int], nd: int) -> tuple[int, ...]:
