@@ -4,10 +4,12 @@ Every stage is timed with its baseline in the same run (median wall time, CUDA s
 
 * preprocessing: OpenCV letterbox on the CPU + upload (ultralytics' way) vs the fused letterbox kernel
   (host images uploaded by it);
-* inference: the network in the reference executor on CUDA (fp32, TF32 off) vs the yolov5 package's PyTorch
-  model (eager fp32, TF32 off), same weights; plus the TensorRT engine where this machine's backend executes;
-* post-processing: yolov5's non_max_suppression (torchvision, on the GPU) on the PyTorch prediction vs
-  trtx.nms (exact, CPU, after a device-to-host copy) vs the nms plugin's kernels on the device outputs.
+* inference: the yolov5 package's PyTorch model (eager fp32, TF32 off) vs the network in the reference executor
+  on CUDA (where a TensorRT Python module is installed to define it) vs the TensorRT engine (where this
+  machine's backend executes one), same weights;
+* post-processing, on the network's outputs as PyTorch computes them (boxes, scores, classes on the GPU):
+  yolov5's non_max_suppression (torchvision, on the GPU) on the PyTorch prediction vs trtx.nms (exact, CPU,
+  after the device-to-host copy) vs the nms plugin's kernels on the device outputs.
 
 The weights are random (gen_wts --random-init). Their scores are ~1e-4, so the confidence threshold is set to
 the score that 1% of the anchors of the first batch exceed (~250 candidates per 640x640 image, a busy scene).
@@ -83,10 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     ns = argparse.Namespace(command="bench", imgsz=args.imgsz, conf=1e-4)
     cfg = yolov5.configure(ns, weights)
     gpu_cfg = yolov5.configure(argparse.Namespace(**vars(ns), device=args.device), weights)
-    net = Net(weights)
-    yolov5.define(net, cfg)
     model = yolov5.torch_model(cfg, weights).to(args.device).eval()
-    engine, why = _engine(net, path, max(args.batch)) if gpu else (None, "not on a GPU")
+    try:  # the network (reference executor, TensorRT) needs a TensorRT module to be defined
+        net = Net(weights)
+        yolov5.define(net, cfg)
+    except backend.BackendUnavailable as exc:
+        net, no_network = None, f"no TensorRT module ({exc})"
+    if net is None:
+        engine, why = None, no_network
+    else:
+        engine, why = _engine(net, path, max(args.batch)) if gpu else (None, "not on a GPU")
 
     rows = []
     for b in args.batch:
@@ -94,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         x = yolov5.preprocess(images, gpu_cfg)[0]["images"]
         x = x if gpu else torch.from_numpy(x)
         with torch.no_grad():
-            out = reference.execute(net.network, {"images": x}, device=args.device)
+            # the network's outputs as PyTorch computes them (= the reference executor's, see check)
+            out = {k: v.contiguous() for k, v in yolov5.torch_forward(model, {"images": x}).items()}
             if b == args.batch[0]:  # 1% of the anchors pass: a busy scene's candidate count
                 cfg.conf = gpu_cfg.conf = float(torch.quantile(out["scores"][0].float().cpu(), 0.99))
             pred = model(x)[0]
@@ -119,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
 
         stages = {
             "pre_cpu": pre_cpu,
-            "infer_ref": infer_ref,
             "infer_torch": infer_torch,
             "post_cpu": post_cpu,
             "post_yolov5": lambda pred=pred: non_max_suppression(pred, cfg.conf, cfg.iou, max_det=cfg.max_det),
@@ -127,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         if gpu:
             stages["pre_gpu"] = lambda images=images: yolov5.preprocess(images, gpu_cfg)
             stages["post_gpu"] = lambda out=out: yolov5.gpu_detections(out, gpu_cfg)
+        if net is not None:
+            stages["infer_ref"] = infer_ref
         if engine is not None:
             stages["infer_trt"] = infer_trt
         t = {name: timed(fn, args.iters, args.warmup) / b for name, fn in stages.items()}
@@ -167,14 +177,15 @@ def _report(args, cfg, rows, has_engine: bool, why: str) -> str:
         "",
         "| batch | candidates/img | pre: OpenCV + upload | pre: letterbox kernel | ratio | infer: PyTorch eager "
         "| infer: reference executor | infer: TensorRT | post: yolov5 NMS | post: trtx.nms (CPU) | post: nms kernels "
-        "| ratio | img/s (kernel pre + reference + kernel post) |",
+        "| ratio | img/s (kernel pre + TensorRT, else reference, else PyTorch + kernel post) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda t, k: f"{t[k]:.3f}" if k in t else "-"  # noqa: E731
     for b, cand, t in rows:
         pre_ratio = f"{t['pre_cpu'] / t['pre_gpu']:.1f}x" if "pre_gpu" in t else "-"
         post_ratio = f"{t['post_yolov5'] / t['post_gpu']:.1f}x" if "post_gpu" in t else "-"
-        total = t.get("pre_gpu", t["pre_cpu"]) + t["infer_ref"] + t.get("post_gpu", t["post_cpu"])
+        infer = t.get("infer_trt", t.get("infer_ref", t["infer_torch"]))
+        total = t.get("pre_gpu", t["pre_cpu"]) + infer + t.get("post_gpu", t["post_cpu"])
         lines.append(
             f"| {b} | {cand:.0f} | {fmt(t, 'pre_cpu')} | {fmt(t, 'pre_gpu')} | {pre_ratio} | {fmt(t, 'infer_torch')} "
             f"| {fmt(t, 'infer_ref')} | {fmt(t, 'infer_trt')} | {fmt(t, 'post_yolov5')} | {fmt(t, 'post_cpu')} "

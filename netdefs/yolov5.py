@@ -384,15 +384,19 @@ def configure(args, weights, meta: dict | None = None) -> Config:
     _runtime_options(cfg, args)
     from trtx import backend
 
-    be = backend.get()
+    try:
+        be = backend.get()
+    except backend.BackendUnavailable:  # configuring only (bench's PyTorch parts): no network will be defined
+        be = None
     # TensorRT's NMS layer goes into engines only: check and the reference executor compare up to it
-    cfg.nms_in_engine = cfg.postprocess == "native" and be.has_nms_runner and command in ("build", "inspect")
-    if cfg.postprocess == "plugin":
-        if not be.has_plugin_layers:
-            raise NetdefError(
-                f"--postprocess plugin needs plugin layers, which {be.name} {be.version} does not have; "
-                "use --postprocess native (decode in TensorRT layers, NMS after the engine) or none"
-            )
+    engine_nms = bool(be and be.has_nms_runner) and cfg.postprocess == "native"
+    cfg.nms_in_engine = engine_nms and command in ("build", "inspect")
+    if cfg.postprocess == "plugin" and not (be and be.has_plugin_layers):
+        what = f"{be.name} {be.version} does not have" if be else "no TensorRT module is installed to provide"
+        raise NetdefError(
+            f"--postprocess plugin needs plugin layers, which {what}; "
+            "use --postprocess native (decode in TensorRT layers, NMS after the engine) or none"
+        )
     return cfg
 
 
@@ -1052,31 +1056,18 @@ def gather_detections(outputs: dict, b: int, kept: np.ndarray) -> np.ndarray:
 
 def gpu_detections(outputs: dict, cfg: Config) -> list[np.ndarray]:
     """:func:`detections_from_outputs` for native outputs held as torch CUDA tensors: NMS by the ``nms``
-    plugin's GPU kernels (exactly per class, candidates ordered by score, then box index)."""
+    plugin's GPU kernels (:func:`trtx.nms.gpu_non_max_suppression`: exactly per class, candidates ordered by
+    score, then box index)."""
     import torch
 
-    from plugins import nms as nms_plugin
-
-    boxes, scores = outputs["boxes"].float(), outputs["scores"].float()
-    classes = outputs["classes"].float()
-    b, n = scores.shape
-    limit = min(MAX_NMS, nms_plugin.MAX_SLOTS)
-    if n <= nms_plugin.MAX_SLOTS:
-        idx = torch.arange(n, device=scores.device).expand(b, n)
-    else:  # yolov5's max_nms: the best candidates only, kept in box order
-        idx = torch.topk(scores, limit, dim=1).indices.sort(dim=1).values
-    pick = lambda t: t.gather(1, idx)  # noqa: E731
-    records = torch.stack(
-        [*(pick(boxes[..., k]) for k in range(4)), pick(scores), pick(classes), torch.zeros_like(pick(scores)),
-         idx.float()], dim=-1,
-    ).contiguous()  # fmt: skip
-    num = torch.full((b,), records.shape[1], dtype=torch.int32, device=scores.device)
-    kept_num, kept = nms_plugin.run([num, records], iou_threshold=cfg.iou, score_threshold=cfg.conf,
-                                    max_det=cfg.max_det)  # fmt: skip
+    kept_num, kept = cpu_nms.gpu_non_max_suppression(
+        outputs["boxes"], outputs["scores"], outputs["classes"], conf_threshold=cfg.conf, iou_threshold=cfg.iou,
+        max_det=cfg.max_det, max_nms=MAX_NMS,
+    )  # fmt: skip
     kept_num, kept = kept_num.cpu().numpy(), kept.cpu().numpy()
     masks = outputs.get("masks")
     per = []
-    for i in range(b):
+    for i in range(len(kept_num)):
         r = kept[i, : kept_num[i]]
         cols = [xywh2xyxy(r[:, :4]), r[:, 4:6]]
         if masks is not None:

@@ -1,5 +1,6 @@
 """trtx.runtime: what can be tested without a TensorRT that executes -- import cost, clear one-line refusals,
-array interfaces -- and, on a GPU, device memory and (where the backend runs there) a real engine."""
+array interfaces -- and, on a GPU, device memory (torch + cuda-python only) and, where the backend executes
+there, a real engine."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import numpy as np
 import pytest
 
 from trtx import backend, runtime
-from trtx.build import BatchSpec, BuildOptions, build_serialized, metadata, save_engine
-from trtx.net import Net
 
 
 @pytest.fixture(scope="module")
 def tiny_engine(tmp_path_factory):
     """A real engine (conv + sigmoid, dynamic batch) built by the backend's builder, with its metadata."""
+    try:
+        backend.get()
+    except backend.BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    from trtx.build import BatchSpec, BuildOptions, build_serialized, metadata, save_engine
+    from trtx.net import Net
+
     rng = np.random.default_rng(0)
     net = Net({"c.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "c.bias": np.ones(4, np.float32)})
     x = net.input("x", (-1, 3, 8, 8))

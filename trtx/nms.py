@@ -11,7 +11,10 @@ corners. YOLOv5 makes its NMS class-aware by shifting every box by ``class * 768
 ``class_offset=MAX_WH`` to reproduce that float32 shift bit for bit (the IoU of shifted boxes differs from
 the unshifted one in the last bits, which decides borderline pairs).
 
-No torch, no GPU: deploy-time code and tests use it alike.
+:func:`gpu_non_max_suppression` is the same NMS on the GPU for torch CUDA tensors, through the ``nms`` plugin's
+kernels (exactly per class, no class offset); it equals :func:`non_max_suppression` with ``class_offset=None``.
+
+Importing this module needs neither torch nor a GPU; the CPU functions never use them.
 """
 
 from __future__ import annotations
@@ -134,3 +137,41 @@ def batched_non_max_suppression(
     if boxes.ndim != 3:
         raise ValueError(f"batched boxes must be [B, N, 4], got shape {boxes.shape}")
     return [non_max_suppression(boxes[b], scores[b], classes[b], **kwargs) for b in range(boxes.shape[0])]
+
+
+def gpu_non_max_suppression(
+    boxes,
+    scores,
+    classes,
+    *,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_det: int = 300,
+    max_nms: int = 30000,
+):
+    """:func:`non_max_suppression` per image of a batch of torch CUDA tensors -- ``boxes`` [B, N, 4] as (cx, cy,
+    w, h), ``scores`` [B, N], ``classes`` [B, N] -- on the GPU, by the ``nms`` plugin's kernels, exactly per class.
+
+    Returns device tensors ``num`` [B] int32 and ``records`` [B, max_det, 8] (cx, cy, w, h, score, class, 0, box
+    index), the first ``num[b]`` rows of image b kept, best first (ties by box index). When N exceeds ``max_nms``
+    (or the kernels' row limit), the best of them by score go in, as yolov5 keeps its best max_nms candidates.
+    """
+    import torch
+
+    from plugins import nms as nms_plugin
+
+    boxes, scores, classes = boxes.float(), scores.float(), classes.float()
+    b, n = scores.shape
+    limit = min(max_nms, nms_plugin.MAX_SLOTS)
+    if n <= limit:
+        idx = torch.arange(n, device=scores.device).expand(b, n)
+    else:  # the best boxes only (a superset of the best max_nms candidates), kept in box order
+        idx = torch.topk(scores, limit, dim=1).indices.sort(dim=1).values
+    pick = lambda t: t.gather(1, idx)  # noqa: E731
+    records = torch.stack(
+        [*(pick(boxes[..., k]) for k in range(4)), pick(scores), pick(classes), torch.zeros_like(pick(scores)),
+         idx.float()], dim=-1,
+    ).contiguous()  # fmt: skip
+    num = torch.full((b,), records.shape[1], dtype=torch.int32, device=scores.device)
+    return nms_plugin.run([num, records], iou_threshold=iou_threshold, score_threshold=conf_threshold,
+                          max_det=max_det)  # fmt: skip
