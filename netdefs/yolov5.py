@@ -302,8 +302,11 @@ def parse_imgsz(text: str | int | None, multiple: int = 32) -> tuple[int, int]:
 
 def read_names(path: str | None, num_classes: int) -> list[str]:
     """Class names from a .txt (one per line), .yaml/.json (``names``: list or {id: name}); default COCO's
-    80 names when the weights have 80 classes, else ``class0``..."""
+    80 names when the weights have 80 classes, ImageNet's for 1000, else ``class0``..."""
     if path is None:
+        imagenet = Path(__file__).with_name("imagenet_classes.txt")  # yolov5-cls models are ImageNet models
+        if num_classes == 1000 and imagenet.is_file():
+            return [line.strip() for line in imagenet.read_text().splitlines() if line.strip()][:1000]
         return list(COCO_NAMES) if num_classes == len(COCO_NAMES) else [f"class{i}" for i in range(num_classes)]
     p = Path(path)
     if not p.is_file():

@@ -395,3 +395,23 @@ def test_check_against_a_named_model_source(weights, capsys):
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: --model yolov5:yolov5s: weights from ")
     assert "model.0.conv.weight (1728 values, model needs 3456)" in lines[0]
+
+
+def test_infer_cls_top5_matches_pytorch(weights, tmp_path, capsys):
+    """yolov5-cls: classify_transforms (center crop, ImageNet mean/std), the network, softmax -> top-5 JSON equal to
+    the PyTorch model's on the same crop; ImageNet class names by default."""
+    import cv2
+    import torch
+    from yolov5.utils.augmentations import classify_transforms
+
+    rc, out, err = run_cli(["infer", "-w", weights["yolov5n-cls"], BUS, "-o", str(tmp_path)], capsys)
+    assert rc == 0, err
+    doc = json.loads((tmp_path / "bus.json").read_text())
+    _, cfg, w = _net(weights["yolov5n-cls"])
+    model = yolov5.torch_model(cfg, w)
+    with torch.no_grad():
+        prob = torch.softmax(model(classify_transforms(224)(cv2.imread(BUS))[None]), 1)[0]
+    top = torch.topk(prob, 5)
+    assert [d["category_id"] for d in doc["top5"]] == top.indices.tolist()
+    np.testing.assert_allclose([d["score"] for d in doc["top5"]], top.values.numpy(), rtol=1e-4)
+    assert doc["top5"][0]["category"] == cfg.names[top.indices[0]] and cfg.names[0] == "tench"
