@@ -90,7 +90,7 @@ class Net:
         precision: str = "fp32",
         io_dtype: str = "fp32",
         name: str = "network",
-        logger: Logger | None = None,
+        logger=None,
         calibration: Mapping[str, float] | None = None,
         int8_fallback: Iterable[str] = (),
     ) -> None:
