@@ -7,7 +7,8 @@ that a concatenation merges share one scale (:func:`tie_concat_scales`). Results
 tensor name and invalidated when the weights file changes.
 
 Optionally (``fallback``), a sensitivity pass ranks the quantized tensors by how much quantizing each one alone
-changes the network outputs, and the most sensitive ones stay in fp16 (:func:`sensitivity`).
+changes the network outputs (logits, for an output a softmax makes), and the most sensitive ones stay in fp16
+(:func:`sensitivity`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from trtx.quant import CalibrationError, Calibrator, cached_sensitivity, load_ca
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 #: calibration images the sensitivity pass runs (each costs one network run per quantized tensor)
-SENSITIVITY_IMAGES = 2
+SENSITIVITY_IMAGES = 4
 #: layers a Quantize commutes with, so a concatenation's scale reaches back through them (TensorRT moves Q
 #: layers backwards across these; the int8 values then flow through unchanged)
 _COMMUTES_WITH_Q = ("POOLING", "RESIZE", "SHUFFLE", "SLICE", "IDENTITY", "CONCATENATION")
@@ -181,8 +182,9 @@ def sensitivity(
     device: str = "cpu",
 ) -> dict[str, float]:
     """How much quantizing each tensor alone changes the outputs: for every quantization point, the int8 network
-    with only that tensor (and its consumers' weights) quantized runs on ``feeds``; the value is the relative L2
-    error of all its float outputs against the fp32 network, ``||int8 - fp32|| / ||fp32||``."""
+    with only that tensor (and its consumers' weights) quantized runs on ``feeds``. The value is the relative L2
+    error ``||int8 - fp32|| / ||fp32||`` against the fp32 network, per image and float output, averaged. An output
+    a softmax produces is compared before the softmax (logits), where every class counts, not just the top one."""
     import torch
 
     from trtx import reference
@@ -190,25 +192,49 @@ def sensitivity(
     fp32 = Net(weights, precision="fp32", name="sensitivity")
     define(fp32)
     points = list(fp32.quant_inputs)
+    compared = _compared_outputs(fp32.network)
     try:  # one batch when the network takes one (a fixed batch-1 input does not)
         batched = _batched(feeds)
-        expected = [reference.execute(fp32.network, f, device=device) for f in batched]
+        expected = [reference.execute(fp32.network, f, device=device, keep=compared) for f in batched]
         feeds = batched
     except reference.ReferenceExecutionError:
-        expected = [reference.execute(fp32.network, f, device=device) for f in feeds]
+        expected = [reference.execute(fp32.network, f, device=device, keep=compared) for f in feeds]
     result: dict[str, float] = {}
     for point in _progress(points, len(points), "int8 sensitivity"):
         net = Net(weights, precision="int8", calibration=amax, int8_fallback=set(points) - {point})
         define(net)
-        err = ref = 0.0
+        errors = []
         for f, want in zip(feeds, expected):
-            got = reference.execute(net.network, f, device=device)
-            for name, value in want.items():
-                if value.is_floating_point():
-                    err += float(torch.sum((got[name].double() - value.double()) ** 2))
-                    ref += float(torch.sum(value.double() ** 2))
-        result[point] = (err / ref) ** 0.5 if ref > 0 else err**0.5
+            got = reference.execute(net.network, f, device=device, keep=compared)
+            for name in compared:
+                w = want[name].double().reshape(len(want[name]), -1)
+                d = torch.linalg.vector_norm(got[name].double().reshape(w.shape) - w, dim=1)
+                errors += (d / torch.linalg.vector_norm(w, dim=1).clamp_min(1e-30)).tolist()
+        result[point] = sum(errors) / len(errors) if errors else 0.0
     return result
+
+
+def _compared_outputs(network) -> list[str]:
+    """The float outputs of the (fp32) network, each replaced by the input of the softmax producing it, if any."""
+    from trtx import backend
+    from trtx import layers as layer_api
+
+    def kind(layer) -> str:
+        return layer_api.enum_name(layer_api.layer_type(layer))
+
+    producer = {
+        layer.get_output(j).name: layer for layer in layer_api.layers(network) for j in range(layer.num_outputs)
+    }
+    floats = (backend.trt.DataType.FLOAT, backend.trt.DataType.HALF)
+    names = []
+    for t in (network.get_output(i) for i in range(network.num_outputs)):
+        if t.dtype not in floats:
+            continue
+        layer = producer.get(t.name)
+        while layer is not None and kind(layer) in ("CAST", "IDENTITY"):  # a cast to the I/O dtype
+            layer = producer.get(layer.get_input(0).name)
+        names.append(layer.get_input(0).name if layer is not None and kind(layer) == "SOFTMAX" else t.name)
+    return names
 
 
 def _cached_images(cache: str | None) -> int:

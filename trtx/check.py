@@ -362,6 +362,11 @@ def _error_growth(graph: _Graph, rows: list[Row]) -> None:
         tensor = graph.tensor_of.get(r.name, r.name)
         if r.rms_rel_err is not None and math.isfinite(r.rms_rel_err) and tensor not in compared:
             compared[tensor] = r
+    from trtx import backend
+
+    floats = tuple(
+        getattr(backend.trt.DataType, n) for n in ("FLOAT", "HALF", "BF16") if hasattr(backend.trt.DataType, n)
+    )
     frontier: dict[str, frozenset[str]] = {}  # tensor -> nearest compared tensors upstream (itself if compared)
     unit_of: dict[str, tuple[str, frozenset[str]]] = {}  # compared tensor -> (unit head row, the unit's upstream)
     nw = graph.nw
@@ -372,8 +377,9 @@ def _error_growth(graph: _Graph, rows: list[Row]) -> None:
         first = inputs[0].name if inputs and inputs[0] is not None else None
         continues = layer_api.enum_name(layer_api.layer_type(layer)) in _UNIT_CONTINUES and first in unit_of
         for j in range(layer.num_outputs):
-            name = layer.get_output(j).name
-            row = compared.get(name)
+            out = layer.get_output(j)
+            name = out.name
+            row = compared.get(name) if out.dtype in floats else None  # class ids, counts: no error to grow
             if row is None:
                 frontier[name] = upstream
                 continue

@@ -116,7 +116,7 @@ def _common_arguments(p: argparse.ArgumentParser, nd: ModuleType, command: str) 
             default=0,
             metavar="N",
             help="keep the N quantized tensors whose int8 rounding changes the outputs most in fp16 (a sensitivity "
-            "pass on the first calibration images ranks them; cached with the ranges). Default: 0",
+            "pass on the first 4 calibration images ranks them; cached with the ranges). Default: 0",
         )
     if command == "build":
         p.add_argument("-o", "--output", help="engine path (default: <arch>.engine); metadata goes to <engine>.json")
