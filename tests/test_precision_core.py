@@ -462,3 +462,79 @@ def test_residual_adds_of_the_classic_netdefs(arch):
             assert layers[f"{add.name}.conv.0.0"].get_input(0).name == first
     if arch == "resnet18":
         assert len(build_serialized(int8)) > 1_000_000
+
+
+def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, capsys):
+    """--int8-fallback: the sensitivity is computed once and cached with the ranges; a cache that lacks a
+    tensor of the network (the netdef changed) is recalibrated with a message, or refused without images."""
+    import argparse
+    import shutil
+    from pathlib import Path
+
+    import wts
+    from netdefs import lenet
+    from trtx import sources
+
+    weights_path = tmp_path / "lenet.wts"
+    wts.save(sources.state_dict_for_wts(sources.build_model("netdef:lenet", seed=3), "netdef:lenet"), weights_path)
+    w = wts.load(weights_path)
+    cfg = lenet.configure(argparse.Namespace(arch="lenet5"), w)
+    images = tmp_path / "calib"
+    images.mkdir()
+    assets = Path(__import__("ultralytics").__file__).parent / "assets"
+    for name in ("bus.jpg", "zidane.jpg"):
+        shutil.copy(assets / name, images / name)
+    cache = tmp_path / "calib.json"
+    args = dict(calib=str(images), cache=str(cache))
+    first = calibrate.for_netdef(lenet, cfg, w, str(weights_path), fallback=2, **args)
+    assert len(first.fallback) == 2 and set(first.sensitivity) == set(first)
+    assert json.loads(cache.read_text())["sensitivity"] == pytest.approx(first.sensitivity)
+    again = calibrate.for_netdef(lenet, cfg, w, str(weights_path), calib=None, cache=str(cache), fallback=3)
+    assert again == pytest.approx(dict(first)) and again.fallback[:2] == first.fallback  # no images needed
+    doc = json.loads(cache.read_text())
+    del doc["amax"]["relu4"]
+    cache.write_text(json.dumps(doc))
+    with pytest.raises(quant.CalibrationError, match=r"no range for 1 tensor\(s\) of this network \(relu4\)"):
+        calibrate.for_netdef(lenet, cfg, w, str(weights_path), calib=None, cache=str(cache))
+    capsys.readouterr()
+    redone = calibrate.for_netdef(lenet, cfg, w, str(weights_path), **args)
+    assert "recalibrating" in capsys.readouterr().err and "relu4" in redone
+
+
+def test_cli_int8_fallback_metadata_and_fp32_policy_warning(tmp_path, capsys):
+    import types
+    from pathlib import Path
+
+    import wts
+    from trtx import cli
+
+    weights_path = tmp_path / "tiny.wts"
+    wts.save({k: v.reshape(-1) for k, v in _res_weights().items()}, weights_path)
+    nd = types.ModuleType("tiny")
+    nd.NAME = "tiny"
+    nd.configure = lambda args, weights, meta=None: None
+    nd.preprocess = lambda images, cfg: ({"data": np.ones((1, 3, 16, 16), np.float32) * images[0].mean() / 64}, None)
+
+    def define(net: Net, cfg) -> None:
+        x = net.input("data", (-1, 3, 16, 16))
+        y = net.conv(x, "stem", 3, padding=1).get_output(0)
+        y = net.conv(y, "conv1", 3, padding=1).get_output(0)
+        sm = net.network.add_softmax(y)  # no net.to_fp32: against the policy
+        sm.axes = 1 << 1
+        net.output(net.name(sm, "sm").get_output(0), "sm")
+
+    nd.define = define
+    images = tmp_path / "calib"
+    images.mkdir()
+    assets = Path(__import__("ultralytics").__file__).parent / "assets"
+    for name in ("bus.jpg", "zidane.jpg"):
+        (images / name).write_bytes((assets / name).read_bytes())
+    engine = tmp_path / "tiny.engine"
+    argv = ["build", "-w", str(weights_path), "-o", str(engine), "--precision", "int8", "--calib", str(images)]
+    assert cli.main(nd, [*argv, "--int8-fallback", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: layer 'sm' (SOFTMAX) computes in fp16" in err and "stay fp16" in err
+    meta = json.loads(Path(f"{engine}.json").read_text())
+    assert meta["int8"]["quantized_tensors"] == 1 and len(meta["int8"]["fp16_fallback"]) == 1
+    assert cli.main(nd, ["build", "-w", str(weights_path), "-o", str(engine)]) == 0  # fp32: no policy to keep
+    assert "computes in fp16" not in capsys.readouterr().err

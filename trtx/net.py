@@ -435,10 +435,6 @@ class Net:
             self._qdq[key] = self.qdq(source, amax / 127.0, point, dtype=x.dtype)
         return self._qdq[key], True
 
-    def _quantize_input(self, x, path: str):
-        """``x`` with its Q/DQ in int8 (kept for callers of the first API)."""
-        return self._quantized_input(x, path)[0]
-
     def _quantized_weight(self, w: np.ndarray, axis: int | None, path: str, dtype: Any = None):
         """Weight as constant -> Q/DQ per output channel along ``axis`` (per tensor for None), in ``dtype``."""
         from trtx.quant import weight_amax
