@@ -195,18 +195,20 @@ def _run_nvrtc(
         opts = [f"--gpu-architecture={arch}".encode(), *(o.encode() for o in options)]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         size = _check(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
-        buf = b" " * size
+        # NVRTC writes into these buffers: they must be fresh mutable objects. ``b" " * 1`` is CPython's
+        # interned one-byte string, and writing a NUL into it corrupts every b" " in the process.
+        buf = bytearray(size)
         _check(nvrtc.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog")
         log = buf.rstrip(b"\0").decode(errors="replace").strip()
         if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             raise CompileError(format_failure(source, filename, arch, options, log, headers))
         if arch.startswith("sm_"):
             size = _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
-            image = b" " * size
+            image = bytearray(size)
             _check(nvrtc.nvrtcGetCUBIN(prog, image), "nvrtcGetCUBIN")
         else:
             size = _check(nvrtc.nvrtcGetPTXSize(prog), "nvrtcGetPTXSize")
-            image = b" " * size
+            image = bytearray(size)
             _check(nvrtc.nvrtcGetPTX(prog, image), "nvrtcGetPTX")
             image = image.rstrip(b"\0") + b"\0"
         return bytes(image), log

@@ -230,3 +230,11 @@ def test_cuda_errors_are_named():
     with pytest.raises(kernel.CudaError, match=r"cuMemAlloc failed: CUDA_ERROR_INVALID_VALUE"):
         kernel.check((drv.CUresult.CUDA_ERROR_INVALID_VALUE,), "cuMemAlloc")
     assert kernel.check((drv.CUresult.CUDA_SUCCESS, 5), "x") == 5
+
+
+def test_compiling_leaves_python_constants_alone(cache):
+    # NVRTC's empty log is one byte; writing it into ``b" " * 1`` (CPython's shared one-byte string) once
+    # turned every b" " in the process into b"\0" and broke the .wts writer in later tests.
+    space = bytes([32])
+    compiler.compile_source(AXPY, arch="sm_90", filename="axpy.cu", use_cache=False)
+    assert b" " == space and b" ".join([b"a", b"b"]) == b"a b"
