@@ -70,6 +70,14 @@ def test_check_extra_rows():
     assert imagenet.check_extra(CFG, {"prob": swapped}, {"prob": ref})[0][1] is False
     flat = torch.full((1, 1000), 1e-3)
     assert imagenet.check_extra(CFG, {"prob": flat}, {"prob": flat})[1][1] is False
+    # reduced precision compares the top-1 class only; a near tie (here 0.8 %) may flip, a clear loss may not
+    tail = ref.clone()
+    tail[0, [990, 991]] = tail[0, [991, 990]]
+    assert imagenet.check_extra(CFG, {"prob": tail}, {"prob": ref}, precision="fp16")[0][:2] == ("top1[0]", True)
+    assert imagenet.check_extra(CFG, {"prob": swapped}, {"prob": ref}, precision="fp16")[0][1] is True
+    far = ref.clone()
+    far[0, [999, 900]] = far[0, [900, 999]]
+    assert imagenet.check_extra(CFG, {"prob": far}, {"prob": ref}, precision="int8")[0][1] is False
 
 
 def test_configure_names_the_missing_classifier():

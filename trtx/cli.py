@@ -9,7 +9,8 @@ provides (see docs/netdefs.md):
 ``torch_model(cfg, weights) -> nn.Module``      the PyTorch model it mirrors, weights loaded (for check)
 
 and optionally ``add_arguments(parser, command)``, ``torch_forward(model, feeds) -> {output name: tensor}``,
-``example_feeds(cfg, image, batch[, seed]) -> {input name: array}``, ``check_extra(cfg, outputs, expected) -> rows``,
+``example_feeds(cfg, image, batch[, seed]) -> {input name: array}``,
+``check_extra(cfg, outputs, expected, precision) -> rows``,
 ``preprocess(images, cfg) -> (feeds, ctx)``, ``postprocess(outputs, ctx, cfg) -> results``,
 ``render(image, result, cfg) -> image``, ``result_json(result, cfg) -> dict``, ``summary(result, cfg) -> str``
 (infer), ``source_model(arch)`` (a random-init PyTorch model for ``gen_wts.py --model netdef:<file>``),
@@ -322,7 +323,7 @@ def cmd_check(nd: ModuleType, args: argparse.Namespace) -> int:
     )
     extra = getattr(nd, "check_extra", None)
     if extra is not None:
-        result.add_extra(extra(cfg, result.network_outputs, result.expected_outputs))
+        result.add_extra(extra(cfg, result.network_outputs, result.expected_outputs, precision=args.precision))
     print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
     return 0 if result.passed else 1
 
