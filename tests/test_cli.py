@@ -83,10 +83,16 @@ def _run(*args):
         (["build", "-w", "/nonexistent.wts"], "does not exist"),
         (["build", "-w", "{w}", "--batch", "4:2"], "--batch"),
         (["build", "-w", "{w}", "--precision", "int8"], "--calib"),
+        (["build", "-w", "{missing}"], "fc2.weight"),  # a netdef reading a key the file lacks
+        (["check", "-w", "{corrupt}"], "line 2"),  # a .wts defect: file, line and tensor
     ],
 )
-def test_user_errors_are_one_line(weights, args, message):
-    r = _run(*[a.format(w=weights) for a in args])
+def test_user_errors_are_one_line(weights, tmp_path, args, message):
+    missing, corrupt = tmp_path / "missing.wts", tmp_path / "corrupt.wts"
+    wts.save({k: v for k, v in wts.load(weights).items() if k != "fc2.weight"}, missing)
+    lines = weights.read_text().splitlines(keepends=True)
+    corrupt.write_text(lines[0] + lines[1].replace(" 3", " x3", 1) + "".join(lines[2:]))
+    r = _run(*[a.format(w=weights, missing=missing, corrupt=corrupt) for a in args])
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]

@@ -442,6 +442,24 @@ def cmd_bench(nd: ModuleType, args: argparse.Namespace) -> int:
     return 0
 
 
+#: exception classes (and their subclasses) whose message is the whole story for a user: printed as one line
+USER_ERRORS = frozenset(
+    {
+        "WtsFormatError",
+        "WeightKeyError",
+        "SourceError",
+        "BackendUnavailable",
+        "CheckError",
+        "CalibrationError",
+        "ReferenceExecutionError",
+        "EngineError",
+        "PluginError",
+        "CompileError",
+        "LaunchError",
+        "CudaError",
+    }
+)
+
 COMMANDS = {"build": cmd_build, "check": cmd_check, "inspect": cmd_inspect, "infer": cmd_infer, "bench": cmd_bench}
 
 
@@ -455,18 +473,8 @@ def main(netdef: ModuleType, argv: Sequence[str] | None = None) -> int:
     except (NetdefError, BuildError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # known user-facing error types from other packages
-        name = type(exc).__name__
-        if name in (
-            "WtsFormatError",
-            "BackendUnavailable",
-            "CheckpointError",
-            "CalibrationError",
-            "ReferenceExecutionError",
-            "NotImplementedInReference",
-            "EngineError",
-            "PluginError",
-        ):
+    except Exception as exc:  # known user-facing error types from other packages (by name: no heavy imports)
+        if any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise
