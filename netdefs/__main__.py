@@ -4,6 +4,8 @@ Netdef modules are found by scanning ``netdefs/*.py`` for a module-level ``ARCHS
 single-model netdef without one, ``def define``; its ``NAME`` is the model), so a new family file shows up here
 without being registered anywhere. ``python -m netdefs resnet50 build -w r50.wts`` runs
 ``netdefs/resnet.py``'s CLI with ``--arch resnet50`` filled in; a family name (``resnet``) runs its default arch.
+A netdef whose models are picked by other options declares ``MODELS = {name: (option, value, ...)}``
+(yolov5: ``yolov5s-seg`` -> ``--variant s --task seg``) and ``DEFAULT_MODEL``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ class Entry:
     module: str
     path: Path
     default: bool
-    #: the --arch value that selects it (None: the netdef has no ARCHS)
-    arch: str | None
+    #: the netdef CLI options that select it (``("--arch", name)`` for an ARCHS entry; empty: the only model)
+    options: tuple[str, ...] = ()
 
 
 def fail(message: str) -> NoReturn:
@@ -61,25 +63,30 @@ def discover() -> tuple[list[Entry], dict[str, str]]:
             errors[name] = f"{type(exc).__name__}: {exc}"
             continue
         path = Path(module.__file__)
+        models = getattr(module, "MODELS", None)
+        if models:
+            default = getattr(module, "DEFAULT_MODEL", None)
+            entries += [Entry(m, name, path, m == default, tuple(o)) for m, o in models.items()]
+            continue
         archs = list(getattr(module, "ARCHS", None) or {})
         if not archs:  # a single-model netdef: its NAME, run without --arch
-            entries.append(Entry(getattr(module, "NAME", name), name, path, True, None))
+            entries.append(Entry(getattr(module, "NAME", name), name, path, True))
             continue
         default = getattr(module, "DEFAULT_ARCH", archs[0])
-        entries += [Entry(arch, name, path, arch == default, arch) for arch in archs]
+        entries += [Entry(arch, name, path, arch == default, ("--arch", arch)) for arch in archs]
     return entries, errors
 
 
-def resolve(name: str, entries: list[Entry]) -> tuple[str, str | None]:
-    """Model or family ``name`` -> (module, arch to fill in); arch None for a family name."""
+def resolve(name: str, entries: list[Entry]) -> tuple[str, tuple[str, ...]]:
+    """Model or family ``name`` -> (module, options to fill in); no options for a family name."""
     matches = [e for e in entries if e.name == name]
     if len(matches) > 1:
         files = ", ".join(f"netdefs/{e.module}.py" for e in matches)
         fail(f"model {name!r} is defined by several netdefs ({files}); run one of them directly")
     if matches:
-        return matches[0].module, matches[0].arch
+        return matches[0].module, matches[0].options
     if any(e.module == name for e in entries):
-        return name, None
+        return name, ()
     fail(f"no netdef serves {name!r}; `python -m netdefs list` shows the models")
 
 
@@ -99,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m netdefs",
         description="Run any netdef by model name. `list` prints every model and the file that serves it; "
-        "`<model> <command> ...` runs that file's CLI (build, check, inspect, infer, bench) with --arch <model>.",
+        "`<model> <command> ...` runs that file's CLI (build, check, inspect, infer, bench) with the options that "
+        "select <model> filled in (--arch <model>; yolov5s-seg: --variant s --task seg).",
     )
     parser.add_argument("model", help="`list`, a model name (resnet50, mobilenet_v2, ...) or a netdef file name")
     parser.add_argument("command", nargs="?", help="build | check | inspect | infer | bench (see <model> --help)")
@@ -111,15 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "list":
         return cmd_list(entries, errors)
     model, rest = argv[0], argv[1:]
-    module_name, arch = resolve(model, entries)
+    module_name, selects = resolve(model, entries)
     from trtx.cli import main as netdef_main
 
     if not rest or rest[0].startswith("-"):  # `python -m netdefs resnet50 --help`: the netdef's own help
         return netdef_main(load(module_name), rest or ["--help"])
     command, options = rest[0], rest[1:]
-    if arch and any(o == "--arch" or o.startswith("--arch=") for o in options):
-        fail(f"{model!r} already selects --arch {arch}; run `python -m netdefs {module_name} ...` to choose another")
-    return netdef_main(load(module_name), [command, *(["--arch", arch] if arch else []), *options])
+    for flag, value in zip(selects[::2], selects[1::2]):
+        if any(o == flag or o.startswith(f"{flag}=") for o in options):
+            other = f"run `python -m netdefs {module_name} ...` to choose another"
+            fail(f"{model!r} already selects {flag} {value}; {other}")
+    return netdef_main(load(module_name), [command, *selects, *options])
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ ARCHS = {
 }
 #: no default: the weights say which backbone they hold (--arch only double-checks)
 DEFAULT_ARCH = None
+#: model names for ``python -m netdefs <model> ...``
+MODELS = {f"retinaface_{arch}": ("--arch", arch) for arch in ARCHS}
 INPUT = "data"
 POSTPROCESS = ("native", "plugin", "none")
 

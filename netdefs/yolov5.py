@@ -43,6 +43,12 @@ TASKS = ("detect", "seg", "cls")
 POSTPROCESS = ("native", "plugin", "none")
 #: (depth_multiple, width_multiple) of the published variants; P6 variants (n6 ...) use the same
 VARIANTS = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
+#: model names for ``python -m netdefs <model> ...`` -> the options that select (and double-check) them
+MODELS = {
+    **{f"yolov5{v}": ("--variant", v, "--task", "detect") for v in (*VARIANTS, *(f"{v}6" for v in VARIANTS))},
+    **{f"yolov5{v}-{t}": ("--variant", v, "--task", t) for t in ("seg", "cls") for v in VARIANTS},
+}
+DEFAULT_MODEL = "yolov5s"
 #: C3 repeats in the yaml before the depth multiple: backbone (P2, P3, P4, P5[, P6]) and head
 BACKBONE_REPEATS = {False: (3, 6, 9, 3), True: (3, 6, 9, 3, 3)}
 BN_EPS = 1e-3  # yolov5's initialize_weights() sets every BatchNorm2d to eps=1e-3 (Classify's excepted)

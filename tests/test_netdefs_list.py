@@ -49,8 +49,11 @@ def test_list_names_every_model_with_its_file():
             module = importlib.import_module(f"netdefs.{path.stem}")
         except Exception:  # noqa: BLE001 - a broken netdef is `list`'s warning, not this test's subject
             continue
-        for arch in getattr(module, "ARCHS", None) or {}:
-            assert listed.get(arch) == f"netdefs/{path.name}", arch
+        for model in getattr(module, "MODELS", None) or getattr(module, "ARCHS", None) or {}:
+            assert listed.get(model) == f"netdefs/{path.name}", model
+    # model names that select other options than --arch
+    assert listed["yolov5x6"] == listed["yolov5s-seg"] == listed["yolov5n-cls"] == "netdefs/yolov5.py"
+    assert listed["retinaface_mnet"] == listed["retinaface_r50"] == "netdefs/retinaface.py"
     assert not {"netdefs/imagenet.py", "netdefs/common.py", "netdefs/__main__.py"} & set(listed.values())
 
 
@@ -64,9 +67,9 @@ def test_a_new_netdef_file_is_discovered(tmp_path, monkeypatch):
     assert netdefs_main.netdef_modules() == ["toy"]
     monkeypatch.setattr(netdefs_main, "load", lambda name: _load_file(package / f"{name}.py"))
     entries, errors = netdefs_main.discover()
-    assert [(e.name, e.module, e.default, e.arch) for e in entries] == [
-        ("toy_a", "toy", False, "toy_a"),
-        ("toy_b", "toy", True, "toy_b"),
+    assert [(e.name, e.module, e.default, e.options) for e in entries] == [
+        ("toy_a", "toy", False, ("--arch", "toy_a")),
+        ("toy_b", "toy", True, ("--arch", "toy_b")),
     ]
     assert errors == {}
 
@@ -82,12 +85,14 @@ def _load_file(path: Path):
 
 def test_resolve_model_family_and_errors(capsys):
     entries, _ = netdefs_main.discover()
-    assert netdefs_main.resolve("wide_resnet50_2", entries) == ("resnet", "wide_resnet50_2")
-    assert netdefs_main.resolve("vgg", entries) == ("vgg", None)  # a family: its default arch
-    twice = entries + [netdefs_main.Entry("resnet18", "other", Path("other.py"), False, "resnet18")]
+    assert netdefs_main.resolve("wide_resnet50_2", entries) == ("resnet", ("--arch", "wide_resnet50_2"))
+    assert netdefs_main.resolve("vgg", entries) == ("vgg", ())  # a family: its default arch
+    assert netdefs_main.resolve("yolov5m-seg", entries) == ("yolov5", ("--variant", "m", "--task", "seg"))
+    twice = entries + [netdefs_main.Entry("resnet18", "other", Path("other.py"), False, ("--arch", "resnet18"))]
     for argv, message in (
         (["resnet9", "build"], "error: no netdef serves 'resnet9'"),
         (["resnet50", "build", "--arch", "resnet18", "-w", "x.wts"], "error: 'resnet50' already selects --arch"),
+        (["yolov5s", "build", "--task=cls", "-w", "x.wts"], "error: 'yolov5s' already selects --task detect"),
     ):
         with pytest.raises(SystemExit) as exc:
             netdefs_main.main(argv)
@@ -137,3 +142,20 @@ def test_help():
         [sys.executable, "-m", "netdefs", "resnet50", "--help"], cwd=REPO, capture_output=True, text=True
     )
     assert run.returncode == 0 and "build" in run.stdout and "check" in run.stdout
+
+
+def test_dispatch_fills_in_yolov5_variant_and_task(tmp_path):
+    """``python -m netdefs yolov5n-cls inspect`` runs netdefs/yolov5.py with --variant n --task cls, which the
+    weights must agree with."""
+    weights = tmp_path / "yolov5n-cls.wts"
+    assert gen_wts.main(["-m", "yolov5:yolov5n-cls", "--random-init", "-o", str(weights), "-q"]) == 0
+
+    def run(model: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "netdefs", model, "inspect", "-w", str(weights), "--json"]
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+
+    ok = run("yolov5n-cls")
+    assert ok.returncode == 0, ok.stderr
+    assert "prob" in [o["name"] for o in json.loads(ok.stdout)["outputs"]]
+    wrong = run("yolov5n")  # a detection model name for classifier weights: the weights' task is named
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr and "cls" in wrong.stderr
