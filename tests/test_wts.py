@@ -12,6 +12,19 @@ import pytest
 import wts
 from wts import WtsFormatError
 
+
+@pytest.fixture(params=["c", "numpy"])
+def decoder(request, monkeypatch):
+    """The text reader's fast path both ways: the C extension wts._fasthex and numpy + binascii."""
+    from wts import text
+
+    if request.param == "numpy":
+        monkeypatch.setattr(text, "_decode_records", None)
+    elif text._decode_records is None:
+        pytest.skip("wts._fasthex is not built (no C compiler at install): the numpy path is tested")
+    return request.param
+
+
 SPECIAL_BITS = [
     0x00000000,  # +0
     0x80000000,  # -0
@@ -57,7 +70,7 @@ SHAPES = [(), (1,), (3,), (0,), (7, 5), (16, 3, 3, 3), (2, 1, 1, 1, 4), (70000,)
 
 # ---- round trips ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".wts", ".safetensors"])
-def test_round_trip_is_bit_exact_for_special_values(tmp_path, suffix):
+def test_round_trip_is_bit_exact_for_special_values(decoder, tmp_path, suffix):
     rng = np.random.default_rng(1)
     random_bits = rng.integers(0, 2**32, size=5000, dtype=np.uint64).astype(np.uint32)
     state = {
@@ -75,7 +88,7 @@ def test_round_trip_is_bit_exact_for_special_values(tmp_path, suffix):
         np.testing.assert_array_equal(bits(got), bits(value), err_msg=name)
 
 
-def test_file_from_tensorrtx_writer_loads_to_identical_bits(tmp_path):
+def test_file_from_tensorrtx_writer_loads_to_identical_bits(decoder, tmp_path):
     # struct.pack('>f', float(v)) quiets signaling NaNs, so the per-value writer gets quiet NaNs only
     quiet = [b for b in SPECIAL_BITS if not (0x7F800001 <= (b & 0x7FFFFFFF) < 0x7FC00000)]
     state = {"special": np.array(quiet, dtype=np.uint32).view(np.float32), **random_state(3, SHAPES[:7])}
@@ -95,7 +108,7 @@ def test_output_is_byte_identical_to_tensorrtx_writer(tmp_path):
     assert (tmp_path / "ours.wts").read_bytes() == (tmp_path / "ref.wts").read_bytes()
 
 
-def test_reader_accepts_writer_variants(tmp_path):
+def test_reader_accepts_writer_variants(decoder, tmp_path):
     text = (
         "4\r\n"
         "a 3  3f800000 0x40000000 0X1\r\n"  # two spaces, 0x prefixes, no zero padding
@@ -184,7 +197,7 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
-def test_defects_raise_wts_format_error_naming_file_line_tensor(tmp_path, case):
+def test_defects_raise_wts_format_error_naming_file_line_tensor(decoder, tmp_path, case):
     content, line, tensor, fragment = BAD_FILES[case]
     path = tmp_path / "bad.wts"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -200,7 +213,7 @@ def test_defects_raise_wts_format_error_naming_file_line_tensor(tmp_path, case):
     assert fragment in message, message
 
 
-def test_defect_deep_inside_a_large_tensor_is_located(tmp_path):
+def test_defect_deep_inside_a_large_tensor_is_located(decoder, tmp_path):
     state = {"big": np.arange(200_000, dtype=np.float32), "after": np.ones(2, np.float32)}
     path = tmp_path / "m.wts"
     wts.save(state, path)
@@ -358,3 +371,15 @@ def test_writer_output_is_the_same_into_memory_and_into_files(tmp_path):
         write_wts(state.items(), f, count=len(state))
     assert buffer.getvalue() == (tmp_path / "f.wts").read_bytes()
     assert sum(seen) == 150_003
+
+
+def test_fast_decoder_is_built_where_a_compiler_is():
+    import shutil
+    import sysconfig
+
+    from wts import text
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    headers = os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+    if compiler and headers:  # setup.py builds wts._fasthex; its build failing silently would cost 3x on reads
+        assert text._decode_records is not None

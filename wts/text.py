@@ -9,7 +9,8 @@ each ``<hex>`` being the float32 bit pattern in big-endian order as 8 lowercase 
 
 Reading has two paths per line. The fast path handles what writers emit (one or two spaces, then
 ``count`` tokens of exactly 8 digits, one space apart): the values form ``count`` fixed 9-byte records,
-so numpy gathers the 8 digit bytes of each record and ``binascii.a2b_hex`` decodes them in C. Any
+decoded by the optional C extension ``wts._fasthex`` (built by setup.py where a compiler is), else by numpy
+gathering the 8 digit bytes of each record and ``binascii.a2b_hex`` decoding them. Any
 other line (``0x`` prefixes, short tokens, tabs, runs of spaces, or a defect) goes to the general
 path: numpy finds token boundaries in bounded chunks and decodes the tokens with lookup tables; it
 finds the exact token and line of any defect. Neither path loops over values in Python, and no array is allocated
@@ -29,6 +30,11 @@ import numpy as np
 from wts import sink
 from wts.errors import WtsFormatError
 from wts.sink import BackgroundWriter
+
+try:  # the optional C decoder of the fast path (setup.py); numpy + binascii below do the same, slower
+    from wts._fasthex import decode_records as _decode_records
+except ImportError:  # pragma: no cover - depends on whether the extension was compiled
+    _decode_records = None
 
 #: values per numpy/binascii call: big enough to amortize call overhead, small enough to stay in cache
 CHUNK = 1 << 16
@@ -180,6 +186,9 @@ class _Reader:
         vstart = end - 9 * count
         if vstart < start or vstart - start > 8 or not bytes(self.data[start:vstart]).strip(_WS) == b"":
             return None
+        if _decode_records is not None:
+            out = np.empty(count, dtype=np.float32)
+            return out if _decode_records(self.data, vstart, count, out) < 0 else None
         records = self.buf[vstart:end].reshape(count, 9)
         digits = np.ndarray((count,), dtype=np.uint64, buffer=self.data, offset=vstart + 1, strides=(9,))
         out = np.empty(count, dtype=np.float32)
