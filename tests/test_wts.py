@@ -15,11 +15,12 @@ from wts import WtsFormatError
 
 @pytest.fixture(params=["c", "numpy"])
 def decoder(request, monkeypatch):
-    """The text reader's fast path both ways: the C extension wts._fasthex and numpy + binascii."""
+    """The text format's fast paths both ways: the C extension wts._fasthex and numpy + binascii."""
     from wts import text
 
     if request.param == "numpy":
         monkeypatch.setattr(text, "_decode_records", None)
+        monkeypatch.setattr(text, "_encode_records", None)
     elif text._decode_records is None:
         pytest.skip("wts._fasthex is not built (no C compiler at install): the numpy path is tested")
     return request.param
@@ -100,7 +101,7 @@ def test_file_from_tensorrtx_writer_loads_to_identical_bits(decoder, tmp_path):
             np.testing.assert_array_equal(bits(loaded[name]), bits(value), err_msg=name)
 
 
-def test_output_is_byte_identical_to_tensorrtx_writer(tmp_path):
+def test_output_is_byte_identical_to_tensorrtx_writer(decoder, tmp_path):
     state = random_state(4, SHAPES[:7])
     state["bn.num_batches_tracked"] = np.array(1234, dtype=np.int64)  # int buffers are written as float
     tensorrtx_write(tmp_path / "ref.wts", state)
@@ -131,7 +132,7 @@ def test_trailing_blank_lines_are_fine(tmp_path):
     assert wts.load(path)["x"].tolist() == [1.0]
 
 
-def test_save_converts_torch_tensors_and_dtypes(tmp_path):
+def test_save_converts_torch_tensors_and_dtypes(decoder, tmp_path):
     torch = pytest.importorskip("torch")
     state = {"w": torch.arange(6, dtype=torch.float16).reshape(2, 3), "n": torch.tensor(7), "d": np.arange(3.0)}
     wts.save(state, tmp_path / "t.wts")
@@ -358,7 +359,7 @@ def test_background_writer_reports_write_errors():
         write_wts([("x", np.ones(200_000, np.float32))], f, count=1)
 
 
-def test_writer_output_is_the_same_into_memory_and_into_files(tmp_path):
+def test_writer_output_is_the_same_into_memory_and_into_files(decoder, tmp_path):
     import io
 
     from wts.text import write_wts
@@ -382,4 +383,4 @@ def test_fast_decoder_is_built_where_a_compiler_is():
     compiler = shutil.which("cc") or shutil.which("gcc")
     headers = os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
     if compiler and headers:  # setup.py builds wts._fasthex; its build failing silently would cost 3x on reads
-        assert text._decode_records is not None
+        assert text._decode_records is not None and text._encode_records is not None

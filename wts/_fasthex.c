@@ -1,5 +1,5 @@
-/* The .wts fast path in C: decode "count" 9-byte records " hhhhhhhh" (8 hex digits of a big-endian float32 bit
- * pattern) into native uint32, without the GIL. Optional: wts/text.py falls back to numpy + binascii when this
+/* The .wts fast paths in C, without the GIL: decode "count" 9-byte records " hhhhhhhh" (8 hex digits of a
+ * big-endian float32 bit pattern) into native uint32, and encode uint32 values into such records. Optional: wts/text.py falls back to numpy + binascii when this
  * module is not built (setup.py marks the extension optional). Pure validation + decode: any record that is
  * not a space and 8 hex digits stops it, and the caller's general path finds and reports the exact defect. */
 #define PY_SSIZE_T_CLEAN
@@ -42,9 +42,37 @@ static PyObject *decode_records(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(bad);
 }
 
+static const char digits[] = "0123456789abcdef";
+
+static PyObject *encode_records(PyObject *self, PyObject *args) {
+    Py_buffer src, dst;
+    if (!PyArg_ParseTuple(args, "y*w*", &src, &dst)) return NULL;
+    Py_ssize_t count = src.len / 4;
+    if (src.len % 4 || dst.len != 9 * count) {
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "encode_records: dst must hold 9 bytes per uint32 of src");
+        return NULL;
+    }
+    const uint32_t *in = (const uint32_t *)src.buf;
+    unsigned char *q = (unsigned char *)dst.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++, q += 9) {
+        uint32_t v = in[i];
+        q[0] = ' ';
+        for (int k = 8; k >= 1; k--, v >>= 4) q[k] = (unsigned char)digits[v & 15];
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"decode_records", decode_records, METH_VARARGS,
      "decode_records(src, offset, count, dst) -> -1, or the index of the first record that is not ' ' + 8 hex digits"},
+    {"encode_records", encode_records, METH_VARARGS,
+     "encode_records(src, dst): each native uint32 of src as ' ' + 8 lowercase hex digits into dst (9 bytes each)"},
     {NULL, NULL, 0, NULL},
 };
 

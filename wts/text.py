@@ -33,8 +33,9 @@ from wts.sink import BackgroundWriter
 
 try:  # the optional C decoder of the fast path (setup.py); numpy + binascii below do the same, slower
     from wts._fasthex import decode_records as _decode_records
+    from wts._fasthex import encode_records as _encode_records
 except ImportError:  # pragma: no cover - depends on whether the extension was compiled
-    _decode_records = None
+    _decode_records = _encode_records = None
 
 #: values per numpy/binascii call: big enough to amortize call overhead, small enough to stay in cache
 CHUNK = 1 << 16
@@ -362,6 +363,14 @@ def _encode(tensors, write: Callable, count: int, progress: Callable[[int], None
         write(check_name(name) + b" %d" % array.size)
         bits = array.view(np.uint32)
         for i in range(0, array.size, CHUNK):
+            if _encode_records is not None:
+                chunk = np.ascontiguousarray(bits[i : i + CHUNK])
+                records = bytearray(9 * chunk.size)  # a fresh buffer: the writer thread may still hold the last
+                _encode_records(chunk, records)
+                write(records)
+                if progress is not None:
+                    progress(chunk.size)
+                continue
             big_endian = bits[i : i + CHUNK].astype(">u4")  # integer swap: NaN payloads survive
             write(b" ")
             write(binascii.b2a_hex(big_endian, b" ", 4))
