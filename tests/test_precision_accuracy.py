@@ -4,8 +4,8 @@ PyTorch model.
 
 * fp16 (``build --precision fp16``): top-1 identical on every photo.
 * int8 (``build --precision int8 --calib DIR``, entropy calibration on 16 other images -- none of the 10): top-1
-  identical on all but at most one photo; mean cosine similarity of the logits >= 0.99 with the four most
-  sensitive of the 53 quantized tensors left in fp16 (``--int8-fallback 4``), >= 0.95 with all 53 quantized.
+  identical on all but at most one photo; mean cosine similarity of the logits >= 0.99 with the eight most
+  sensitive of the 53 quantized tensors left in fp16 (``--int8-fallback 8``), >= 0.95 with all 53 quantized.
   (bus.jpg is a coin toss for any perturbation: its top two fp32 probabilities are 0.455 and 0.453.)
 
 Both networks are built by the TensorRT-RTX builder and run by the reference executor. ``python
@@ -31,7 +31,7 @@ from trtx import calibrate, cli, reference
 from trtx.net import Net
 
 ARCH = "mobilenet_v2"
-FALLBACK = 4  # --int8-fallback: the most sensitive quantized tensors left in fp16
+FALLBACK = 8  # --int8-fallback: the most sensitive quantized tensors left in fp16 (4 gives 0.9903: too thin a margin)
 LOGITS = "classifier.1"  # the Linear before the softmax
 
 
@@ -65,7 +65,7 @@ def _photos() -> tuple[list[Path], list[Path]]:
 
 def measure(workdir: Path) -> dict:
     """Build fp16 and int8 engines (TensorRT-RTX) through the CLI, then run fp32 PyTorch, fp16 and int8 (all 53
-    tensors, and with --int8-fallback 4) on the evaluation photos. Returns the numbers."""
+    tensors, and with --int8-fallback FALLBACK) on the evaluation photos. Returns the numbers."""
     import cv2
     import torch
 
