@@ -231,13 +231,13 @@ def check_extra(cfg, outputs: dict, expected: dict, precision: str = "fp32") -> 
     the same order (fp32), or the same top-1 class (fp16, int8: their rounding reorders the tail). A swap of
     two classes whose PyTorch probabilities tie within ``TIE[precision]`` of the top one is allowed. And
     PyTorch's logits are not constant (else every comparison of ``prob`` is vacuous)."""
+    k = TOPK if precision == "fp32" else 1
     if OUTPUT not in outputs or OUTPUT not in expected:
-        return [("top5", False, f"no {OUTPUT!r} output to compare")]
+        return [(f"top{k}", False, f"no {OUTPUT!r} output to compare")]
     net_prob = np.asarray(outputs[OUTPUT].detach().double().cpu()).reshape(len(outputs[OUTPUT]), -1)
     ref_prob = np.asarray(expected[OUTPUT].detach().double().cpu()).reshape(net_prob.shape)
     rows = []
     for b, (p_net, p_ref) in enumerate(zip(net_prob, ref_prob)):
-        k = 5 if precision == "fp32" else 1
         got, want = top_k(p_net, k), top_k(p_ref, k)
         tie = TIE[precision] * float(p_ref.max())
         same = all(g == w or abs(p_ref[g] - p_ref[w]) <= tie for g, w in zip(got, want))

@@ -464,12 +464,23 @@ def test_residual_adds_of_the_classic_netdefs(arch):
         assert len(build_serialized(int8)) > 1_000_000
 
 
+def _calibration_folder(tmp_path):
+    """A calibration folder with ultralytics' two photos."""
+    import shutil
+    from pathlib import Path
+
+    images = tmp_path / "calib"
+    images.mkdir()
+    assets = Path(__import__("ultralytics").__file__).parent / "assets"
+    for name in ("bus.jpg", "zidane.jpg"):
+        shutil.copy(assets / name, images / name)
+    return images
+
+
 def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, capsys):
     """--int8-fallback: the sensitivity is computed once and cached with the ranges; a cache that lacks a
     tensor of the network (the netdef changed) is recalibrated with a message, or refused without images."""
     import argparse
-    import shutil
-    from pathlib import Path
 
     import wts
     from netdefs import lenet
@@ -479,11 +490,7 @@ def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, cap
     wts.save(sources.state_dict_for_wts(sources.build_model("netdef:lenet", seed=3), "netdef:lenet"), weights_path)
     w = wts.load(weights_path)
     cfg = lenet.configure(argparse.Namespace(arch="lenet5"), w)
-    images = tmp_path / "calib"
-    images.mkdir()
-    assets = Path(__import__("ultralytics").__file__).parent / "assets"
-    for name in ("bus.jpg", "zidane.jpg"):
-        shutil.copy(assets / name, images / name)
+    images = _calibration_folder(tmp_path)
     cache = tmp_path / "calib.json"
     args = dict(calib=str(images), cache=str(cache))
     first = calibrate.for_netdef(lenet, cfg, w, str(weights_path), fallback=2, **args)
@@ -524,11 +531,7 @@ def test_cli_int8_fallback_metadata_and_fp32_policy_warning(tmp_path, capsys):
         net.output(net.name(sm, "sm").get_output(0), "sm")
 
     nd.define = define
-    images = tmp_path / "calib"
-    images.mkdir()
-    assets = Path(__import__("ultralytics").__file__).parent / "assets"
-    for name in ("bus.jpg", "zidane.jpg"):
-        (images / name).write_bytes((assets / name).read_bytes())
+    images = _calibration_folder(tmp_path)
     engine = tmp_path / "tiny.engine"
     argv = ["build", "-w", str(weights_path), "-o", str(engine), "--precision", "int8", "--calib", str(images)]
     assert cli.main(nd, [*argv, "--int8-fallback", "1"]) == 0

@@ -14,7 +14,7 @@ from wts import WtsFormatError
 
 
 @pytest.fixture(params=["c", "numpy"])
-def decoder(request, monkeypatch):
+def fast_path(request, monkeypatch):
     """The text format's fast paths both ways: the C extension wts._fasthex and numpy + binascii."""
     from wts import text
 
@@ -71,7 +71,7 @@ SHAPES = [(), (1,), (3,), (0,), (7, 5), (16, 3, 3, 3), (2, 1, 1, 1, 4), (70000,)
 
 # ---- round trips ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".wts", ".safetensors"])
-def test_round_trip_is_bit_exact_for_special_values(decoder, tmp_path, suffix):
+def test_round_trip_is_bit_exact_for_special_values(fast_path, tmp_path, suffix):
     rng = np.random.default_rng(1)
     random_bits = rng.integers(0, 2**32, size=5000, dtype=np.uint64).astype(np.uint32)
     state = {
@@ -89,7 +89,7 @@ def test_round_trip_is_bit_exact_for_special_values(decoder, tmp_path, suffix):
         np.testing.assert_array_equal(bits(got), bits(value), err_msg=name)
 
 
-def test_file_from_tensorrtx_writer_loads_to_identical_bits(decoder, tmp_path):
+def test_file_from_tensorrtx_writer_loads_to_identical_bits(fast_path, tmp_path):
     # struct.pack('>f', float(v)) quiets signaling NaNs, so the per-value writer gets quiet NaNs only
     quiet = [b for b in SPECIAL_BITS if not (0x7F800001 <= (b & 0x7FFFFFFF) < 0x7FC00000)]
     state = {"special": np.array(quiet, dtype=np.uint32).view(np.float32), **random_state(3, SHAPES[:7])}
@@ -101,7 +101,7 @@ def test_file_from_tensorrtx_writer_loads_to_identical_bits(decoder, tmp_path):
             np.testing.assert_array_equal(bits(loaded[name]), bits(value), err_msg=name)
 
 
-def test_output_is_byte_identical_to_tensorrtx_writer(decoder, tmp_path):
+def test_output_is_byte_identical_to_tensorrtx_writer(fast_path, tmp_path):
     state = random_state(4, SHAPES[:7])
     state["bn.num_batches_tracked"] = np.array(1234, dtype=np.int64)  # int buffers are written as float
     tensorrtx_write(tmp_path / "ref.wts", state)
@@ -109,7 +109,7 @@ def test_output_is_byte_identical_to_tensorrtx_writer(decoder, tmp_path):
     assert (tmp_path / "ours.wts").read_bytes() == (tmp_path / "ref.wts").read_bytes()
 
 
-def test_reader_accepts_writer_variants(decoder, tmp_path):
+def test_reader_accepts_writer_variants(fast_path, tmp_path):
     text = (
         "4\r\n"
         "a 3  3f800000 0x40000000 0X1\r\n"  # two spaces, 0x prefixes, no zero padding
@@ -132,7 +132,7 @@ def test_trailing_blank_lines_are_fine(tmp_path):
     assert wts.load(path)["x"].tolist() == [1.0]
 
 
-def test_save_converts_torch_tensors_and_dtypes(decoder, tmp_path):
+def test_save_converts_torch_tensors_and_dtypes(fast_path, tmp_path):
     torch = pytest.importorskip("torch")
     state = {"w": torch.arange(6, dtype=torch.float16).reshape(2, 3), "n": torch.tensor(7), "d": np.arange(3.0)}
     wts.save(state, tmp_path / "t.wts")
@@ -198,7 +198,7 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
-def test_defects_raise_wts_format_error_naming_file_line_tensor(decoder, tmp_path, case):
+def test_defects_raise_wts_format_error_naming_file_line_tensor(fast_path, tmp_path, case):
     content, line, tensor, fragment = BAD_FILES[case]
     path = tmp_path / "bad.wts"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -214,7 +214,7 @@ def test_defects_raise_wts_format_error_naming_file_line_tensor(decoder, tmp_pat
     assert fragment in message, message
 
 
-def test_defect_deep_inside_a_large_tensor_is_located(decoder, tmp_path):
+def test_defect_deep_inside_a_large_tensor_is_located(fast_path, tmp_path):
     state = {"big": np.arange(200_000, dtype=np.float32), "after": np.ones(2, np.float32)}
     path = tmp_path / "m.wts"
     wts.save(state, path)
@@ -359,7 +359,7 @@ def test_background_writer_reports_write_errors():
         write_wts([("x", np.ones(200_000, np.float32))], f, count=1)
 
 
-def test_writer_output_is_the_same_into_memory_and_into_files(decoder, tmp_path):
+def test_writer_output_is_the_same_into_memory_and_into_files(fast_path, tmp_path):
     import io
 
     from wts.text import write_wts
@@ -374,7 +374,7 @@ def test_writer_output_is_the_same_into_memory_and_into_files(decoder, tmp_path)
     assert sum(seen) == 150_003
 
 
-def test_fast_decoder_is_built_where_a_compiler_is():
+def test_fast_path_is_built_where_a_compiler_is():
     import shutil
     import sysconfig
 

@@ -31,7 +31,7 @@ from wts import sink
 from wts.errors import WtsFormatError
 from wts.sink import BackgroundWriter
 
-try:  # the optional C decoder of the fast path (setup.py); numpy + binascii below do the same, slower
+try:  # the optional C decoder/encoder of the fast paths (setup.py); numpy + binascii below do the same, slower
     from wts._fasthex import decode_records as _decode_records
     from wts._fasthex import encode_records as _encode_records
 except ImportError:  # pragma: no cover - depends on whether the extension was compiled
@@ -363,17 +363,20 @@ def _encode(tensors, write: Callable, count: int, progress: Callable[[int], None
         write(check_name(name) + b" %d" % array.size)
         bits = array.view(np.uint32)
         for i in range(0, array.size, CHUNK):
-            if _encode_records is not None:
-                chunk = np.ascontiguousarray(bits[i : i + CHUNK])
-                records = bytearray(9 * chunk.size)  # a fresh buffer: the writer thread may still hold the last
-                _encode_records(chunk, records)
-                write(records)
-                if progress is not None:
-                    progress(chunk.size)
-                continue
-            big_endian = bits[i : i + CHUNK].astype(">u4")  # integer swap: NaN payloads survive
-            write(b" ")
-            write(binascii.b2a_hex(big_endian, b" ", 4))
+            chunk = bits[i : i + CHUNK]
+            for part in _records(chunk):
+                write(part)
             if progress is not None:
-                progress(big_endian.size)
+                progress(chunk.size)
         write(b"\n")
+
+
+def _records(bits: np.ndarray) -> tuple:
+    """`` hhhhhhhh`` per value of ``bits`` (uint32), as buffers to write in order. Each call returns fresh
+    buffers: the writer thread may still hold the previous ones."""
+    if _encode_records is not None:
+        records = bytearray(9 * bits.size)
+        _encode_records(np.ascontiguousarray(bits), records)
+        return (records,)
+    big_endian = bits.astype(">u4")  # integer swap: NaN payloads survive
+    return b" ", binascii.b2a_hex(big_endian, b" ", 4)
