@@ -2,7 +2,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip --disable-pip-version-check
+PIP    := $(PY) -m pip --disable-pip-version-check --no-cache-dir
 STAMP  := $(VENV)/.trtx-installed
 OUT    ?= out
 

@@ -190,9 +190,10 @@ def _engine(net, max_batch: int):
     from trtx.build import BatchSpec, BuildOptions, build_serialized, metadata, save_engine
 
     options = BuildOptions(batch=BatchSpec(1, max_batch, max_batch), progress=False)
-    path = Path(tempfile.mkdtemp(prefix="yolov5_bench_")) / "yolov5s.engine"
-    save_engine(path, build_serialized(net, options), metadata(net, options, netdef="yolov5"))
-    return runtime.Engine(path), why
+    with tempfile.TemporaryDirectory(prefix="yolov5_bench_") as tmp:  # Engine reads the file when made
+        path = Path(tmp) / "yolov5s.engine"
+        save_engine(path, build_serialized(net, options), metadata(net, options, netdef="yolov5"))
+        return runtime.Engine(path), why
 
 
 def _report(args, conf: float, rows, why: str) -> str:

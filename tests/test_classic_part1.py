@@ -15,6 +15,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,8 @@ def model(request, tmp_path_factory):
     suffix = ".safetensors" if arch in SAFETENSORS else ".wts"
     path = tmp_path_factory.mktemp(arch) / f"{arch}{suffix}"
     assert gen_wts.main(["--model", f"torchvision:{arch}", "--random-init", "-o", str(path), "-q"]) == 0
-    return arch, _netdef(arch), path
+    yield arch, _netdef(arch), path
+    shutil.rmtree(path.parent)  # up to 1.2 GB a model: one at a time on disk
 
 
 @pytest.mark.parametrize("batch", ["1", "1:4:8"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,8 @@ def model(request, tmp_path_factory):
     assert gen_wts.main(["--model", f"torchvision:{arch}", "--random-init", "-o", str(path), "-q"]) == 0
     if arch in RESCALE:
         rescale_to_fan_in(path, arch)
-    return arch, _netdef(arch), path
+    yield arch, _netdef(arch), path
+    shutil.rmtree(path.parent)  # one model's weights at a time on disk
 
 
 #: models whose random init makes activations explode even with gen_wts' random BatchNorm statistics:

@@ -121,7 +121,11 @@ def measure(workdir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
-    return measure(tmp_path_factory.mktemp("precision_accuracy"))
+    workdir = tmp_path_factory.mktemp("precision_accuracy")
+    try:
+        return measure(workdir)
+    finally:
+        shutil.rmtree(workdir)
 
 
 @pytest.mark.slow

@@ -55,7 +55,8 @@ def files(tmp_path_factory):
             self[model] = path
             return path
 
-    return Weights(), calib, root
+    yield Weights(), calib, root
+    shutil.rmtree(root)
 
 
 def _build(model: str, files, precision: str, *extra: str) -> tuple[int, dict, str]:

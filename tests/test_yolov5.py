@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ def weights(tmp_path_factory) -> dict[str, str]:
             self[spec] = str(path)
             return self[spec]
 
-    return Lazy(made)
+    yield Lazy(made)
+    shutil.rmtree(folder)
 
 
 def _imgsz(spec: str) -> str:
