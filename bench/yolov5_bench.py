@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import statistics
 import sys
 import time
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     from yolov5.utils.general import non_max_suppression
 
-    assets = Path(next(iter(importlib.util.find_spec("ultralytics").submodule_search_locations))) / "assets"
+    assets = sources.sample_images()
     frames = [cv2.imread(str(assets / "bus.jpg")), cv2.imread(str(assets / "zidane.jpg"))]
     size = (args.imgsz, args.imgsz)
     model = sources.build_model("yolov5:yolov5s", seed=0)

@@ -502,12 +502,12 @@ def add_arguments(parser, command: str) -> None:
 
 def _asset(name: str) -> str | None:
     """An image ultralytics ships (bus.jpg, zidane.jpg), found without importing ultralytics."""
-    import importlib.util
+    from trtx import sources
 
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        path = sources.sample_images() / name
+    except sources.SourceError:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "assets" / name
     return str(path) if path.is_file() else None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 
 import wts
 from netdefs import lenet
-from trtx import calibrate, reference
+from trtx import calibrate, reference, sources
 from trtx.build import build_serialized
 from trtx.net import Net
 from trtx.quant import CalibrationError
@@ -27,7 +26,7 @@ def lenet_files(tmp_path_factory):
     wts.save({k: v.detach().numpy().reshape(-1) for k, v in model.state_dict().items()}, weights_path)
     images = tmp / "calib"
     images.mkdir()
-    assets = Path(__import__("ultralytics").__file__).parent / "assets"
+    assets = sources.sample_images()
     for name in ("bus.jpg", "zidane.jpg"):
         shutil.copy(assets / name, images / name)
     return weights_path, images

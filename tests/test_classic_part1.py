@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 import gen_wts
-from trtx import cli
+from trtx import cli, sources
 
 RTOL = 1e-4
-BUS = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets" / "bus.jpg"
+BUS = sources.sample_images() / "bus.jpg"
 
 #: arch -> (netdef module, logits layer, fewest module-named layers check must compare)
 MODELS = {

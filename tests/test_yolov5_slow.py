@@ -4,7 +4,6 @@ tasks; ``make demo`` within its five minutes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -13,10 +12,10 @@ import pytest
 
 import gen_wts
 from netdefs import yolov5
-from trtx import cli
+from trtx import cli, sources
 
 pytestmark = pytest.mark.slow
-ASSETS = Path(next(iter(importlib.util.find_spec("ultralytics").submodule_search_locations))) / "assets"
+ASSETS = sources.sample_images()
 BUS = str(ASSETS / "bus.jpg")
 
 

