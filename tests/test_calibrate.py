@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 
 import numpy as np
 import pytest
@@ -11,25 +10,20 @@ import torch
 
 import wts
 from netdefs import lenet
-from trtx import calibrate, reference, sources
+from trtx import calibrate, reference
 from trtx.build import build_serialized
 from trtx.net import Net
 from trtx.quant import CalibrationError
 
 
 @pytest.fixture(scope="module")
-def lenet_files(tmp_path_factory):
+def lenet_files(tmp_path_factory, make_calibration_folder):
     tmp = tmp_path_factory.mktemp("lenet")
     torch.manual_seed(0)
     model = lenet.source_model()
     weights_path = tmp / "lenet.wts"
     wts.save({k: v.detach().numpy().reshape(-1) for k, v in model.state_dict().items()}, weights_path)
-    images = tmp / "calib"
-    images.mkdir()
-    assets = sources.sample_images()
-    for name in ("bus.jpg", "zidane.jpg"):
-        shutil.copy(assets / name, images / name)
-    return weights_path, images
+    return weights_path, make_calibration_folder(tmp)
 
 
 def test_int8_lenet_tracks_fp32(lenet_files):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +38,8 @@ def test_build_writes_engine_and_metadata(weights, tmp_path, precision):
     assert meta["weights"]["sha256"] and meta["unused_weights"] == []
 
 
-def test_int8_build_calibrates_from_images(weights, tmp_path):
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    assets = sources.sample_images()
-    for name in ("bus.jpg", "zidane.jpg"):
-        shutil.copy(assets / name, calib)
+def test_int8_build_calibrates_from_images(weights, tmp_path, make_calibration_folder):
+    calib = make_calibration_folder(tmp_path)
     cache = tmp_path / "calib.json"
     engine = tmp_path / "int8.engine"
     args = [

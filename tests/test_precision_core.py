@@ -464,19 +464,7 @@ def test_residual_adds_of_the_classic_netdefs(arch):
         assert len(build_serialized(int8)) > 1_000_000
 
 
-def _calibration_folder(tmp_path):
-    """A calibration folder with ultralytics' two photos."""
-    import shutil
-
-    images = tmp_path / "calib"
-    images.mkdir()
-    assets = sources.sample_images()
-    for name in ("bus.jpg", "zidane.jpg"):
-        shutil.copy(assets / name, images / name)
-    return images
-
-
-def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, capsys):
+def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, capsys, make_calibration_folder):
     """--int8-fallback: the sensitivity is computed once and cached with the ranges; a cache that lacks a
     tensor of the network (the netdef changed) is recalibrated with a message, or refused without images."""
     import argparse
@@ -488,7 +476,7 @@ def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, cap
     wts.save(sources.state_dict_for_wts(sources.build_model("netdef:lenet", seed=3), "netdef:lenet"), weights_path)
     w = wts.load(weights_path)
     cfg = lenet.configure(argparse.Namespace(arch="lenet5"), w)
-    images = _calibration_folder(tmp_path)
+    images = make_calibration_folder(tmp_path)
     cache = tmp_path / "calib.json"
     args = dict(calib=str(images), cache=str(cache))
     first = calibrate.for_netdef(lenet, cfg, w, str(weights_path), fallback=2, **args)
@@ -506,7 +494,7 @@ def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, cap
     assert "recalibrating" in capsys.readouterr().err and "relu4" in redone
 
 
-def test_cli_int8_fallback_metadata_and_fp32_policy_warning(tmp_path, capsys):
+def test_cli_int8_fallback_metadata_and_fp32_policy_warning(tmp_path, capsys, make_calibration_folder):
     import types
     from pathlib import Path
 
@@ -529,7 +517,7 @@ def test_cli_int8_fallback_metadata_and_fp32_policy_warning(tmp_path, capsys):
         net.output(net.name(sm, "sm").get_output(0), "sm")
 
     nd.define = define
-    images = _calibration_folder(tmp_path)
+    images = make_calibration_folder(tmp_path)
     engine = tmp_path / "tiny.engine"
     argv = ["build", "-w", str(weights_path), "-o", str(engine), "--precision", "int8", "--calib", str(images)]
     assert cli.main(nd, [*argv, "--int8-fallback", "1"]) == 0

@@ -31,13 +31,10 @@ MODELS = {
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, make_calibration_folder):
     """Lazily: model -> .wts; plus a folder with two calibration photos."""
     root = tmp_path_factory.mktemp("precision_models")
-    calib = root / "calib"
-    calib.mkdir()
-    for name in ("bus.jpg", "zidane.jpg"):
-        shutil.copy(ASSETS / name, calib / name)
+    calib = make_calibration_folder(root)
 
     class Weights(dict):
         def __missing__(self, model):

@@ -1,7 +1,8 @@
 /* The .wts fast paths in C, without the GIL: decode "count" 9-byte records " hhhhhhhh" (8 hex digits of a
- * big-endian float32 bit pattern) into native uint32, and encode uint32 values into such records. Optional: wts/text.py falls back to numpy + binascii when this
- * module is not built (setup.py marks the extension optional). Pure validation + decode: any record that is
- * not a space and 8 hex digits stops it, and the caller's general path finds and reports the exact defect. */
+ * big-endian float32 bit pattern) into native uint32, and encode uint32 values into such records.
+ * Optional: wts/text.py falls back to numpy + binascii when this module is not built (setup.py marks the
+ * extension optional). Pure validation + decode: any record that is not a space and 8 hex digits stops it,
+ * and the caller's general path finds and reports the exact defect. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
