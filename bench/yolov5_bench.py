@@ -32,8 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trtx import backend, nms, sources  # noqa: E402
 from trtx import letterbox as lb  # noqa: E402
+from trtx import nms, sources  # noqa: E402
+from trtx_base import backend
 
 MAX_NMS, IOU, MAX_DET = 30000, 0.45, 300
 

@@ -37,8 +37,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(_here.parent))
 
 from netdefs.common import activation, add, concat, conv_bn_act, max_pool
-from trtx import backend
 from trtx.net import Net, NetdefError
+from trtx_base import backend
 
 NAME = "retinaface"
 #: arch -> what biubug6's cfg_mnet / cfg_re50 say about the network

@@ -391,7 +391,7 @@ def configure(args, weights, meta: dict | None = None) -> Config:
     )
     cfg.imgsz = parse_imgsz(getattr(args, "imgsz", None) or default_size, cfg.max_stride)
     _runtime_options(cfg, args)
-    from trtx import backend
+    from trtx_base import backend
 
     try:
         be = backend.get()

@@ -4,7 +4,7 @@ Nothing here needs a GPU or the CUDA driver: ``python -m plugins compile`` runs 
 
 The cache key is the SHA-256 of everything that changes the output: the source, the headers handed to NVRTC
 (our ``trtx.cuh``), the target architecture, the options and NVRTC's version. Cache files are written with
-:func:`trtx.files.atomic_write`, so concurrent builds of the same kernel never see half a file.
+:func:`trtx_base.files.atomic_write`, so concurrent builds of the same kernel never see half a file.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from trtx.files import atomic_write
+from trtx_base.errors import UserError
+from trtx_base.files import atomic_write
 
 #: bumped when the cache layout or key changes
 CACHE_FORMAT = "1"
@@ -28,7 +29,7 @@ PRELUDE = Path(__file__).with_name("trtx.cuh")
 DEFAULT_OPTIONS = ("--std=c++17", "-default-device", "-lineinfo")
 
 
-class CompileError(RuntimeError):
+class CompileError(UserError, RuntimeError):
     """NVRTC refused a kernel; the message holds the failing source lines and NVRTC's full log."""
 
 

@@ -30,6 +30,8 @@ import numpy as np
 
 from plugins.compiler import CompileError
 from plugins.kernel import CudaError, Kernel, LaunchError, blocks, memset32
+from trtx_base.dtypes import TABLE, name_of, torch_dtype, trt_dtype
+from trtx_base.errors import UserError
 
 __all__ = [
     "Bool",
@@ -63,52 +65,8 @@ __all__ = [
 FLOATS = ("float32", "float16")
 
 
-class PluginError(ValueError):
+class PluginError(UserError, ValueError):
     """A plugin used wrongly (bad field, dtype, shape, unknown plugin); the message names plugin and field."""
-
-
-# ---- dtypes -------------------------------------------------------------------------------------------------
-
-#: our dtype name -> TensorRT DataType member name
-_TRT_DTYPES = {
-    "float32": "FLOAT",
-    "float16": "HALF",
-    "bfloat16": "BF16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "int8": "INT8",
-    "uint8": "UINT8",
-    "bool": "BOOL",
-}
-
-
-def trt_dtype(name: str):
-    """dtype name -> TensorRT DataType."""
-    from trtx import backend
-
-    return getattr(backend.trt.DataType, _TRT_DTYPES[name])
-
-
-def dtype_name(dtype: Any) -> str:
-    """TensorRT DataType, torch dtype, numpy dtype or name -> our dtype name ('float32', 'float16', ...)."""
-    if isinstance(dtype, str):
-        return dtype
-    text = str(dtype)
-    if text.startswith("torch."):
-        return {"torch.half": "float16", "torch.float": "float32", "torch.int": "int32"}.get(text, text[6:])
-    if text.startswith("DataType."):
-        member = text.split(".", 1)[1]
-        for ours, theirs in _TRT_DTYPES.items():
-            if theirs == member:
-                return ours
-        return member.lower()
-    return np.dtype(dtype).name
-
-
-def torch_dtype(name: str):
-    import torch
-
-    return getattr(torch, name)
 
 
 # ---- fields -------------------------------------------------------------------------------------------------
@@ -336,7 +294,7 @@ class SymDim:
 
 
 def _operation(name: str):
-    from trtx import backend
+    from trtx_base import backend
 
     return getattr(backend.trt.DimensionOperation, name)
 
@@ -412,7 +370,7 @@ class Plugin:
             return  # an abstract intermediate class
         for out in cls.outputs:
             names = [i.name for i in cls.inputs]
-            if out.dtype not in _TRT_DTYPES and out.dtype not in names:
+            if out.dtype not in TABLE and out.dtype not in names:
                 raise PluginError(
                     f"plugin {cls.name}: output {out.name!r} dtype {out.dtype!r} is neither a dtype nor an input"
                 )
@@ -509,7 +467,7 @@ class Plugin:
                     )
 
     def output_dtypes(self, dtypes: Sequence[str]) -> list[str]:
-        return [o.dtype if o.dtype in _TRT_DTYPES else dtypes[self._input_index(o.dtype)] for o in self.outputs]
+        return [o.dtype if o.dtype in TABLE else dtypes[self._input_index(o.dtype)] for o in self.outputs]
 
     def concrete_shapes(self, shapes: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
         """The shape rule on concrete shapes."""
@@ -548,7 +506,7 @@ class Plugin:
                 raise PluginError(f"plugin {self.name}: input {i} ({self.input_spec(i).name}) must be a CUDA tensor")
             if not t.is_contiguous():
                 raise PluginError(f"plugin {self.name}: input {i} ({self.input_spec(i).name}) must be contiguous")
-        dtypes = [dtype_name(t.dtype) for t in inputs]
+        dtypes = [name_of(t.dtype) for t in inputs]
         self.check_dtypes(dtypes)
         shapes = [tuple(t.shape) for t in inputs]
         device = inputs[0].device
@@ -566,7 +524,7 @@ class Plugin:
         with torch.cuda.device(device):
             self.enqueue(
                 [Buffer(t.data_ptr(), tuple(t.shape), dt) for t, dt in zip(inputs, dtypes)],
-                [Buffer(t.data_ptr(), tuple(t.shape), dtype_name(t.dtype)) for t in outs],
+                [Buffer(t.data_ptr(), tuple(t.shape), name_of(t.dtype)) for t in outs],
                 workspace.data_ptr() if ws_bytes else 0,
                 run_stream.cuda_stream,
             )
@@ -607,7 +565,7 @@ class Plugin:
         impl = cls(**fields)
         be = getattr(net, "backend", None)
         if be is None:
-            from trtx import backend
+            from trtx_base import backend
 
             be = backend.get()
         if not be.has_plugin_layers:
@@ -644,7 +602,7 @@ class Plugin:
             same = f", same dtype as {spec.same_as}" if spec.same_as else ""
             lines.append(f"  input  {spec.name}: {' | '.join(spec.dtypes)}{same}{repeat}")
         for spec in cls.outputs:
-            dt = spec.dtype if spec.dtype in _TRT_DTYPES else f"dtype of {spec.dtype}"
+            dt = spec.dtype if spec.dtype in TABLE else f"dtype of {spec.dtype}"
             lines.append(f"  output {spec.name}: {dt}")
         return "\n".join(lines)
 
@@ -690,7 +648,7 @@ def find(name: str, version: str = "1", namespace: str = "trtx") -> type[Plugin]
 
 
 def _trt():
-    from trtx import backend
+    from trtx_base import backend
 
     return backend.trt
 
@@ -798,7 +756,7 @@ def _trt_classes():
 
         # build
         def get_output_data_types(self, input_types):
-            dtypes = [dtype_name(t) for t in input_types]
+            dtypes = [name_of(t) for t in input_types]
             return [trt_dtype(d) for d in self.impl.output_dtypes(dtypes)]
 
         def get_output_shapes(self, inputs, shape_inputs, expr_builder):
@@ -814,7 +772,7 @@ def _trt_classes():
 
         def get_workspace_size(self, inp, out):
             shapes = [tuple(d.max) for d in inp]
-            return int(self.impl.workspace_size(shapes, [dtype_name(d.desc.type) for d in inp]))
+            return int(self.impl.workspace_size(shapes, [name_of(d.desc.type) for d in inp]))
 
         def get_valid_tactics(self):
             return []
@@ -833,8 +791,8 @@ def _trt_classes():
             return self.impl.field_collection()
 
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
-            ins = [Buffer(int(p), tuple(d.dims), dtype_name(d.type)) for d, p in zip(input_desc, inputs)]
-            outs = [Buffer(int(p), tuple(d.dims), dtype_name(d.type)) for d, p in zip(output_desc, outputs)]
+            ins = [Buffer(int(p), tuple(d.dims), name_of(d.type)) for d, p in zip(input_desc, inputs)]
+            outs = [Buffer(int(p), tuple(d.dims), name_of(d.type)) for d, p in zip(output_desc, outputs)]
             self.impl.enqueue(ins, outs, int(workspace), int(stream))
 
         def destroy(self):
@@ -866,7 +824,7 @@ def supports_combination(impl: Plugin, pos: int, descs: Sequence[Any], num_input
     desc = descs[pos]
     if desc.format != trt.TensorFormat.LINEAR:
         return False
-    dt = dtype_name(desc.type)
+    dt = name_of(desc.type)
     per = len(impl.inputs)
     if pos < num_inputs:
         if (impl.repeat_inputs and num_inputs % per) or (not impl.repeat_inputs and num_inputs != per):
@@ -876,9 +834,9 @@ def supports_combination(impl: Plugin, pos: int, descs: Sequence[Any], num_input
             return False
         if spec.same_as is not None:
             j = impl._input_index(spec.same_as, pos // per)
-            return j >= pos or dtype_name(descs[j].type) == dt
+            return j >= pos or name_of(descs[j].type) == dt
         return True
     out = impl.outputs[pos - num_inputs]
-    if out.dtype in _TRT_DTYPES:
+    if out.dtype in TABLE:
         return dt == out.dtype
-    return dt == dtype_name(descs[impl._input_index(out.dtype)].type)
+    return dt == name_of(descs[impl._input_index(out.dtype)].type)

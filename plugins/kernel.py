@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 
 from plugins import compiler
+from trtx_base.errors import UserError
 
 
-class CudaError(RuntimeError):
+class CudaError(UserError, RuntimeError):
     """A CUDA driver call failed; the message names the call, the kernel and CUDA's error name."""
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError, ValueError):
     """Arguments that do not fit the kernel's signature (wrong count, type or range)."""
 
 

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from trtx import backend
 from trtx.build import BatchSpec, BuildError, BuildOptions, build_serialized
 from trtx.net import Net, NetdefError
+from trtx_base import backend
 
 
 def _small_convnet(weights, precision="fp32") -> Net:

@@ -12,9 +12,10 @@ import torch
 
 import gen_wts
 from netdefs import retinaface as rf
-from trtx import backend, check, reference, sources
+from trtx import check, reference, sources
 from trtx.cli import main
 from trtx.net import Net
+from trtx_base import backend
 
 ASSETS = sources.sample_images()
 IMAGES = [ASSETS / "zidane.jpg", ASSETS / "bus.jpg"]

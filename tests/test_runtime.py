@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from trtx import backend, runtime
+from trtx import runtime
+from trtx_base import backend
 
 
 @pytest.fixture(scope="module")

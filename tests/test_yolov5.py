@@ -168,7 +168,7 @@ def test_dynamic_batch_builds_and_batch3_equals_three_batch1_runs(weights, tmp_p
     ],
 )
 def test_bad_flags_give_one_line(argv, message, weights, tmp_path, capsys):
-    from trtx import backend
+    from trtx_base import backend
 
     if "plugin" in argv and backend.get().has_plugin_layers:
         pytest.skip("this backend has plugin layers")
@@ -243,7 +243,7 @@ def test_infer_reference_matches_pytorch(spec, weights, tmp_path, capsys):
 
 
 def test_engine_infer_says_why_it_cannot_run_here(weights, tmp_path, capsys):
-    from trtx import backend
+    from trtx_base import backend
 
     if backend.get().can_execute()[0]:
         pytest.skip("this machine executes engines")
@@ -266,8 +266,9 @@ def test_tensorrt_nms_layer_network_matches_cpu_nms(weights):
     """The graph built where the builder implements INMSLayer (full TensorRT): run here by the reference executor,
     its detections equal the after-engine CPU NMS. TensorRT-RTX's builder refuses it, which is why RTX engines
     end at the decoded boxes."""
-    from trtx import backend, reference
+    from trtx import reference
     from trtx.build import BuildError, BuildOptions, build_serialized
+    from trtx_base import backend
 
     net, cfg, _ = _net(weights["yolov5n"], imgsz="128", conf=1e-4)
     native = {k: v.numpy() for k, v in reference.execute(net.network, _feeds(cfg)).items()}

@@ -65,7 +65,7 @@ def test_gpu_nms_equals_exact_cpu_nms(batch, n, distinct):
 
 # ---- the pipeline: needs a TensorRT module (network definition) and the yolov5 package ----------------------
 def _needs_network() -> None:
-    from trtx import backend
+    from trtx_base import backend
 
     try:
         backend.get()

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trtx import __version__, backend
-from trtx.files import atomic_write
+from trtx import __version__
 from trtx.net import Net, NetdefError, np_dtype
+from trtx_base import backend
+from trtx_base.errors import UserError
+from trtx_base.files import atomic_write
 
 
-class BuildError(RuntimeError):
+class BuildError(UserError, RuntimeError):
     """The TensorRT builder refused the network; the message carries what it said."""
 
 

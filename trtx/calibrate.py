@@ -216,8 +216,8 @@ def sensitivity(
 
 def _compared_outputs(network) -> list[str]:
     """The float outputs of the (fp32) network, each replaced by the input of the softmax producing it, if any."""
-    from trtx import backend
     from trtx import layers as layer_api
+    from trtx_base import backend
 
     def kind(layer) -> str:
         return layer_api.enum_name(layer_api.layer_type(layer))

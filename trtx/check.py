@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from trtx.net import np_dtype
+from trtx_base.errors import UserError
 
 #: fp32 defaults: 1e-4 of the expected tensor's scale, plus an absolute floor for all-zero tensors
 DEFAULT_RTOL = 1e-4
@@ -53,7 +54,7 @@ Forward = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Mapping[str, torc
 Extra = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], "bool | tuple[bool, str]"]
 
 
-class CheckError(ValueError):
+class CheckError(UserError, ValueError):
     """``check`` cannot run as asked (feeds that don't fit the network inputs); the message says why."""
 
 
@@ -362,7 +363,7 @@ def _error_growth(graph: _Graph, rows: list[Row]) -> None:
         tensor = graph.tensor_of.get(r.name, r.name)
         if r.rms_rel_err is not None and math.isfinite(r.rms_rel_err) and tensor not in compared:
             compared[tensor] = r
-    from trtx import backend
+    from trtx_base import backend
 
     floats = tuple(
         getattr(backend.trt.DataType, n) for n in ("FLOAT", "HALF", "BF16") if hasattr(backend.trt.DataType, n)

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from trtx.build import BatchSpec, BuildError, BuildOptions, build_serialized, load_metadata, metadata, save_engine
+from trtx.build import BatchSpec, BuildOptions, build_serialized, load_metadata, metadata, save_engine
 from trtx.net import PRECISIONS, Net, NetdefError
+from trtx_base.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -393,7 +394,7 @@ def cmd_infer(nd: ModuleType, args: argparse.Namespace) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     paths = _images(args.sources)
     print(f"infer with {what}: {len(paths)} image(s) -> {outdir}", file=sys.stderr)
-    from trtx.files import atomic_write
+    from trtx_base.files import atomic_write
 
     for start in range(0, len(paths), args.batch):
         chunk = paths[start : start + args.batch]
@@ -442,24 +443,6 @@ def cmd_bench(nd: ModuleType, args: argparse.Namespace) -> int:
     return 0
 
 
-#: exception classes (and their subclasses) whose message is the whole story for a user: printed as one line
-USER_ERRORS = frozenset(
-    {
-        "WtsFormatError",
-        "WeightKeyError",
-        "SourceError",
-        "BackendUnavailable",
-        "CheckError",
-        "CalibrationError",
-        "ReferenceExecutionError",
-        "EngineError",
-        "PluginError",
-        "CompileError",
-        "LaunchError",
-        "CudaError",
-    }
-)
-
 COMMANDS = {"build": cmd_build, "check": cmd_check, "inspect": cmd_inspect, "infer": cmd_infer, "bench": cmd_bench}
 
 
@@ -470,11 +453,6 @@ def main(netdef: ModuleType, argv: Sequence[str] | None = None) -> int:
         if args.command not in COMMANDS:
             return netdef.EXTRA_COMMANDS[args.command][2](args)
         return COMMANDS[args.command](netdef, args)
-    except (NetdefError, BuildError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # known user-facing error types from other packages (by name: no heavy imports)
-        if any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise

@@ -36,7 +36,7 @@ def _label_random(image_path: Path) -> None:
     cv2.putText(image, text, (10, h + 10), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
     ok, data = cv2.imencode(image_path.suffix, image)
     if ok:
-        from trtx.files import atomic_write
+        from trtx_base.files import atomic_write
 
         atomic_write(image_path, data.tobytes())
 

@@ -6,7 +6,7 @@ import importlib.metadata as md
 import platform
 import sys
 
-from trtx import backend, cudainfo
+from trtx_base import backend, cudainfo
 
 
 def _dist_version(*names: str) -> str | None:

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from trtx.files import atomic_write
+from trtx_base.files import atomic_write
 
 FORMATS = (".svg", ".png", ".dot")
 

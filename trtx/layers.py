@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from trtx import backend
+from trtx_base import backend
 
 #: LayerType member name -> class name (members or classes a backend lacks are skipped)
 _CLASS_NAMES = {

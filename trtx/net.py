@@ -23,19 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from trtx import backend
-from trtx.log import Logger
-
-#: numpy dtype -> name of the TensorRT DataType member
-_NP_TO_TRT = {
-    np.dtype(np.float32): "FLOAT",
-    np.dtype(np.float16): "HALF",
-    np.dtype(np.int32): "INT32",
-    np.dtype(np.int64): "INT64",
-    np.dtype(np.int8): "INT8",
-    np.dtype(np.uint8): "UINT8",
-    np.dtype(np.bool_): "BOOL",
-}
+from trtx_base import backend
+from trtx_base.dtypes import np_dtype, trt_dtype
+from trtx_base.errors import UserError
+from trtx_base.log import Logger
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -51,27 +42,8 @@ FP32_POLICY = {
 _FUSES_ADD = ("CONVOLUTION", "DECONVOLUTION")
 
 
-class NetdefError(ValueError):
+class NetdefError(UserError, ValueError):
     """A mistake in a netdef, its configuration or its weights; the message is meant for the user as is."""
-
-
-def trt_dtype(dtype: Any):
-    """numpy dtype (or a TensorRT DataType, returned unchanged) -> TensorRT DataType."""
-    trt = backend.trt
-    if isinstance(dtype, trt.DataType):
-        return dtype
-    return getattr(trt.DataType, _NP_TO_TRT[np.dtype(dtype)])
-
-
-def np_dtype(dtype: Any) -> np.dtype:
-    """TensorRT DataType -> numpy dtype."""
-    trt = backend.trt
-    if not isinstance(dtype, trt.DataType):
-        return np.dtype(dtype)
-    for np_dt, name in _NP_TO_TRT.items():
-        if dtype == getattr(trt.DataType, name):
-            return np_dt
-    raise NetdefError(f"TensorRT dtype {dtype} has no numpy equivalent")
 
 
 def strongly_typed_flags(trt) -> int:

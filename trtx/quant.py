@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trtx.files import atomic_write
+from trtx_base.errors import UserError
+from trtx_base.files import atomic_write
 
 METHODS = ("entropy", "percentile", "minmax")
 QUANT_LEVELS = 128  # |x| levels of a signed 8-bit value
@@ -31,7 +32,7 @@ ENTROPY_BINS = 2048  # histogram bins of TensorRT's entropy calibration
 CACHE_VERSION = 1
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """Calibration cannot proceed (no data, stale cache, unknown method)."""
 
 

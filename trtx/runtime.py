@@ -30,15 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from trtx import backend
+from trtx_base import backend
+from trtx_base.errors import UserError
 
 
-class EngineError(RuntimeError):
+class EngineError(UserError, RuntimeError):
     """An engine cannot be loaded or run as asked; the message says why in one line."""
 
 
 def _driver():
-    from trtx.cudainfo import _driver as driver
+    from trtx_base.cudainfo import _driver as driver
 
     return driver()
 

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trtx_base.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -48,7 +50,7 @@ RETINAFACE_CONFIGS = {"mnet": "cfg_mnet", "mobilenet0.25": "cfg_mnet", "r50": "c
 YOLOV5_EXTRAS = ("anchor_grid", "strides")
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A model spec, checkpoint or state that cannot be used; the message is meant for the user."""
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtx.files import atomic_open
+from trtx_base.files import atomic_open
 from wts.errors import WtsFormatError
 from wts.safetensors_file import read_safetensors, write_safetensors
 from wts.text import as_float32, check_name, read_wts, write_wts

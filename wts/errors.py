@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from trtx_base.errors import UserError
 
-class WtsFormatError(ValueError):
+
+class WtsFormatError(UserError, ValueError):
     """A weight file is malformed; the message names the file, the 1-based line and the tensor."""
 
     def __init__(self, path: str | os.PathLike | None, line: int | None, tensor: str | None, problem: str) -> None:

@@ -8,8 +8,10 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from trtx_base.errors import UserError
 
-class WeightKeyError(KeyError):
+
+class WeightKeyError(UserError, KeyError):
     """A missing weight; ``str()`` is the plain message (``KeyError`` would quote it)."""
 
     def __str__(self) -> str:

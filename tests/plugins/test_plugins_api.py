@@ -17,7 +17,7 @@ from plugins.swish import Swish
 from plugins.yolo_decode import YoloDecode
 
 try:
-    from trtx import backend
+    from trtx_base import backend
 
     trt = backend.trt
 except ImportError as exc:  # the GPU machine has no TensorRT

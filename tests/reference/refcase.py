@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from trtx import backend
 from trtx.build import BatchSpec, BuildOptions, build_serialized
 from trtx.net import Net, trt_dtype
 from trtx.reference import execute
+from trtx_base import backend
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 

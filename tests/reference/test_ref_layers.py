@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from trtx import backend
 from trtx import layers as L
 from trtx.net import Net
+from trtx_base import backend
 
 
 def test_mapping_covers_every_class_the_backend_has():

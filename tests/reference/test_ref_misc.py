@@ -11,8 +11,8 @@ import pytest
 import torch
 from refcase import DEVICES, Case, rand, t
 
-from trtx import backend
 from trtx.reference import ReferenceExecutionError
+from trtx_base import backend
 
 pytestmark = pytest.mark.parametrize("device", DEVICES)
 

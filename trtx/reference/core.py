@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from trtx import backend
 from trtx import layers as L
+from trtx_base import backend
+from trtx_base.errors import UserError
 
 
-class ReferenceExecutionError(RuntimeError):
+class ReferenceExecutionError(UserError, RuntimeError):
     """The reference executor cannot run this network or these feeds; the message names the layer/tensor."""
 
 

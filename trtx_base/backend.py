@@ -1,6 +1,6 @@
 """The one place that imports TensorRT.
 
-Everything else does ``from trtx.backend import trt`` (or ``trtx.backend.get()``) and asks this module for
+Everything else does ``from trtx_base.backend import trt`` (or ``trtx_base.backend.get()``) and asks this module for
 capability facts, so code paths differ by capability, never by scattered version checks.
 
 Search order: ``tensorrt`` (full TensorRT 10/11), ``tensorrt_rtx`` and ``tensorrt_rtx_bindings``
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from types import ModuleType
 
+from trtx_base.errors import UserError
+
 ORDER = ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")
 
 #: pip extra that provides each backend module
@@ -28,7 +30,7 @@ EXTRA = {
 RTX_COMPUTE_CAPABILITIES = {(8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
 
 
-class BackendUnavailable(ImportError):
+class BackendUnavailable(UserError, ImportError):
     """No usable TensorRT module; the message says what to install."""
 
 
@@ -87,7 +89,7 @@ class Backend:
 
     def can_execute(self) -> tuple[bool, str]:
         """(ok, reason): a CUDA device is present and this backend runs engines on it."""
-        from trtx import cudainfo
+        from trtx_base import cudainfo
 
         devices, why = cudainfo.devices()
         if not devices:
@@ -147,7 +149,7 @@ def get() -> Backend:
 
 
 def __getattr__(attr: str):
-    # `from trtx.backend import trt, name, version` resolves lazily so importing trtx stays cheap.
+    # `from trtx_base.backend import trt, name, version` resolves lazily so importing trtx stays cheap.
     if attr == "trt":
         return load().module
     if attr in ("name", "version", "strongly_typed_only", "has_plugin_layers", "has_nms_runner", "can_execute"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from functools import cache
 
-from trtx import backend
+from trtx_base import backend
 
 
 @cache
