@@ -36,7 +36,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(PY) -m trtx.demo --out $(OUT)
+	$(PY) demo.py --out $(OUT)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

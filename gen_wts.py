@@ -23,6 +23,8 @@ import re
 import sys
 from pathlib import Path
 
+from netdefs import sources as model_sources
+
 SPEC_HELP = (
     "build the PyTorch model from an installed source: torchvision:<arch>, "
     "yolov5:<yolov5n|s|m|l|x, n6..x6, NAME-cls, NAME-seg>, ultralytics:<yaml stem, e.g. yolov8n>, "
@@ -108,15 +110,15 @@ def collect_state(args: argparse.Namespace) -> tuple[dict, int | None]:
     model = None
     if args.model:
         seed = (0 if args.seed is None else args.seed) if args.random_init else None
-        model = sources.build_model(args.model, seed=seed)
+        model = model_sources.build_model(args.model, seed=seed)
     if args.weights:
         ckpt = sources.load_checkpoint(args.weights, unsafe_pickle=args.unsafe_pickle)
         if model is None and isinstance(ckpt, torch.nn.Module):
             model = ckpt
         elif model is not None:
             state = ckpt.state_dict() if isinstance(ckpt, torch.nn.Module) else ckpt
-            head = sources.yolov5_detect_layer(model)
-            ignore = [head[0] + extra for extra in sources.YOLOV5_EXTRAS] if head else []
+            head = model_sources.yolov5_detect_layer(model)
+            ignore = [head[0] + extra for extra in model_sources.YOLOV5_EXTRAS] if head else []
             sources.load_state(model, state, ignore=ignore)
         else:
             if args.type in ("detect", "seg"):
@@ -126,7 +128,7 @@ def collect_state(args: argparse.Namespace) -> tuple[dict, int | None]:
             state = {k: v.detach().float().reshape(-1).numpy() for k, v in ckpt.items()}
             return state, None
     spec = args.model if args.model else None
-    state = sources.state_dict_for_wts(model, spec, task=args.type)
+    state = model_sources.state_dict_for_wts(model, spec, task=args.type)
     n_params = sum(p.numel() for p in model.parameters())
     return state, n_params
 

@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from netdefs import sources as model_sources
 from trtx import letterbox as lb  # noqa: E402
 from trtx import nms, sources  # noqa: E402
 from trtx_base import backend
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     assets = sources.sample_images()
     frames = [cv2.imread(str(assets / "bus.jpg")), cv2.imread(str(assets / "zidane.jpg"))]
     size = (args.imgsz, args.imgsz)
-    model = sources.build_model("yolov5:yolov5s", seed=0)
+    model = model_sources.build_model("yolov5:yolov5s", seed=0)
     network, why = _network(model, args)
     model = model.to(args.device)
     letterbox_kernel = lb.GpuLetterbox(size) if gpu else None
@@ -158,7 +159,7 @@ def _network(model, args):
     from trtx import reference
     from trtx.net import Net
 
-    weights = wts.WeightMap(sources.state_dict_for_wts(model, "yolov5:yolov5s"))
+    weights = wts.WeightMap(model_sources.state_dict_for_wts(model, "yolov5:yolov5s"))
     cfg = yolov5.configure(argparse.Namespace(command="bench", imgsz=str(args.imgsz)), weights)
     net = Net(weights)
     yolov5.define(net, cfg)

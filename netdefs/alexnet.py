@@ -17,20 +17,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import activation, adaptive_avg_pool, conv_bn_act, flatten, max_pool
-from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier shares)
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net
 
-NAME = "alexnet"
 ARCHS = {"alexnet": {}}
 DEFAULT_ARCH = "alexnet"
 
@@ -62,7 +50,17 @@ def define(net: Net, cfg) -> None:
     imagenet.softmax_output(net, net.linear(x, "classifier.6").get_output(0), cfg)
 
 
+NETDEF = imagenet.classifier(
+    "alexnet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

@@ -21,20 +21,8 @@ import numpy as np
 
 from netdefs import imagenet
 from netdefs.common import activation, add, flatten, global_avg_pool, layer_norm, stochastic_depth
-from netdefs.imagenet import (  # noqa: F401
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net, NetdefError
 
-NAME = "convnext"
 #: torchvision's (depths, widths) per arch
 ARCHS = {
     "convnext_tiny": {"depths": (3, 3, 9, 3), "widths": (96, 192, 384, 768), "resize": 236},
@@ -119,7 +107,17 @@ def source_model(arch: str | None = None):
     return imagenet.source_model(arch or DEFAULT_ARCH)
 
 
+NETDEF = imagenet.classifier(
+    "convnext",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

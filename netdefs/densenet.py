@@ -18,20 +18,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import activation, avg_pool, concat, flatten, global_avg_pool, max_pool
-from netdefs.imagenet import (  # noqa: F401
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net, NetdefError
 
-NAME = "densenet"
 #: torchvision's block_config per arch (layers in each of the 4 dense blocks)
 ARCHS = {
     "densenet121": {"block_config": (6, 12, 24, 16)},
@@ -116,7 +104,17 @@ def source_model(arch: str | None = None):
     return imagenet.source_model(arch or DEFAULT_ARCH)
 
 
+NETDEF = imagenet.classifier(
+    "densenet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

@@ -22,20 +22,8 @@ import numpy as np
 
 from netdefs import imagenet
 from netdefs.common import add, conv_norm_activation, flatten, global_avg_pool, squeeze_excitation, stochastic_depth
-from netdefs.imagenet import (  # noqa: F401
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net, NetdefError
 
-NAME = "efficientnet"
 #: per stage (block, kernel, stride); "mb" = MBConv, "fused" = FusedMBConv
 _V1 = [("mb", 3, 1), ("mb", 3, 2), ("mb", 5, 2), ("mb", 3, 2), ("mb", 5, 1), ("mb", 5, 2), ("mb", 3, 1)]
 _V2_S = [("fused", 3, 1), ("fused", 3, 2), ("fused", 3, 2), ("mb", 3, 2), ("mb", 3, 1), ("mb", 3, 2)]
@@ -150,7 +138,17 @@ def source_model(arch: str | None = None):
     return imagenet.source_model(arch or DEFAULT_ARCH)
 
 
+NETDEF = imagenet.classifier(
+    "efficientnet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

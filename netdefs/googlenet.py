@@ -19,18 +19,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import basic_conv2d, concat, flatten, global_avg_pool, max_pool, transform_input
-from netdefs.imagenet import (  # noqa: F401
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-)
 from trtx.net import Net
 
-NAME = "googlenet"
 ARCHS = {"googlenet": {"crop": 224, "resize": 256}}
 DEFAULT_ARCH = "googlenet"
 
@@ -140,7 +130,20 @@ def torch_model(cfg, weights):
 
 torch_forward = imagenet.torch_forward
 
+NETDEF = imagenet.classifier(
+    "googlenet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    torch_model=torch_model,
+    source_model=source_model,
+    add_arguments=add_arguments,
+    unused_reason=unused_reason,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

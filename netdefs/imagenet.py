@@ -3,13 +3,14 @@
 What every torchvision classifier netdef has in common and is not a layer: the input tensor, the
 preprocessing torchvision's ``IMAGENET1K_V1`` weights expect (resize the short side to 256 with antialiased
 bilinear, center crop 224, scale to [0, 1], normalize), the softmax head, top-5 with the 1000 ImageNet class
-names, and the hooks ``trtx.cli`` calls (``preprocess``, ``postprocess``, ``summary``, ``result_json``,
-``render``, ``example_feeds``, ``torch_forward``). A family file imports these names and so gets ``infer``
-and ``bench`` with images. Nothing here imports torch at module import time (deploy-time code).
+names, drawing and JSON (:data:`APP`), and the PyTorch side of ``check``. A family file declares itself with
+:func:`classifier` (its network and configuration; everything else shared) and so gets ``infer`` and ``bench``
+with images. Nothing here imports torch at module import time (deploy-time code).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from trtx.net import Net, NetdefError
+from trtx.netdef import App, Netdef, TorchSide
 
 INPUT = "data"
 OUTPUT = "prob"
@@ -280,3 +282,46 @@ def torch_forward(model, feeds) -> dict:
 def source_model(arch: str):
     """Random-init torchvision model for ``gen_wts.py --model netdef:<family> --arch <arch>``."""
     return torchvision_model(arch)
+
+
+# ---- the declaration every classifier family shares -------------------------------------------------------
+#: infer/bench of every ImageNet classifier: torchvision's preprocessing, top-5 with class names, drawing, JSON
+APP = App(preprocess=preprocess, postprocess=postprocess, render=render, result_json=result_json, summary=summary)
+
+
+def classifier(
+    name: str,
+    doc: str,
+    *,
+    archs: tuple[str, ...],
+    configure: Callable,
+    define: Callable,
+    default_arch: str | None = None,
+    torch_model: Callable = torch_model,
+    source_model: Callable | None = None,
+    add_arguments: Callable | None = None,
+    unused_reason: Callable | None = None,
+) -> Netdef:
+    """The :class:`~trtx.netdef.Netdef` of a torchvision ImageNet classifier family: its own network and
+    configuration, with the application (:data:`APP`) and PyTorch side (softmax of torchvision's logits,
+    top-5 rows in ``check``) every classifier shares. ``doc`` is the family module's docstring."""
+    first = default_arch or archs[0]
+
+    def source(arch: str | None) -> Any:
+        return (source_model or torchvision_model)(arch or first)
+
+    return Netdef(
+        name=name,
+        description=doc.strip().splitlines()[0],
+        archs=archs,
+        default_arch=first,
+        configure=configure,
+        define=define,
+        torch=TorchSide(
+            model=torch_model, forward=torch_forward, feeds=example_feeds, extra=check_extra, source=source
+        ),
+        app=APP,
+        add_arguments=add_arguments,
+        unused_reason=unused_reason,
+        script=f"python netdefs/{name}.py",
+    )

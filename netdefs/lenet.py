@@ -15,14 +15,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs.common import activation, avg_pool, flatten
 from trtx.net import Net
+from trtx.netdef import App, Netdef, TorchSide
 
-NAME = "lenet"
 ARCHS = {"lenet5": {"num_classes": 10}}
-DEFAULT_ARCH = "lenet5"
 INPUT = "data"
 
 
-def configure(args, weights, meta=None) -> SimpleNamespace:
+def configure(args, weights, meta: dict | None = None) -> SimpleNamespace:
     num_classes = len(weights["fc3.bias"]) if weights is not None else meta["num_classes"]
     return SimpleNamespace(arch=args.arch, num_classes=num_classes)
 
@@ -84,7 +83,7 @@ def postprocess(outputs, ctx, cfg):
 
 def source_model(arch: str | None = None):
     """Random-init PyTorch LeNet-5 for ``gen_wts.py --model netdef:lenet``."""
-    return _torch_module(ARCHS[arch or DEFAULT_ARCH]["num_classes"])
+    return _torch_module(ARCHS[arch or "lenet5"]["num_classes"])
 
 
 def torch_model(cfg, weights):
@@ -99,7 +98,19 @@ def torch_forward(model, feeds):
     return {"prob": model(feeds[INPUT])}
 
 
+NETDEF = Netdef(
+    name="lenet",
+    description="LeNet-5 (tensorrtx's first example): the smallest complete netdef",
+    archs=tuple(ARCHS),
+    default_arch="lenet5",
+    configure=configure,
+    define=define,
+    torch=TorchSide(model=torch_model, forward=torch_forward, source=source_model),
+    app=App(preprocess=preprocess, postprocess=postprocess),
+    script="python netdefs/lenet.py",
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

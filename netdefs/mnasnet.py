@@ -18,19 +18,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import add, conv_bn_act
-from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier shares)
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-)
 from trtx.net import Net
 
-NAME = "mnasnet"
 #: the inverted residual stacks (layers.8 .. layers.13): kernel, first stride, expansion, repeats
 STACKS = ((3, 2, 3, 3), (5, 2, 3, 3), (5, 2, 6, 3), (3, 1, 6, 2), (5, 2, 6, 4), (3, 1, 6, 1))
 ARCHS = {"mnasnet1_0": {"stacks": STACKS}}
@@ -79,7 +68,17 @@ def define(net: Net, cfg) -> None:
     imagenet.softmax_output(net, net.linear(x, "classifier.1").get_output(0), cfg)  # classifier.0: Dropout
 
 
+NETDEF = imagenet.classifier(
+    "mnasnet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

@@ -19,20 +19,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import activation, add, conv_norm_activation, flatten, global_avg_pool, squeeze_excitation
-from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier shares)
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net
-
-NAME = "mobilenet"
 
 #: MobileNetV2 inverted residual stages: expand ratio t, output channels c, blocks n, first stride s
 V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -172,7 +159,16 @@ def define(net: Net, cfg) -> None:
     imagenet.softmax_output(net, logits, cfg)
 
 
+NETDEF = imagenet.classifier(
+    "mobilenet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

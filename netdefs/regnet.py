@@ -18,19 +18,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import activation, add, conv_norm_activation, flatten, global_avg_pool, squeeze_excitation
-from netdefs.imagenet import (  # noqa: F401
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-)
 from trtx.net import Net, NetdefError
 
-NAME = "regnet"
 #: blocks per stage of torchvision's RegNets (what tells the archs' weights apart); SE blocks: the Y models
 ARCHS = {
     "regnet_y_400mf": {"depths": (1, 3, 6, 6)},
@@ -123,7 +112,18 @@ def source_model(arch: str | None = None):
     return imagenet.source_model(arch or DEFAULT_ARCH)
 
 
+NETDEF = imagenet.classifier(
+    "regnet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    torch_model=torch_model,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

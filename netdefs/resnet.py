@@ -19,20 +19,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import activation, add, conv_bn_act, flatten, global_avg_pool, max_pool
-from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier shares)
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net
 
-NAME = "resnet"
 #: block type and blocks per stage; groups and width per group of the 3x3 convolutions (ResNeXt, Wide ResNet)
 ARCHS = {
     "resnet18": {"block": "basic", "layers": (2, 2, 2, 2), "groups": 1, "width_per_group": 64},
@@ -118,7 +106,17 @@ def define(net: Net, cfg) -> None:
     imagenet.softmax_output(net, x, cfg)
 
 
+NETDEF = imagenet.classifier(
+    "resnet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

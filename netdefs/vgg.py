@@ -17,20 +17,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from netdefs import imagenet
 from netdefs.common import activation, adaptive_avg_pool, conv_bn_act, flatten, max_pool
-from netdefs.imagenet import (  # noqa: F401  (the CLI hooks every classifier shares)
-    check_extra,
-    example_feeds,
-    postprocess,
-    preprocess,
-    render,
-    result_json,
-    summary,
-    torch_forward,
-    torch_model,
-)
 from trtx.net import Net
 
-NAME = "vgg"
 #: vgg.cfgs: a number is a 3x3 conv with that many output channels, "M" a 2x2 max-pool
 CFG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 CFG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -93,7 +81,17 @@ def define(net: Net, cfg) -> None:
     imagenet.softmax_output(net, net.linear(x, "classifier.6").get_output(0), cfg)
 
 
+NETDEF = imagenet.classifier(
+    "vgg",
+    __doc__,
+    archs=tuple(ARCHS),
+    default_arch=DEFAULT_ARCH,
+    configure=configure,
+    define=define,
+    source_model=source_model,
+)
+
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

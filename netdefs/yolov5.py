@@ -32,10 +32,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
 
+from netdefs import sources as model_sources
 from netdefs.common import activation, concat, flatten, global_avg_pool, max_pool, upsample_nearest
 from trtx import letterbox as lb
 from trtx import nms as cpu_nms
 from trtx.net import Net, NetdefError
+from trtx.netdef import App, Model, Netdef, TorchSide
 
 NAME = "yolov5"
 INPUT = "images"
@@ -844,9 +846,9 @@ def torch_model(cfg: Config, weights):
     depth/width multiples, classes, anchors (and mask coefficients) the weights contain."""
     from trtx import sources
 
-    ignore = [f"model.{cfg.arch.head}.{k}" for k in sources.YOLOV5_EXTRAS]
+    ignore = [f"model.{cfg.arch.head}.{k}" for k in model_sources.YOLOV5_EXTRAS]
     try:
-        model = sources.build_model(cfg.model_spec) if cfg.model_spec else _build_torch(cfg)
+        model = model_sources.build_model(cfg.model_spec) if cfg.model_spec else _build_torch(cfg)
         sources.load_state(model, weights, ignore=ignore)
     except sources.SourceError as exc:
         where = f"--model {cfg.model_spec}" if cfg.model_spec else f"the yolov5 yaml rebuilt as yolov5{cfg.variant}"
@@ -863,7 +865,7 @@ def _build_torch(cfg: Config):
     if cfg.depth_multiple is None:
         raise NetdefError("the weights' depths/widths match no YOLOv5 multiple; pass --model SPEC to compare")
     base = "yolov5s6" if cfg.p6 else ("yolov5s-seg" if cfg.task == "seg" else "yolov5s")
-    d = yaml.safe_load(sources.yolov5_yaml(base).read_text())
+    d = yaml.safe_load(model_sources.yolov5_yaml(base).read_text())
     d["depth_multiple"], d["width_multiple"] = cfg.depth_multiple, cfg.width_multiple
     d["nc"] = cfg.num_classes if cfg.task != "cls" else 80
     if cfg.task != "cls":
@@ -1104,12 +1106,12 @@ class Context:
     boxes: list[lb.Letterbox]
 
 
-def example_feeds(cfg: Config, image: str | None, batch: int) -> dict[str, np.ndarray]:
+def example_feeds(cfg: Config, image: str | None, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """``image`` (letterboxed, or center-cropped for cls) repeated ``batch`` times; without one, a seeded
     uniform [0, 1) input."""
     h, w = cfg.imgsz
     if image is None:
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
         return {INPUT: rng.random((batch, 3, h, w), dtype=np.float32)}
     import cv2
 
@@ -1267,12 +1269,23 @@ def summary(result: dict, cfg: Config) -> str:
 
 def source_model(arch: str | None = None):
     """Random-init yolov5 model (``gen_wts.py --model netdef:yolov5:yolov5s``); same as ``yolov5:<arch>``."""
-    from trtx import sources
 
-    return sources.build_model(f"yolov5:{arch or 'yolov5s'}", seed=0)
+    return model_sources.build_model(f"yolov5:{arch or 'yolov5s'}", seed=0)
 
+
+NETDEF = Netdef(
+    name=NAME,
+    description=__doc__.strip().splitlines()[0],
+    configure=configure,
+    define=define,
+    models=tuple(Model(m, options, m == DEFAULT_MODEL) for m, options in MODELS.items()),
+    torch=TorchSide(torch_model, torch_forward, feeds=example_feeds, extra=check_extra, source=source_model),
+    app=App(preprocess, postprocess, render=render, result_json=result_json, summary=summary),
+    add_arguments=add_arguments,
+    script="python netdefs/yolov5.py",
+)
 
 if __name__ == "__main__":
     from trtx.cli import main
 
-    sys.exit(main(sys.modules[__name__]))
+    sys.exit(main(NETDEF))

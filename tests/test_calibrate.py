@@ -50,14 +50,16 @@ def test_calibration_cache_is_reused_and_invalidated(lenet_files, tmp_path, caps
     weights = wts.load(weights_path)
     cfg = lenet.configure(argparse.Namespace(arch="lenet5"), weights)
     cache = tmp_path / "calib.json"
-    first = calibrate.for_netdef(lenet, cfg, weights, str(weights_path), calib=str(images), cache=str(cache))
+    first = calibrate.for_netdef(lenet.NETDEF, cfg, weights, str(weights_path), calib=str(images), cache=str(cache))
     assert cache.exists()
-    again = calibrate.for_netdef(lenet, cfg, weights, str(weights_path), calib=None, cache=str(cache))
+    again = calibrate.for_netdef(lenet.NETDEF, cfg, weights, str(weights_path), calib=None, cache=str(cache))
     assert again == pytest.approx(first)
     other = tmp_path / "other.wts"
     wts.save({k: np.asarray(weights[k]) * 1.5 for k in weights}, other)
     with pytest.raises(CalibrationError, match="other weights"):
-        calibrate.for_netdef(lenet, cfg, wts.load(other), str(other), calib=None, cache=str(cache))
-    recomputed = calibrate.for_netdef(lenet, cfg, wts.load(other), str(other), calib=str(images), cache=str(cache))
+        calibrate.for_netdef(lenet.NETDEF, cfg, wts.load(other), str(other), calib=None, cache=str(cache))
+    recomputed = calibrate.for_netdef(
+        lenet.NETDEF, cfg, wts.load(other), str(other), calib=str(images), cache=str(cache)
+    )
     assert "recalibrating" in capsys.readouterr().err
     assert recomputed != pytest.approx(first)

@@ -74,7 +74,7 @@ def model(request, tmp_path_factory):
 def test_build(model, batch, tmp_path):
     arch, nd, weights = model
     engine = tmp_path / f"{arch}.engine"
-    assert cli.main(nd, ["build", "--arch", arch, "-w", str(weights), "-o", str(engine), "--batch", batch]) == 0
+    assert cli.main(nd.NETDEF, ["build", "--arch", arch, "-w", str(weights), "-o", str(engine), "--batch", batch]) == 0
     meta = json.loads(Path(f"{engine}.json").read_text())
     assert engine.stat().st_size == meta["engine_bytes"] > 1_000_000
     assert meta["inputs"] == [{"name": "data", "shape": [-1, 3, 224, 224], "dtype": "float32"}]
@@ -91,7 +91,7 @@ def test_check_matches_torchvision(model, capsys):
     arch, nd, weights = model
     _, logits, fewest = MODELS[arch]
     batch = "2" if arch in CHECK_BATCH_2 else "1"
-    code = cli.main(nd, ["check", "--arch", arch, "-w", str(weights), "--json", "--batch", batch])
+    code = cli.main(nd.NETDEF, ["check", "--arch", arch, "-w", str(weights), "--json", "--batch", batch])
     doc = json.loads(capsys.readouterr().out)
     rows = doc["outputs"] + doc["layers"]
     assert code == 0 and doc["passed"] and doc["first_divergent"] is None
@@ -111,7 +111,7 @@ def test_check_matches_torchvision(model, capsys):
 
 def test_inspect_lists_the_layers(model, capsys):
     arch, nd, weights = model
-    assert cli.main(nd, ["inspect", "--arch", arch, "-w", str(weights), "--json"]) == 0
+    assert cli.main(nd.NETDEF, ["inspect", "--arch", arch, "-w", str(weights), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     names = json.dumps(doc)
     assert MODELS[arch][1] in names and '"prob"' in names
@@ -123,7 +123,7 @@ def test_infer_prints_top5_with_imagenet_names(model, tmp_path, capsys):
 
     arch, nd, weights = model
     outdir = tmp_path / "infer"
-    assert cli.main(nd, ["infer", "--arch", arch, "-w", str(weights), str(BUS), "-o", str(outdir)]) == 0
+    assert cli.main(nd.NETDEF, ["infer", "--arch", arch, "-w", str(weights), str(BUS), "-o", str(outdir)]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("bus.jpg: "))
     top5 = json.loads((outdir / "bus.json").read_text())["top5"]
     assert len(top5) == 5 and [r["prob"] for r in top5] == sorted((r["prob"] for r in top5), reverse=True)
@@ -143,7 +143,7 @@ def test_check_on_an_image(squeezenet_wts, capsys):
     """``check --image``: the netdef's preprocessing of a real photo as the input (batch 2: the image twice)."""
     nd = _netdef("squeezenet1_1")
     argv = ["check", "--arch", "squeezenet1_1", "-w", str(squeezenet_wts), "--image", str(BUS), "--batch", "2"]
-    assert cli.main(nd, [*argv, "--json"]) == 0
+    assert cli.main(nd.NETDEF, [*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["passed"] and doc["outputs"][0]["shape"] == [2, 1000]
     assert [e["passed"] for e in doc["extras"]] == [True] * 4
@@ -152,6 +152,6 @@ def test_check_on_an_image(squeezenet_wts, capsys):
 def test_bench_reference_backend(squeezenet_wts, capsys):
     nd = _netdef("squeezenet1_1")
     argv = ["bench", "--arch", "squeezenet1_1", "-w", str(squeezenet_wts), "--image", str(BUS), "--batch", "1,2"]
-    assert cli.main(nd, [*argv, "--iters", "1", "--warmup", "0"]) == 0
+    assert cli.main(nd.NETDEF, [*argv, "--iters", "1", "--warmup", "0"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [r[0] for r in rows] == ["1", "2"] and all(float(r[-1]) > 0 for r in rows)

@@ -106,7 +106,7 @@ def test_adaptive_avg_pool_refuses_unequal_windows():
 def test_check_points_at_the_wrong_layer(monkeypatch):
     """A BasicBlock that forgets its first ReLU: every layer up to ``layer1.0.bn1`` matches, ``layer1.0.conv2``
     (whose input lacks the ReLU) is the first divergent one."""
-    from trtx.sources import build_model
+    from netdefs.sources import build_model
 
     model = build_model("torchvision:resnet18", seed=0)
     weights = {k: v.detach().numpy().reshape(-1).copy() for k, v in model.state_dict().items()}
@@ -121,9 +121,8 @@ def test_check_points_at_the_wrong_layer(monkeypatch):
     cfg = resnet.configure(argparse.Namespace(arch="resnet18"), weights)
     net = Net(weights, name="resnet18")
     resnet.define(net, cfg)
-    result = check.compare(
-        net, resnet.torch_model(cfg, weights), resnet.example_feeds(cfg, None, 1), forward=resnet.torch_forward
-    )
+    side = resnet.NETDEF.torch
+    result = check.compare(net, side.model(cfg, weights), side.feeds(cfg, None, 1, 0), forward=side.forward)
     rows = {r.name: r for r in result.layers}
     assert not result.passed and result.first_divergent == "layer1.0.conv2"
     assert rows["layer1.0.bn1"].passed and rows["maxpool"].passed and not rows["layer1.0.conv2"].passed
@@ -140,9 +139,10 @@ def test_deploy_time_imports_no_torch():
         "from netdefs import alexnet, imagenet, mnasnet, mobilenet, resnet, shufflenet, squeezenet, vgg\n"
         "from netdefs import __main__\n"
         "cfg = resnet.configure(type('A', (), {'arch': 'resnet50'})(), None, {'num_classes': 1000})\n"
-        "feeds, ctx = resnet.preprocess([np.zeros((300, 400, 3), np.uint8)], cfg)\n"
+        "app = resnet.NETDEF.app\n"
+        "feeds, ctx = app.preprocess([np.zeros((300, 400, 3), np.uint8)], cfg)\n"
         "prob = np.full((1, 1000), 1e-3, np.float32)\n"
-        "print(resnet.summary(resnet.postprocess({'prob': prob}, ctx, cfg)[0], cfg))\n"
+        "print(app.summary(app.postprocess({'prob': prob}, ctx, cfg)[0], cfg))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

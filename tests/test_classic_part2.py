@@ -20,6 +20,7 @@ import pytest
 
 import gen_wts
 import wts
+from netdefs import sources as model_sources
 from netdefs.imagenet import MEAN, STD
 from trtx import cli, sources
 from trtx.net import NetdefError
@@ -80,14 +81,14 @@ def rescale_to_fan_in(path: Path, arch: str) -> None:
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
                 gain = 2.0 if isinstance(m, torch.nn.Conv2d) else 1.0
                 m.weight.mul_(math.sqrt(gain / m.weight[0].numel()) / float(m.weight.std()))
-    wts.save(sources.state_dict_for_wts(model), path)
+    wts.save(model_sources.state_dict_for_wts(model), path)
 
 
 @pytest.mark.parametrize("batch", ["1", "1:4:8"])
 def test_build(model, batch, tmp_path):
     arch, nd, weights = model
     engine = tmp_path / f"{arch}.engine"
-    assert cli.main(nd, ["build", "--arch", arch, "-w", str(weights), "-o", str(engine), "--batch", batch]) == 0
+    assert cli.main(nd.NETDEF, ["build", "--arch", arch, "-w", str(weights), "-o", str(engine), "--batch", batch]) == 0
     meta = json.loads(Path(f"{engine}.json").read_text())
     size = 299 if arch == "inception_v3" else 224
     assert engine.stat().st_size == meta["engine_bytes"] > 1_000_000
@@ -106,7 +107,7 @@ def test_check_matches_torchvision(model, capsys):
     """Output and every module-named layer within 1e-4 relative; the logits layer among them; none skipped."""
     arch, nd, weights = model
     _, logits, fewest = MODELS[arch]
-    code = cli.main(nd, ["check", "--arch", arch, "-w", str(weights), "--json"])
+    code = cli.main(nd.NETDEF, ["check", "--arch", arch, "-w", str(weights), "--json"])
     doc = json.loads(capsys.readouterr().out)
     rows = doc["outputs"] + doc["layers"]
     assert code == 0 and doc["passed"] and doc["first_divergent"] is None
@@ -122,12 +123,12 @@ def test_check_matches_torchvision(model, capsys):
 def test_inspect_and_infer(model, tmp_path, capsys):
     """``inspect`` lists the layers; ``infer`` (reference executor) prints a top-5 of ImageNet class names."""
     arch, nd, weights = model
-    assert cli.main(nd, ["inspect", "--arch", arch, "-w", str(weights)]) == 0
+    assert cli.main(nd.NETDEF, ["inspect", "--arch", arch, "-w", str(weights)]) == 0
     table = capsys.readouterr().out
     assert MODELS[arch][1] in table.split() and "prob" in table.split()
     image = sources.sample_images() / "bus.jpg"
     out = tmp_path / "infer"
-    assert cli.main(nd, ["infer", "--arch", arch, "-w", str(weights), "-o", str(out), str(image)]) == 0
+    assert cli.main(nd.NETDEF, ["infer", "--arch", arch, "-w", str(weights), "-o", str(out), str(image)]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("bus.jpg: ")]
     assert len(printed) == 1 and printed[0].count(",") == 4
     top5 = json.loads((out / "bus.json").read_text())["top5"]
@@ -141,7 +142,7 @@ def test_inspect_and_infer(model, tmp_path, capsys):
 def test_googlenet_reports_aux_weights_as_unused_by_design(model, tmp_path, capsys):
     arch, nd, weights = model
     engine = tmp_path / "googlenet.engine"
-    assert cli.main(nd, ["build", "-w", str(weights), "-o", str(engine)]) == 0
+    assert cli.main(nd.NETDEF, ["build", "-w", str(weights), "-o", str(engine)]) == 0
     err = capsys.readouterr().err
     unused = json.loads(Path(f"{engine}.json").read_text())["unused_weights"]
     aux = [k for k in wts.load(weights) if k.startswith(("aux1.", "aux2."))]
@@ -153,7 +154,7 @@ def test_googlenet_reports_aux_weights_as_unused_by_design(model, tmp_path, caps
 def test_googlenet_check_with_transform_input(model, capsys):
     """--transform-input on: the network re-scales the input as torchvision's GoogLeNet(transform_input=True)."""
     arch, nd, weights = model
-    assert cli.main(nd, ["check", "-w", str(weights), "--transform-input", "on", "--json"]) == 0
+    assert cli.main(nd.NETDEF, ["check", "-w", str(weights), "--transform-input", "on", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["passed"] and doc["max_rel_err"] <= RTOL
     rows = {r["name"]: r for r in doc["layers"]}
@@ -193,7 +194,7 @@ def test_transform_input_follows_torchvision(arch, drop_aux, choice, expected):
 )
 def test_weights_of_another_arch_are_refused(model, wrong, tmp_path, capsys):
     arch, nd, weights = model
-    assert cli.main(nd, ["build", "--arch", wrong, "-w", str(weights), "-o", str(tmp_path / "x.engine")]) == 2
+    assert cli.main(nd.NETDEF, ["build", "--arch", wrong, "-w", str(weights), "-o", str(tmp_path / "x.engine")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: weights have ") and f"{wrong} has" in err and "(check --arch)" in err
     assert not (tmp_path / "x.engine").exists()

@@ -11,7 +11,8 @@ import pytest
 
 import wts
 from netdefs import lenet
-from trtx import cli, sources
+from netdefs import sources as model_sources
+from trtx import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "lenet.wts"
-    wts.save(sources.state_dict_for_wts(sources.build_model("netdef:lenet", seed=1), "netdef:lenet"), path)
+    wts.save(model_sources.state_dict_for_wts(model_sources.build_model("netdef:lenet", seed=1), "netdef:lenet"), path)
     return path
 
 
@@ -27,7 +28,9 @@ def weights(tmp_path_factory):
 def test_build_writes_engine_and_metadata(weights, tmp_path, precision):
     engine = tmp_path / "lenet.engine"
     assert (
-        cli.main(lenet, ["build", "-w", str(weights), "-o", str(engine), "--precision", precision, "--batch", "1:2:4"])
+        cli.main(
+            lenet.NETDEF, ["build", "-w", str(weights), "-o", str(engine), "--precision", precision, "--batch", "1:2:4"]
+        )
         == 0
     )
     meta = json.loads((tmp_path / "lenet.engine.json").read_text())
@@ -55,13 +58,13 @@ def test_int8_build_calibrates_from_images(weights, tmp_path, make_calibration_f
         "--calib-cache",
         str(cache),
     ]
-    assert cli.main(lenet, args) == 0
+    assert cli.main(lenet.NETDEF, args) == 0
     assert set(json.loads(cache.read_text())["amax"]) == {"data", "pool1", "flatten", "relu3", "relu4"}
     assert json.loads((tmp_path / "int8.engine.json").read_text())["precision"] == "int8"
 
 
 def test_check_passes_and_reports_json(weights, capsys):
-    assert cli.main(lenet, ["check", "-w", str(weights), "--json", "--batch", "3"]) == 0
+    assert cli.main(lenet.NETDEF, ["check", "-w", str(weights), "--json", "--batch", "3"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["passed"] and doc["first_divergent"] is None and len(doc["layers"]) >= 10
 

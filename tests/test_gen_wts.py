@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 import gen_wts  # noqa: E402
 import wts  # noqa: E402
+from netdefs import sources as model_sources  # noqa: E402
 from trtx import sources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +65,8 @@ def test_yolov5s_random_init_is_reproducible_and_reloads_exactly(tmp_path):
     first, second = (tmp_path / "y0.wts").read_bytes(), (tmp_path / "y1.wts").read_bytes()
     assert first == second and first.startswith(b"351\n")
 
-    reference = sources.build_model("yolov5:yolov5s", seed=0)
-    reloaded = sources.build_model("yolov5:yolov5s", seed=123)
+    reference = model_sources.build_model("yolov5:yolov5s", seed=0)
+    reloaded = model_sources.build_model("yolov5:yolov5s", seed=123)
     weights = wts.load(tmp_path / "y0.wts")
     sources.load_state(reloaded, weights, ignore=["model.24.anchor_grid", "model.24.strides"])
     assert weights.unused() == ["model.24.anchor_grid", "model.24.strides"]
@@ -79,13 +80,13 @@ def test_output_is_byte_identical_to_tensorrtx_gen_wts(tmp_path):
     for name in ("a.wts", "b.wts"):
         argv = ["--model", "yolov5:yolov5n", "--random-init", "--seed", "5", "-o", str(tmp_path / name), "-q"]
         assert gen_wts.main(argv) == 0
-    tensorrtx_gen_wts(sources.build_model("yolov5:yolov5n", seed=5), tmp_path / "ref.wts")
+    tensorrtx_gen_wts(model_sources.build_model("yolov5:yolov5n", seed=5), tmp_path / "ref.wts")
     reference = (tmp_path / "ref.wts").read_bytes()
     assert (tmp_path / "a.wts").read_bytes() == reference == (tmp_path / "b.wts").read_bytes()
 
 
 def test_pickled_model_needs_unsafe_pickle(tmp_path, capsys):
-    model = sources.build_model("yolov5:yolov5n", seed=7)
+    model = model_sources.build_model("yolov5:yolov5n", seed=7)
     torch.save({"model": model.half(), "ema": None, "epoch": 1}, tmp_path / "full.pt")  # like yolov5 checkpoints
     out = tmp_path / "out.wts"
     with pytest.raises(SystemExit) as info:
@@ -95,7 +96,7 @@ def test_pickled_model_needs_unsafe_pickle(tmp_path, capsys):
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["full.pt"]
 
     assert gen_wts.main(["-w", str(tmp_path / "full.pt"), "-o", str(out), "--unsafe-pickle", "-q"]) == 0
-    expected = sources.state_dict_for_wts(sources.build_model("yolov5:yolov5n", seed=7).half().float())
+    expected = model_sources.state_dict_for_wts(model_sources.build_model("yolov5:yolov5n", seed=7).half().float())
     loaded = wts.load(out)
     assert list(loaded) == list(expected)
     for name, value in expected.items():
@@ -111,7 +112,7 @@ def test_pickled_checkpoint_refused_in_a_subprocess(tmp_path):
 
 
 def test_state_dict_checkpoint_keeps_every_key(tmp_path):
-    model = sources.build_model("retinaface:mnet", seed=1)
+    model = model_sources.build_model("retinaface:mnet", seed=1)
     state = model.state_dict()
     torch.save({"module." + k: v for k, v in state.items()}, tmp_path / "mnet.pth")
     assert gen_wts.main(["-w", str(tmp_path / "mnet.pth"), "-q"]) == 0
@@ -124,7 +125,7 @@ def test_state_dict_checkpoint_keeps_every_key(tmp_path):
 
 
 def test_weights_into_model_and_mismatch(tmp_path, capsys):
-    model = sources.build_model("retinaface:mnet", seed=2)
+    model = model_sources.build_model("retinaface:mnet", seed=2)
     torch.save(model.state_dict(), tmp_path / "mnet.pth")
     out = tmp_path / "m.safetensors"
     assert gen_wts.main(["-w", str(tmp_path / "mnet.pth"), "--model", "retinaface:mnet", "-o", str(out)]) == 0

@@ -70,7 +70,7 @@ def test_preprocessing_is_torchvisions(torchvision_results):
 def test_infer_top5_matches_torchvision(real_wts, torchvision_results, tmp_path, capsys):
     outdir = tmp_path / "infer"
     images = [str(ASSETS / name) for name in IMAGES]
-    assert cli.main(mobilenet, ["infer", "--arch", ARCH, "-w", str(real_wts), *images, "-o", str(outdir)]) == 0
+    assert cli.main(mobilenet.NETDEF, ["infer", "--arch", ARCH, "-w", str(real_wts), *images, "-o", str(outdir)]) == 0
     printed = capsys.readouterr().out.splitlines()
     for name in IMAGES:
         prob = torchvision_results[name][1]
@@ -99,7 +99,7 @@ def test_network_softmax_matches_torchvision(real_wts, torchvision_results):
     cfg = mobilenet.configure(argparse.Namespace(arch=ARCH), weights)
     net = Net(weights, name=ARCH)
     mobilenet.define(net, cfg)
-    feeds, _ = mobilenet.preprocess([cv2.imread(str(ASSETS / name)) for name in IMAGES], cfg)
+    feeds, _ = mobilenet.NETDEF.app.preprocess([cv2.imread(str(ASSETS / name)) for name in IMAGES], cfg)
     prob = reference.execute(net.network, feeds)["prob"].double().numpy()
     want = np.stack([torchvision_results[name][1] for name in IMAGES])
     assert prob.shape == (len(IMAGES), 1000)
@@ -109,6 +109,6 @@ def test_network_softmax_matches_torchvision(real_wts, torchvision_results):
 
 def test_engine_builds_with_trained_weights(real_wts, tmp_path):
     engine = tmp_path / "mobilenet_v2.engine"
-    assert cli.main(mobilenet, ["build", "--arch", ARCH, "-w", str(real_wts), "-o", str(engine)]) == 0
+    assert cli.main(mobilenet.NETDEF, ["build", "--arch", ARCH, "-w", str(real_wts), "-o", str(engine)]) == 0
     meta = json.loads(Path(f"{engine}.json").read_text())
     assert meta["num_classes"] == 1000 and meta["unused_weights"] == [] and engine.stat().st_size > 1_000_000

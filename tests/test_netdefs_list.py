@@ -1,9 +1,8 @@
-"""``python -m netdefs``: every model with the file that serves it, found by scanning netdefs/*.py; and
+"""``python -m netdefs``: every model with the file that serves it, from the registry netdefs.FAMILIES; and
 ``python -m netdefs <model> <command> ...`` runs that file's CLI with ``--arch <model>``."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -41,46 +40,48 @@ def test_list_names_every_model_with_its_file():
     listed = _listed()
     for model, module in PART1.items():
         assert listed[model] == f"netdefs/{module}.py"
-    # every netdef module with an ARCHS table is listed, arch by arch, without being registered anywhere
-    for path in sorted((REPO / "netdefs").glob("*.py")):
-        if path.stem.startswith("_"):
-            continue
-        try:
-            module = importlib.import_module(f"netdefs.{path.stem}")
-        except Exception:  # noqa: BLE001 - a broken netdef is `list`'s warning, not this test's subject
-            continue
-        for model in getattr(module, "MODELS", None) or getattr(module, "ARCHS", None) or {}:
-            assert listed.get(model) == f"netdefs/{path.name}", model
+    # every registered family is listed, model by model
+    import netdefs
+
+    for family in netdefs.FAMILIES:
+        for model in netdefs.load(family).model_names():
+            assert listed.get(model.name) == f"netdefs/{family}.py", model
     # model names that select other options than --arch
     assert listed["yolov5x6"] == listed["yolov5s-seg"] == listed["yolov5n-cls"] == "netdefs/yolov5.py"
     assert listed["retinaface_mnet"] == listed["retinaface_r50"] == "netdefs/retinaface.py"
     assert not {"netdefs/imagenet.py", "netdefs/common.py", "netdefs/__main__.py"} & set(listed.values())
 
 
-def test_a_new_netdef_file_is_discovered(tmp_path, monkeypatch):
-    """Scanning, not a list: a file with ARCHS dropped into the package shows up."""
-    package = tmp_path / "netdefs"
-    package.mkdir()
-    (package / "toy.py").write_text('NAME = "toy"\nARCHS = {"toy_a": {}, "toy_b": {}}\nDEFAULT_ARCH = "toy_b"\n')
-    (package / "helpers.py").write_text("def block():\n    pass\n")
-    monkeypatch.setattr(netdefs_main, "PACKAGE_DIR", package)
-    assert netdefs_main.netdef_modules() == ["toy"]
-    monkeypatch.setattr(netdefs_main, "load", lambda name: _load_file(package / f"{name}.py"))
+def test_every_netdef_module_is_registered():
+    """The registry is explicit (netdefs.FAMILIES): a module or package under netdefs/ that declares ``NETDEF``
+    but is missing from it would be invisible to ``list`` and ``gen_wts.py --model netdef:``: this fails."""
+    import netdefs
+
+    declared = set()
+    for path in (REPO / "netdefs").iterdir():
+        source = path / "__init__.py" if path.is_dir() else path
+        if path.name.startswith("_") or not source.is_file() or source.suffix != ".py":
+            continue
+        text = "\n".join(p.read_text() for p in ([source] + sorted(path.glob("*.py")) if path.is_dir() else [source]))
+        if "\nNETDEF = " in text:
+            declared.add(path.stem)
+    assert declared == set(netdefs.FAMILIES)
+
+
+def test_a_registered_family_is_listed(monkeypatch):
+    """A family added to the registry shows up in ``list`` with its archs; its default is marked."""
+    import netdefs
+    from trtx.netdef import Netdef
+
+    toy = Netdef("toy", "a toy", configure=None, define=None, archs=("toy_a", "toy_b"), default_arch="toy_b")
+    monkeypatch.setattr(netdefs, "FAMILIES", ("toy",))
+    monkeypatch.setattr(netdefs, "load", lambda family: toy)
     entries, errors = netdefs_main.discover()
-    assert [(e.name, e.module, e.default, e.options) for e in entries] == [
+    assert [(e.name, e.family, e.default, e.options) for e in entries] == [
         ("toy_a", "toy", False, ("--arch", "toy_a")),
         ("toy_b", "toy", True, ("--arch", "toy_b")),
     ]
     assert errors == {}
-
-
-def _load_file(path: Path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_netdefs_test_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_resolve_model_family_and_errors(capsys):

@@ -76,7 +76,7 @@ def measure(workdir: Path) -> dict:
     engines = {}
     for precision, extra in (("fp16", []), ("int8", ["--calib", str(calib), "--calib-cache", str(cache)])):
         engine = workdir / f"{ARCH}.{precision}.engine"
-        rc = cli.main(mobilenet, ["build", *common, "--precision", precision, "-o", str(engine), *extra,
+        rc = cli.main(mobilenet.NETDEF, ["build", *common, "--precision", precision, "-o", str(engine), *extra,
                                   *(["--int8-fallback", str(FALLBACK)] if precision == "int8" else [])])  # fmt: skip
         assert rc == 0
         engines[precision] = engine.stat().st_size
@@ -87,7 +87,9 @@ def measure(workdir: Path) -> dict:
     x = np.concatenate([imagenet.preprocess([im], cfg)[0][imagenet.INPUT] for im in images])
     with torch.no_grad():
         fp32 = imagenet.torch_model(cfg, w)(torch.from_numpy(x)).double().numpy()
-    ranges = calibrate.for_netdef(mobilenet, cfg, w, str(weights_path), calib=None, cache=str(cache), fallback=FALLBACK)
+    ranges = calibrate.for_netdef(
+        mobilenet.NETDEF, cfg, w, str(weights_path), calib=None, cache=str(cache), fallback=FALLBACK
+    )
     variants = {
         "fp16": Net(w, precision="fp16"),
         "int8": Net(w, precision="int8", calibration=ranges),

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from trtx import calibrate, check, quant, reference, sources
+from netdefs import sources as model_sources
+from trtx import calibrate, check, quant, reference
 from trtx.build import build_serialized
 from trtx.net import Net, NetdefError
 
@@ -473,40 +474,42 @@ def test_cache_keeps_the_sensitivity_and_notices_a_changed_network(tmp_path, cap
     from netdefs import lenet
 
     weights_path = tmp_path / "lenet.wts"
-    wts.save(sources.state_dict_for_wts(sources.build_model("netdef:lenet", seed=3), "netdef:lenet"), weights_path)
+    wts.save(
+        model_sources.state_dict_for_wts(model_sources.build_model("netdef:lenet", seed=3), "netdef:lenet"),
+        weights_path,
+    )
     w = wts.load(weights_path)
     cfg = lenet.configure(argparse.Namespace(arch="lenet5"), w)
     images = make_calibration_folder(tmp_path)
     cache = tmp_path / "calib.json"
     args = dict(calib=str(images), cache=str(cache))
-    first = calibrate.for_netdef(lenet, cfg, w, str(weights_path), fallback=2, **args)
+    first = calibrate.for_netdef(lenet.NETDEF, cfg, w, str(weights_path), fallback=2, **args)
     assert len(first.fallback) == 2 and set(first.sensitivity) == set(first)
     assert json.loads(cache.read_text())["sensitivity"] == pytest.approx(first.sensitivity)
-    again = calibrate.for_netdef(lenet, cfg, w, str(weights_path), calib=None, cache=str(cache), fallback=3)
+    again = calibrate.for_netdef(lenet.NETDEF, cfg, w, str(weights_path), calib=None, cache=str(cache), fallback=3)
     assert again == pytest.approx(dict(first)) and again.fallback[:2] == first.fallback  # no images needed
     doc = json.loads(cache.read_text())
     del doc["amax"]["relu4"]
     cache.write_text(json.dumps(doc))
     with pytest.raises(quant.CalibrationError, match=r"no range for 1 tensor\(s\) of this network \(relu4\)"):
-        calibrate.for_netdef(lenet, cfg, w, str(weights_path), calib=None, cache=str(cache))
+        calibrate.for_netdef(lenet.NETDEF, cfg, w, str(weights_path), calib=None, cache=str(cache))
     capsys.readouterr()
-    redone = calibrate.for_netdef(lenet, cfg, w, str(weights_path), **args)
+    redone = calibrate.for_netdef(lenet.NETDEF, cfg, w, str(weights_path), **args)
     assert "recalibrating" in capsys.readouterr().err and "relu4" in redone
 
 
 def test_cli_int8_fallback_metadata_and_fp32_policy_warning(tmp_path, capsys, make_calibration_folder):
-    import types
     from pathlib import Path
 
     import wts
     from trtx import cli
+    from trtx.netdef import App, Netdef
 
     weights_path = tmp_path / "tiny.wts"
     wts.save({k: v.reshape(-1) for k, v in _res_weights().items()}, weights_path)
-    nd = types.ModuleType("tiny")
-    nd.NAME = "tiny"
-    nd.configure = lambda args, weights, meta=None: None
-    nd.preprocess = lambda images, cfg: ({"data": np.ones((1, 3, 16, 16), np.float32) * images[0].mean() / 64}, None)
+
+    def preprocess(images, cfg):
+        return {"data": np.ones((1, 3, 16, 16), np.float32) * images[0].mean() / 64}, None
 
     def define(net: Net, cfg) -> None:
         x = net.input("data", (-1, 3, 16, 16))
@@ -516,7 +519,8 @@ def test_cli_int8_fallback_metadata_and_fp32_policy_warning(tmp_path, capsys, ma
         sm.axes = 1 << 1
         net.output(net.name(sm, "sm").get_output(0), "sm")
 
-    nd.define = define
+    nd = Netdef("tiny", "tiny", configure=lambda args, weights, meta: None, define=define,
+                app=App(preprocess, postprocess=lambda outputs, ctx, cfg: []))  # fmt: skip
     images = make_calibration_folder(tmp_path)
     engine = tmp_path / "tiny.engine"
     argv = ["build", "-w", str(weights_path), "-o", str(engine), "--precision", "int8", "--calib", str(images)]

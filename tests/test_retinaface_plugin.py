@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from netdefs import retinaface as rf
+from netdefs import sources as model_sources
 from plugins import compiler
 from plugins import retinaface_decode as rd
 from plugins.core import PluginError
-from trtx import sources
 
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_120")
 
@@ -74,7 +74,7 @@ def test_reference_equals_biubug6_decode_and_softmax():
     conf = torch.randn(batch, a, 2, generator=g) * 2
     conf[..., 1] -= torch.arange(batch)[:, None].float()  # fewer faces in later images
     num, dets, landmarks = rd.reference([loc, conf, landms], height=h, width=w, conf_threshold=0.6, max_det=a)
-    m = sources.retinaface_module()
+    m = model_sources.retinaface_module()
     priors = torch.from_numpy(rf.prior_boxes(h, w))
     scale = torch.tensor([w, h] * 5, dtype=torch.float32)
     scores = torch.softmax(conf, -1)[..., 1]

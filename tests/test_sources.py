@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import wts  # noqa: E402
+from netdefs import sources as model_sources  # noqa: E402
 from trtx import sources  # noqa: E402
 from trtx.sources import SourceError  # noqa: E402
 
@@ -18,19 +19,19 @@ def state_bits(model) -> dict[str, np.ndarray]:
 
 def test_spec_errors_are_clear():
     with pytest.raises(SourceError, match="SOURCE:NAME"):
-        sources.build_model("resnet18")
+        model_sources.build_model("resnet18")
     with pytest.raises(SourceError, match="torchvision has no model 'resnet19'"):
-        sources.build_model("torchvision:resnet19")
+        model_sources.build_model("torchvision:resnet19")
     with pytest.raises(SourceError, match="yolov5 has no model 'yolov5q'"):
-        sources.build_model("yolov5:yolov5q")
+        model_sources.build_model("yolov5:yolov5q")
     with pytest.raises(SourceError, match="not one of mnet, r50"):
-        sources.build_model("retinaface:r18")
+        model_sources.build_model("retinaface:r18")
 
 
 def test_seed_makes_models_reproducible_and_randomizes_norms():
-    a = sources.build_model("torchvision:resnet18", seed=3)
-    b = sources.build_model("torchvision:resnet18", seed=3)
-    c = sources.build_model("torchvision:resnet18", seed=4)
+    a = model_sources.build_model("torchvision:resnet18", seed=3)
+    b = model_sources.build_model("torchvision:resnet18", seed=3)
+    c = model_sources.build_model("torchvision:resnet18", seed=4)
     assert not a.training
     sa, sb, sc = state_bits(a), state_bits(b), state_bits(c)
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
@@ -39,7 +40,7 @@ def test_seed_makes_models_reproducible_and_randomizes_norms():
 
 
 def test_retinaface_has_biubug6_key_names():
-    model = sources.build_model("retinaface:mnet", seed=0)
+    model = model_sources.build_model("retinaface:mnet", seed=0)
     keys = list(model.state_dict())
     assert keys[0] == "body.stage1.0.0.weight"
     assert "fpn.output1.0.weight" in keys and "LandmarkHead.2.conv1x1.bias" in keys
@@ -48,9 +49,9 @@ def test_retinaface_has_biubug6_key_names():
 
 
 def test_load_state_round_trips_through_a_wts_file(tmp_path):
-    model = sources.build_model("retinaface:mnet", seed=1)
-    wts.save(sources.state_dict_for_wts(model, "retinaface:mnet"), tmp_path / "r.wts")
-    fresh = sources.build_model("retinaface:mnet", seed=2)
+    model = model_sources.build_model("retinaface:mnet", seed=1)
+    wts.save(model_sources.state_dict_for_wts(model, "retinaface:mnet"), tmp_path / "r.wts")
+    fresh = model_sources.build_model("retinaface:mnet", seed=2)
     weights = wts.load(tmp_path / "r.wts")
     sources.load_state(fresh, weights)
     assert weights.unused() == []
@@ -65,7 +66,7 @@ def test_load_state_round_trips_through_a_wts_file(tmp_path):
 
 def test_load_state_lists_missing_unexpected_and_wrong_sizes():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    state = sources.state_dict_for_wts(model)
+    state = model_sources.state_dict_for_wts(model)
     state.pop("0.bias")
     state["0.weight"] = np.zeros(5, np.float32)
     state["extra.thing"] = np.zeros(1, np.float32)
@@ -78,8 +79,8 @@ def test_load_state_lists_missing_unexpected_and_wrong_sizes():
 
 
 def test_yolov5_extras_match_tensorrtx():
-    model = sources.build_model("yolov5:yolov5n", seed=0)
-    state = sources.state_dict_for_wts(model, "yolov5:yolov5n")
+    model = model_sources.build_model("yolov5:yolov5n", seed=0)
+    state = model_sources.state_dict_for_wts(model, "yolov5:yolov5n")
     keys = list(state)
     i = keys.index("model.24.anchors")
     assert keys[i : i + 3] == ["model.24.anchors", "model.24.anchor_grid", "model.24.strides"]
@@ -92,37 +93,38 @@ def test_yolov5_extras_match_tensorrtx():
 
 
 def test_yolov5_cls_and_seg_sources():
-    cls = sources.build_model("yolov5:yolov5n-cls", seed=0)
-    state = sources.state_dict_for_wts(cls, "yolov5:yolov5n-cls")
+    cls = model_sources.build_model("yolov5:yolov5n-cls", seed=0)
+    state = model_sources.state_dict_for_wts(cls, "yolov5:yolov5n-cls")
     assert "model.9.linear.weight" in state and not any("anchor" in k for k in state)
     assert tuple(cls(torch.zeros(1, 3, 64, 64)).shape) == (1, 1000)
-    seg = sources.build_model("yolov5:yolov5n-seg", seed=0)
-    state = sources.state_dict_for_wts(seg, "yolov5:yolov5n-seg")
+    seg = model_sources.build_model("yolov5:yolov5n-seg", seed=0)
+    state = model_sources.state_dict_for_wts(seg, "yolov5:yolov5n-seg")
     assert "model.24.proto.cv1.conv.weight" in state and "model.24.anchor_grid" in state
     with pytest.raises(SourceError, match="Detect"):
-        sources.state_dict_for_wts(cls, task="detect")
+        model_sources.state_dict_for_wts(cls, task="detect")
 
 
 def test_ultralytics_source():
-    model = sources.build_model("ultralytics:yolov8n", seed=0)
+    model = model_sources.build_model("ultralytics:yolov8n", seed=0)
     assert type(model).__name__ == "DetectionModel" and not model.training
     assert "model.22.dfl.conv.weight" in model.state_dict()
 
 
-def test_netdef_source(tmp_path, monkeypatch):
-    package = tmp_path / "netdefs"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "toy_source.py").write_text(
-        "import torch\ndef source_model(arch):\n    return torch.nn.Linear(2, 3 if arch is None else int(arch))\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import sys
+def test_netdef_source(monkeypatch):
+    """``netdef:<family>[:arch]`` builds the family's declared source model (NETDEF.torch.source)."""
+    import torch
 
-    for name in [n for n in sys.modules if n == "netdefs" or n.startswith("netdefs.")]:
-        monkeypatch.delitem(sys.modules, name)
-    assert sources.build_model("netdef:toy_source").out_features == 3
-    assert sources.build_model("netdef:toy_source:7").out_features == 7
+    import netdefs
+    from trtx.netdef import Netdef, TorchSide
+
+    def source(arch):
+        return torch.nn.Linear(2, 3 if arch is None else int(arch))
+
+    toy = Netdef("toy_source", "toy", configure=None, define=None, torch=TorchSide(model=None, source=source))
+    monkeypatch.setattr(netdefs, "FAMILIES", ("toy_source",))
+    monkeypatch.setattr(netdefs, "load", lambda family: toy)
+    assert model_sources.build_model("netdef:toy_source").out_features == 3
+    assert model_sources.build_model("netdef:toy_source:7").out_features == 7
 
 
 def test_checkpoint_loading(tmp_path):
@@ -140,5 +142,5 @@ def test_checkpoint_loading(tmp_path):
 
 
 def test_torchvision_detection_models_build_without_downloading_a_backbone():
-    model = sources.build_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", seed=0)
+    model = model_sources.build_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", seed=0)
     assert type(model).__name__ == "FasterRCNN" and not model.training

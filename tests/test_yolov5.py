@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import gen_wts
+from netdefs import sources as model_sources
 from netdefs import yolov5
 from trtx import cli, sources
 
@@ -27,7 +28,7 @@ CONF = "0.0001"
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    rc = cli.main(yolov5, argv)
+    rc = cli.main(yolov5.NETDEF, argv)
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -330,7 +331,7 @@ def test_custom_depth_width_classes_anchors(tmp_path, capsys):
 
     import wts
 
-    d = yaml.safe_load(sources.yolov5_yaml("yolov5s").read_text())
+    d = yaml.safe_load(model_sources.yolov5_yaml("yolov5s").read_text())
     d.update(depth_multiple=0.5, width_multiple=0.3, nc=7)
     d["anchors"] = [[12, 16, 19, 36, 40, 28], [36, 75, 76, 55, 72, 146], [142, 110, 192, 243, 459, 401]]
     sources.prepare_environment()
@@ -342,7 +343,7 @@ def test_custom_depth_width_classes_anchors(tmp_path, capsys):
         model = DetectionModel(d).eval()
     sources.randomize_norms(model, 0)
     path = tmp_path / "custom.wts"
-    wts.save(sources.state_dict_for_wts(model, task="detect"), path)
+    wts.save(model_sources.state_dict_for_wts(model, task="detect"), path)
     net, cfg, _ = _net(str(path), imgsz="128")
     assert (cfg.variant, cfg.num_classes, cfg.arch.repeats[2], cfg.arch.channels[0]) == ("custom", 7, 2, 24)
     assert cfg.anchors[2][2] == [459, 401]

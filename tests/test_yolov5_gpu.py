@@ -137,7 +137,9 @@ def test_check_on_cuda(yolov5, weights, capsys):
     from trtx import cli
 
     bus, _ = _assets()
-    rc = cli.main(yolov5, ["check", "-w", weights, "--image", bus, "--conf", "0.0001", "--device", "cuda", "--json"])
+    rc = cli.main(
+        yolov5.NETDEF, ["check", "-w", weights, "--image", bus, "--conf", "0.0001", "--device", "cuda", "--json"]
+    )
     result = json.loads(capsys.readouterr().out)
     assert rc == 0 and result["passed"] and result["max_rel_err"] <= 1e-4
 
@@ -146,7 +148,7 @@ def test_bench_reference_on_cuda(yolov5, weights, capsys):
     from trtx import cli
 
     bus, _ = _assets()
-    rc = cli.main(yolov5, ["bench", "-w", weights, "--backend", "reference", "--device", "cuda", "--image", bus,
+    rc = cli.main(yolov5.NETDEF, ["bench", "-w", weights, "--backend", "reference", "--device", "cuda", "--image", bus,
                            "--batch", "1,16", "--iters", "5", "--warmup", "2"])  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0, out

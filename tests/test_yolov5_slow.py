@@ -23,10 +23,12 @@ def _build_and_check(spec: str, tmp_path: Path, capsys, imgsz: str, build_imgsz:
     w = tmp_path / f"{spec}.wts"
     assert gen_wts.main(["-m", f"yolov5:{spec}", "--random-init", "-o", str(w), "-q"]) == 0
     engine = tmp_path / f"{spec}.engine"
-    assert cli.main(yolov5, ["build", "-w", str(w), "-o", str(engine), "--imgsz", build_imgsz or imgsz]) == 0
+    assert cli.main(yolov5.NETDEF, ["build", "-w", str(w), "-o", str(engine), "--imgsz", build_imgsz or imgsz]) == 0
     capsys.readouterr()
     assert engine.stat().st_size > 1_000_000
-    rc = cli.main(yolov5, ["check", "-w", str(w), "--image", BUS, "--imgsz", imgsz, "--conf", "0.0001", "--json"])
+    rc = cli.main(
+        yolov5.NETDEF, ["check", "-w", str(w), "--image", BUS, "--imgsz", imgsz, "--conf", "0.0001", "--json"]
+    )
     result = json.loads(capsys.readouterr().out)
     assert rc == 0 and result["passed"], json.dumps(result)[-3000:]
     assert result["max_rel_err"] <= 1e-4
@@ -60,7 +62,7 @@ def test_yolov5s_at_full_size(spec, tmp_path, capsys):
 
 
 def test_make_demo_under_five_minutes(tmp_path, capsys):
-    from trtx import demo
+    import demo
 
     t0 = time.perf_counter()
     assert demo.main(["--out", str(tmp_path)]) == 0

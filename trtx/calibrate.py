@@ -17,11 +17,11 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from trtx.build import file_sha256
 from trtx.net import Net, NetdefError
+from trtx.netdef import Netdef
 from trtx.quant import CalibrationError, Calibrator, cached_sensitivity, load_cache, save_cache
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -265,7 +265,7 @@ def most_sensitive(sens: dict[str, float], count: int) -> list[str]:
 
 
 def for_netdef(
-    nd: ModuleType,
+    nd: Netdef,
     cfg: Any,
     weights,
     weights_path: str | None,
@@ -310,8 +310,8 @@ def for_netdef(
         if not calib:
             what = "calibration images" if amax is None else "calibration images for the sensitivity pass"
             raise NetdefError(f"--precision int8 needs {what} (--calib DIR) or a matching --calib-cache FILE")
-        if not hasattr(nd, "preprocess"):
-            raise NetdefError(f"{nd.NAME} has no preprocess(): it cannot calibrate from images")
+        if nd.app is None:
+            raise NetdefError(f"{nd.name} declares no preprocess: it cannot calibrate from images")
         paths = calibration_images(calib, images)
 
     def feeds(selected: Sequence[Path]):
@@ -321,7 +321,7 @@ def for_netdef(
             image = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if image is None:
                 raise NetdefError(f"calibration image {p} is not readable")
-            yield nd.preprocess([image], cfg)[0]
+            yield nd.app.preprocess([image], cfg)[0]
 
     computed, n_images = False, _cached_images(cache) if amax is not None else len(paths)
     if amax is None:

@@ -1,39 +1,26 @@
 """The command line every netdef shares: ``build check inspect infer bench``.
 
-A netdef file ends with ``if __name__ == "__main__": sys.exit(trtx.cli.main(sys.modules[__name__]))`` and
-provides (see docs/netdefs.md):
-
-``NAME``, ``ARCHS`` (arch name -> defaults), ``DEFAULT_ARCH``
-``configure(args, weights, meta=None) -> cfg``   the configuration, read from the weights where possible
-``define(net, cfg)``                            adds the layers, marks the outputs
-``torch_model(cfg, weights) -> nn.Module``      the PyTorch model it mirrors, weights loaded (for check)
-
-and optionally ``add_arguments(parser, command)``, ``torch_forward(model, feeds) -> {output name: tensor}``,
-``example_feeds(cfg, image, batch[, seed]) -> {input name: array}``,
-``check_extra(cfg, outputs, expected, precision) -> rows``,
-``preprocess(images, cfg) -> (feeds, ctx)``, ``postprocess(outputs, ctx, cfg) -> results``,
-``render(image, result, cfg) -> image``, ``result_json(result, cfg) -> dict``, ``summary(result, cfg) -> str``
-(infer), ``source_model(arch)`` (a random-init PyTorch model for ``gen_wts.py --model netdef:<file>``),
-``EXTRA_COMMANDS`` ({name: (help, add_arguments(parser), run(args) -> exit code)}: netdef-specific subcommands),
-``unused_reason(cfg, key) -> str | None`` (build: why a weight is left unread by design, e.g. a training-only head).
+A netdef module declares itself once (``NETDEF = trtx.netdef.Netdef(...)``, see docs/netdefs.md) and ends with
+``if __name__ == "__main__": sys.exit(trtx.cli.main(NETDEF))``. Everything here reads that declaration's
+fields: ``configure``/``define`` for every command, ``torch`` for ``check``, ``app`` for ``infer``/``bench``,
+``add_arguments``/``commands`` for the netdef's own options and subcommands.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from trtx.build import BatchSpec, BuildOptions, build_serialized, load_metadata, metadata, save_engine
 from trtx.net import PRECISIONS, Net, NetdefError
+from trtx.netdef import Netdef, seeded_normal_feeds
 from trtx_base.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -44,12 +31,8 @@ class UsageError(NetdefError):
 
 
 # ---- argument parsing ---------------------------------------------------------------------------------
-def _parser(nd: ModuleType) -> argparse.ArgumentParser:
-    name = getattr(nd, "NAME", nd.__name__)
-    parser = argparse.ArgumentParser(
-        prog=f"python netdefs/{Path(getattr(nd, '__file__', name)).name}",
-        description=(nd.__doc__ or "").strip().splitlines()[0] if nd.__doc__ else f"{name} netdef",
-    )
+def _parser(nd: Netdef) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=nd.script or f"python -m netdefs {nd.name}", description=nd.description)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {
         "build": "build a serialized TensorRT engine (+ .json metadata) from a .wts file",
@@ -61,22 +44,20 @@ def _parser(nd: ModuleType) -> argparse.ArgumentParser:
     for command, text in helps.items():
         p = sub.add_parser(command, help=text, description=text)
         _common_arguments(p, nd, command)
-        add = getattr(nd, "add_arguments", None)
-        if add is not None:
-            add(p, command)
-    for command, (text, add_extra, _) in getattr(nd, "EXTRA_COMMANDS", {}).items():
-        add_extra(sub.add_parser(command, help=text, description=text))
+        if nd.add_arguments is not None:
+            nd.add_arguments(p, command)
+    for command, extra in nd.commands.items():
+        extra.add_arguments(sub.add_parser(command, help=extra.help, description=extra.help))
     return parser
 
 
-def _common_arguments(p: argparse.ArgumentParser, nd: ModuleType, command: str) -> None:
-    archs = list(getattr(nd, "ARCHS", {}) or {})
-    if archs:
+def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> None:
+    if nd.archs:
         p.add_argument(
             "--arch",
-            default=getattr(nd, "DEFAULT_ARCH", archs[0]),
-            choices=archs,
-            help="architecture (default: %(default)s)",
+            default=nd.default_arch,
+            choices=nd.archs,
+            help="architecture (default: " + ("%(default)s)" if nd.default_arch else "what the weights contain)"),
         )
     needs_weights = command in ("build", "check", "inspect")
     p.add_argument(
@@ -175,7 +156,7 @@ def load_weights(path: str | None):
     return wts.load(path)
 
 
-def make_net(nd: ModuleType, args: argparse.Namespace, weights, cfg) -> Net:
+def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
     calibration = None
     if args.precision == "int8":
         from trtx import calibrate
@@ -198,7 +179,7 @@ def make_net(nd: ModuleType, args: argparse.Namespace, weights, cfg) -> Net:
         io_dtype=args.io_dtype,
         calibration=calibration,
         int8_fallback=getattr(calibration, "fallback", ()),
-        name=getattr(args, "arch", None) or nd.NAME,
+        name=model_name(nd, args),
     )
     nd.define(net, cfg)
     if net.precision == "int8":
@@ -210,8 +191,13 @@ def make_net(nd: ModuleType, args: argparse.Namespace, weights, cfg) -> Net:
     return net
 
 
-def configure(nd: ModuleType, args: argparse.Namespace, weights, meta: dict | None = None):
-    return nd.configure(args, weights, meta) if meta is not None else nd.configure(args, weights)
+def configure(nd: Netdef, args: argparse.Namespace, weights, meta: dict | None = None):
+    return nd.configure(args, weights, meta)
+
+
+def model_name(nd: Netdef, args: argparse.Namespace) -> str:
+    """The model a command works on: ``--arch`` where the netdef has archs, else the netdef's name."""
+    return vars(args).get("arch") or nd.name
 
 
 def input_shapes(net: Net) -> dict[str, tuple[int, ...]]:
@@ -220,31 +206,20 @@ def input_shapes(net: Net) -> dict[str, tuple[int, ...]]:
 
 
 def example_feeds(
-    nd: ModuleType, shapes: dict[str, Sequence[int]], cfg, image: str | None, batch: int, seed: int = 0
+    nd: Netdef, shapes: dict[str, Sequence[int]], cfg, image: str | None, batch: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """The netdef's example input (an image through its preprocessing) or a seeded standard-normal input."""
-    fn = getattr(nd, "example_feeds", None)
-    if fn is not None:
-        takes_seed = "seed" in inspect.signature(fn).parameters  # the hook may honour --seed
-        return fn(cfg, image, batch, seed=seed) if takes_seed else fn(cfg, image, batch)
+    if nd.torch is not None and nd.torch.feeds is not None:
+        return nd.torch.feeds(cfg, image, batch, seed)
     if image is not None:
-        raise UsageError(f"{nd.NAME} has no image preprocessing; run without --image")
-    rng = np.random.default_rng(seed)
-    return {
-        name: rng.standard_normal([batch if d == -1 else d for d in shape]).astype(np.float32)
-        for name, shape in shapes.items()
-    }
+        raise UsageError(f"{nd.name} has no image preprocessing; run without --image")
+    return seeded_normal_feeds(shapes, batch, seed)
 
 
-def default_torch_forward(model, feeds: dict[str, Any]) -> dict[str, Any]:
-    out = model(*feeds.values())
-    return {"output": out}
-
-
-def _warn_unused(net: Net, nd: ModuleType | None = None, cfg=None) -> None:
+def _warn_unused(net: Net, nd: Netdef | None = None, cfg=None) -> None:
     """Report the weights the netdef never read: a note for those its ``unused_reason(cfg, key)`` explains
     (e.g. auxiliary heads that only run in training), a warning for the rest."""
-    explain = getattr(nd, "unused_reason", None)
+    explain = nd.unused_reason if nd is not None else None
     by_reason: dict[str | None, list[str]] = {}
     for key in net.unused_weights():
         by_reason.setdefault(explain(cfg, key) if explain else None, []).append(key)
@@ -257,7 +232,7 @@ def _warn_unused(net: Net, nd: ModuleType | None = None, cfg=None) -> None:
 
 
 # ---- commands ----------------------------------------------------------------------------------------
-def cmd_build(nd: ModuleType, args: argparse.Namespace) -> int:
+def cmd_build(nd: Netdef, args: argparse.Namespace) -> int:
     weights = load_weights(args.weights)
     cfg = configure(nd, args, weights)
     net = make_net(nd, args, weights, cfg)
@@ -274,13 +249,13 @@ def cmd_build(nd: ModuleType, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     engine = build_serialized(net, options)
-    out = Path(args.output or f"{getattr(args, 'arch', None) or nd.NAME}.engine")
+    out = Path(args.output or f"{model_name(nd, args)}.engine")
     meta = metadata(
         net,
         options,
-        netdef=nd.NAME,
+        netdef=nd.name,
         weights_path=args.weights,
-        extra={"arch": getattr(args, "arch", None), "unused_weights": net.unused_weights()},
+        extra={"arch": vars(args).get("arch"), "unused_weights": net.unused_weights()},
     )
     engine_path, meta_path = save_engine(out, engine, meta)
     print(f"engine   {engine_path} ({len(engine) / 1e6:.1f} MB, built in {net.build_seconds:.1f} s)")
@@ -288,7 +263,7 @@ def cmd_build(nd: ModuleType, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_inspect(nd: ModuleType, args: argparse.Namespace) -> int:
+def cmd_inspect(nd: Netdef, args: argparse.Namespace) -> int:
     from trtx import inspect as tinspect
 
     weights = load_weights(args.weights)
@@ -302,15 +277,17 @@ def cmd_inspect(nd: ModuleType, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check(nd: ModuleType, args: argparse.Namespace) -> int:
+def cmd_check(nd: Netdef, args: argparse.Namespace) -> int:
     from trtx import check
 
     weights = load_weights(args.weights)
     cfg = configure(nd, args, weights)
     net = make_net(nd, args, weights, cfg)
-    model = nd.torch_model(cfg, weights)
+    if nd.torch is None:
+        raise UsageError(f"{nd.name} declares no PyTorch model to compare with: check is not available")
+    model = nd.torch.model(cfg, weights)
     feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
-    forward = getattr(nd, "torch_forward", default_torch_forward)
+    forward = nd.torch.forward
     tolerances = {k: v for k, v in (("atol", args.atol), ("rtol", args.rtol)) if v is not None}
     result = check.compare(
         net.network,
@@ -322,9 +299,8 @@ def cmd_check(nd: ModuleType, args: argparse.Namespace) -> int:
         precision=args.precision,
         **tolerances,
     )
-    extra = getattr(nd, "check_extra", None)
-    if extra is not None:
-        result.add_extra(extra(cfg, result.network_outputs, result.expected_outputs, precision=args.precision))
+    if nd.torch.extra is not None:
+        result.add_extra(nd.torch.extra(cfg, result.network_outputs, result.expected_outputs, args.precision))
     print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
     return 0 if result.passed else 1
 
@@ -353,7 +329,7 @@ def _read_image(path: Path) -> np.ndarray:
     return img
 
 
-def make_runner(nd: ModuleType, args: argparse.Namespace) -> tuple[Callable[[dict], dict], Any, dict, str]:
+def make_runner(nd: Netdef, args: argparse.Namespace) -> tuple[Callable[[dict], dict], Any, dict, str]:
     """(run(feeds) -> outputs as numpy, cfg, input shapes, description) for --backend trt or reference."""
     backend_kind = args.backend or ("trt" if args.engine else "reference")
     if backend_kind == "trt":
@@ -383,12 +359,12 @@ def make_runner(nd: ModuleType, args: argparse.Namespace) -> tuple[Callable[[dic
     return run, cfg, input_shapes(net), f"reference executor on {device}"
 
 
-def cmd_infer(nd: ModuleType, args: argparse.Namespace) -> int:
+def cmd_infer(nd: Netdef, args: argparse.Namespace) -> int:
     import cv2
 
-    for hook in ("preprocess", "postprocess"):
-        if not hasattr(nd, hook):
-            raise UsageError(f"{nd.NAME} does not implement infer (no {hook})")
+    app = nd.app
+    if app is None:
+        raise UsageError(f"{nd.name} declares no application (preprocess/postprocess): infer is not available")
     run, cfg, _, what = make_runner(nd, args)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -399,24 +375,24 @@ def cmd_infer(nd: ModuleType, args: argparse.Namespace) -> int:
     for start in range(0, len(paths), args.batch):
         chunk = paths[start : start + args.batch]
         images = [_read_image(p) for p in chunk]
-        feeds, ctx = nd.preprocess(images, cfg)
-        results = nd.postprocess(run(feeds), ctx, cfg)
+        feeds, ctx = app.preprocess(images, cfg)
+        results = app.postprocess(run(feeds), ctx, cfg)
         for path, image, result in zip(chunk, images, results):
-            summary = getattr(nd, "summary", None)
-            print(f"{path.name}: {summary(result, cfg) if summary else result}")
-            if hasattr(nd, "render"):
-                ok, buf = cv2.imencode(path.suffix or ".jpg", nd.render(image, result, cfg))
+            print(f"{path.name}: {app.summary(result, cfg) if app.summary else result}")
+            if app.render is not None:
+                ok, buf = cv2.imencode(path.suffix or ".jpg", app.render(image, result, cfg))
                 if ok:
                     atomic_write(outdir / path.name, buf.tobytes())
-            if hasattr(nd, "result_json"):
-                doc = dict(nd.result_json(result, cfg), image=str(path), height=image.shape[0], width=image.shape[1])
+            if app.result_json is not None:
+                doc = dict(app.result_json(result, cfg), image=str(path), height=image.shape[0], width=image.shape[1])
                 atomic_write(outdir / f"{path.stem}.json", json.dumps(doc, indent=1) + "\n")
     return 0
 
 
-def cmd_bench(nd: ModuleType, args: argparse.Namespace) -> int:
+def cmd_bench(nd: Netdef, args: argparse.Namespace) -> int:
     run, cfg, shapes, what = make_runner(nd, args)
-    has_pre = hasattr(nd, "preprocess") and args.image
+    app = nd.app
+    has_pre = app is not None and bool(args.image)
     image = _read_image(Path(args.image)) if has_pre else None
     print(f"bench {what}")
     print(f"{'batch':>5} {'pre ms/img':>11} {'infer ms/img':>13} {'post ms/img':>12} {'img/s':>9}")
@@ -425,14 +401,14 @@ def cmd_bench(nd: ModuleType, args: argparse.Namespace) -> int:
         for i in range(args.warmup + args.iters):
             t0 = time.perf_counter()
             if has_pre:
-                feeds, ctx = nd.preprocess([image] * b, cfg)
+                feeds, ctx = app.preprocess([image] * b, cfg)
             else:
                 feeds, ctx = example_feeds(nd, shapes, cfg, None, b), None
             t1 = time.perf_counter()
             outputs = run(feeds)
             t2 = time.perf_counter()
-            if has_pre and hasattr(nd, "postprocess"):
-                nd.postprocess(outputs, ctx, cfg)
+            if has_pre:
+                app.postprocess(outputs, ctx, cfg)
             t3 = time.perf_counter()
             if i >= args.warmup:
                 for k, v in zip(timings, (t1 - t0, t2 - t1, t3 - t2)):
@@ -446,12 +422,12 @@ def cmd_bench(nd: ModuleType, args: argparse.Namespace) -> int:
 COMMANDS = {"build": cmd_build, "check": cmd_check, "inspect": cmd_inspect, "infer": cmd_infer, "bench": cmd_bench}
 
 
-def main(netdef: ModuleType, argv: Sequence[str] | None = None) -> int:
+def main(netdef: Netdef, argv: Sequence[str] | None = None) -> int:
     """Run the shared CLI for ``netdef``; user errors become one line on stderr and exit status 2."""
     args = _parser(netdef).parse_args(argv)
     try:
         if args.command not in COMMANDS:
-            return netdef.EXTRA_COMMANDS[args.command][2](args)
+            return netdef.commands[args.command].run(args)
         return COMMANDS[args.command](netdef, args)
     except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -100,7 +100,7 @@ class Netdef:
     configure: Callable[[argparse.Namespace, Any, dict[str, Any] | None], Any]
     #: (net, cfg) -> None: adds the layers (named after PyTorch module paths) and marks the outputs
     define: Callable[[Any, Any], None]
-    #: ``--arch`` choices (empty: no ``--arch`` option) and the default one
+    #: ``--arch`` choices (empty: no ``--arch`` option) and its default (None: read from the weights by configure)
     archs: tuple[str, ...] = ()
     default_arch: str | None = None
     #: model names for ``python -m netdefs`` when they are not simply the archs (yolov5s-seg -> --variant s
@@ -123,17 +123,12 @@ class Netdef:
         if len(defaults) > 1:
             raise ValueError(f"netdef {self.name}: several default models {defaults}")
 
-    @property
-    def arch_default(self) -> str | None:
-        """The ``--arch`` default: ``default_arch``, else the first arch."""
-        return self.default_arch or (self.archs[0] if self.archs else None)
-
     def model_names(self) -> tuple[Model, ...]:
         """Every model this netdef serves, with the options that select it."""
         if self.models:
             return self.models
         if self.archs:
-            return tuple(Model(a, ("--arch", a), a == self.arch_default) for a in self.archs)
+            return tuple(Model(a, ("--arch", a), a == self.default_arch) for a in self.archs)
         return (Model(self.name, (), True),)
 
 

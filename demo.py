@@ -42,7 +42,7 @@ def _label_random(image_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trtx.demo", description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python demo.py", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="out", help="folder for the demo's artifacts (default: out)")
     parser.add_argument("--imgsz", default="640", help="network input size (default: 640)")
     args = parser.parse_args(argv)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     engine = out / "yolov5s.engine"
     _step("build: the netdef defines the network layer by layer; the TensorRT builder serializes it")
-    if cli.main(yolov5, ["build", "-w", str(weights), "-o", str(engine), "--imgsz", args.imgsz]):
+    if cli.main(yolov5.NETDEF, ["build", "-w", str(weights), "-o", str(engine), "--imgsz", args.imgsz]):
         return 1
     artifacts += [("engine", engine), ("engine metadata", Path(f"{engine}.json"))]
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     report = out / "yolov5s_check.txt"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        status = cli.main(yolov5, ["check", "-w", str(weights), "--image", bus, "--imgsz", args.imgsz,
+        status = cli.main(yolov5.NETDEF, ["check", "-w", str(weights), "--image", bus, "--imgsz", args.imgsz,
                                    "--conf", DEMO_CONF])  # fmt: skip
     report.write_text(buffer.getvalue())
     lines = buffer.getvalue().splitlines()
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     table = out / "yolov5s_layers.txt"
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        if cli.main(yolov5, ["inspect", "-w", str(weights), "--imgsz", args.imgsz, "--graph", str(graph)]):
+        if cli.main(yolov5.NETDEF, ["inspect", "-w", str(weights), "--imgsz", args.imgsz, "--graph", str(graph)]):
             return 1
     table.write_text(buffer.getvalue())
     print("\n".join(buffer.getvalue().splitlines()[-3:]))
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _step("infer bus.jpg with the reference executor: letterbox, network, NMS, boxes back on the image")
     infer_dir = out / "infer"
-    if cli.main(yolov5, ["infer", "-w", str(weights), bus, "-o", str(infer_dir), "--backend", "reference",
+    if cli.main(yolov5.NETDEF, ["infer", "-w", str(weights), bus, "-o", str(infer_dir), "--backend", "reference",
                          "--imgsz", args.imgsz, "--conf", DEMO_CONF, "--max-det", "20"]):  # fmt: skip
         return 1
     _label_random(infer_dir / "bus.jpg")
