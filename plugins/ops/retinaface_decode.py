@@ -219,7 +219,7 @@ def select(boxes, scores, *, conf_threshold: float, iou_threshold: float, top_k:
     survive that round trip exactly, a pair within a rounding error of the threshold may go the other way."""
     import torch
 
-    from plugins import nms
+    from plugins.ops import nms
 
     boxes = torch.as_tensor(boxes).cuda()
     num, records = nms_records(boxes, torch.as_tensor(scores).cuda(), conf_threshold, top_k)
