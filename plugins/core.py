@@ -9,13 +9,16 @@ The one module a plugin file imports (docs/plugins.md, plugins/ops/swish.py). Wh
 * :mod:`plugins.adapter` -- the TensorRT ``IPluginV3`` and ``IPluginCreatorV3One`` made from a declaration;
 * :mod:`plugins.registry` -- discovery of ``plugins.ops``, TensorRT's plugin registry, engine metadata,
   :func:`reference_for_layer`;
-* :mod:`plugins.kernel` -- :class:`Kernel` (NVRTC-compiled CUDA C++), :func:`blocks`, :func:`memset32`.
+* :mod:`plugins.kernel` -- :class:`Kernel` (NVRTC-compiled CUDA C++), :func:`blocks`, :func:`memset32`;
+* :mod:`plugins.aot` -- :class:`AotLaunch`: the kernel TensorRT >= 10.9 builds into the engine (no Python at
+  run time), its launch contract, and the ``tensorrt.plugin`` registration generated from the declaration.
 
 Neither torch nor TensorRT is imported when this module is imported.
 """
 
 from __future__ import annotations
 
+from plugins.aot import AotLaunch
 from plugins.compiler import CompileError
 from plugins.errors import PluginError
 from plugins.fields import FLOATS, Bool, Field, Float, Floats, Input, Int, Ints, Output, Str
@@ -35,6 +38,7 @@ from plugins.shapes import SymDim, ceil_div, dim_max, dim_min, known
 
 __all__ = [
     "FLOATS",
+    "AotLaunch",
     "PLUGINS",
     "Bool",
     "Buffer",

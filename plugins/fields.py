@@ -51,6 +51,10 @@ class Field:
         arr = np.asarray(data).astype(self.np_dtype).ravel()
         return self.convert(tuple(arr.tolist()) if self.kind.endswith("s") else _single(arr, self, plugin), plugin)
 
+    def c_literal(self, value: Any) -> str:
+        """``value`` as a C++ expression of exactly this value (kernels built with the field as a constant)."""
+        raise NotImplementedError
+
     def describe(self) -> str:
         default = "required" if self.required else f"default {self.default!r}"
         return f"{self.name}: {self.kind} ({default}){' -- ' + self.doc if self.doc else ''}"
@@ -69,6 +73,13 @@ def _f32(value: float) -> float:
     return float(np.float32(value))
 
 
+def _c_float(value: float) -> str:
+    """A float32 value as an exact C++ expression: a hexadecimal literal, or the bits for inf and NaN."""
+    if np.isfinite(value):
+        return f"({float(value).hex()}f)"
+    return f"__int_as_float({int(np.float32(value).view(np.uint32)):#010x})"
+
+
 class Int(Field):
     kind, np_dtype, trt_type = "int", np.int32, "INT32"
 
@@ -78,6 +89,9 @@ class Int(Field):
         if not -(2**31) <= int(value) < 2**31:
             raise self._error(plugin, f"= {value} does not fit int32")
         return int(value)
+
+    def c_literal(self, value):
+        return str(int(value)) if value >= 0 else f"({int(value)})"
 
 
 class Bool(Field):
@@ -91,6 +105,9 @@ class Bool(Field):
     def to_array(self, value):
         return np.array([int(value)], dtype=np.int32)
 
+    def c_literal(self, value):
+        return "1" if value else "0"
+
 
 class Float(Field):
     kind, np_dtype, trt_type = "float", np.float32, "FLOAT32"
@@ -99,6 +116,9 @@ class Float(Field):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise self._error(plugin, f"must be a number, got {value!r}")
         return _f32(value)
+
+    def c_literal(self, value):
+        return _c_float(value)
 
 
 class Str(Field):
@@ -116,6 +136,9 @@ class Str(Field):
         raw = np.asarray(data).astype(np.int8).tobytes()
         return self.convert(raw.split(b"\0", 1)[0].decode(), plugin)
 
+    def c_literal(self, value):
+        return '"' + "".join(f"\\{b:03o}" for b in value.encode()) + '"'
+
 
 class Ints(Field):
     kind, np_dtype, trt_type = "ints", np.int32, "INT32"
@@ -126,6 +149,9 @@ class Ints(Field):
         except TypeError:
             raise self._error(plugin, f"must be a sequence of ints, got {value!r}") from None
 
+    def c_literal(self, value):
+        return "{" + ",".join(str(int(v)) for v in value) + "}"
+
 
 class Floats(Field):
     kind, np_dtype, trt_type = "floats", np.float32, "FLOAT32"
@@ -135,6 +161,9 @@ class Floats(Field):
             return tuple(Float.convert(self, v, plugin) for v in value)
         except TypeError:
             raise self._error(plugin, f"must be a sequence of numbers, got {value!r}") from None
+
+    def c_literal(self, value):
+        return "{" + ",".join(_c_float(v) for v in value) + "}"
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,16 @@ class Plugin:
         """The torch implementation the kernels are checked against."""
         raise NotImplementedError
 
+    def aot_launch(self, shapes: list[tuple], dtypes: list[str]):
+        """The ahead-of-time form (:class:`plugins.aot.AotLaunch`: one kernel entry and its launch, from input
+        shapes of ints or SymDims), which TensorRT >= 10.9 builds into the engine; None: the plugin has none."""
+        return None
+
+    @classmethod
+    def has_aot(cls) -> bool:
+        """Whether the declaration has an ahead-of-time form (writes :meth:`aot_launch`)."""
+        return cls.aot_launch is not Plugin.aot_launch
+
     # -- provided --
     def values(self) -> dict[str, Any]:
         return dict(self._values)
@@ -190,14 +200,18 @@ class Plugin:
 
     # -- running with torch --
     @classmethod
-    def run(cls, inputs: Sequence, *, stream: Any = None, poison: bool = True, **fields: Any) -> list:
+    def run(
+        cls, inputs: Sequence, *, stream: Any = None, poison: bool = True, aot: bool = False, **fields: Any
+    ) -> list:
         """Run the kernels on torch CUDA tensors: ``cls(**fields).execute(inputs)``."""
-        return cls(**fields).execute(inputs, stream=stream, poison=poison)
+        return cls(**fields).execute(inputs, stream=stream, poison=poison, aot=aot)
 
-    def execute(self, inputs: Sequence, *, stream: Any = None, poison: bool = True) -> list:
+    def execute(self, inputs: Sequence, *, stream: Any = None, poison: bool = True, aot: bool = False) -> list:
         """Allocate outputs (NaN / int-min poisoned), run :meth:`enqueue` on torch's current stream, return outputs.
 
-        This is exactly the code TensorRT's ``enqueue`` runs, with torch allocating the memory.
+        This is exactly the code TensorRT's ``enqueue`` runs, with torch allocating the memory. ``aot=True``
+        launches the ahead-of-time contract instead (:func:`plugins.aot.contract`: the PTX, grid, block, shared
+        memory and arguments TensorRT would launch from an engine), with no workspace.
         """
         import torch
 
@@ -216,18 +230,24 @@ class Plugin:
             if poison:
                 out.fill_(float("nan") if out.is_floating_point() else torch.iinfo(out.dtype).min)
             outs.append(out)
-        ws_bytes = int(self.workspace_size(shapes, dtypes))
+        ws_bytes = 0 if aot else int(self.workspace_size(shapes, dtypes))
         workspace = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=device)
         if poison:
             workspace.fill_(0xFF)
         run_stream = stream if stream is not None else torch.cuda.current_stream(device)
         with torch.cuda.device(device):
-            self.enqueue(
-                [Buffer(t.data_ptr(), tuple(t.shape), dt) for t, dt in zip(inputs, dtypes)],
-                [Buffer(t.data_ptr(), tuple(t.shape), name_of(t.dtype)) for t in outs],
-                workspace.data_ptr() if ws_bytes else 0,
-                run_stream.cuda_stream,
-            )
+            if aot:
+                from plugins import aot as ahead_of_time
+
+                contract = ahead_of_time.contract(self, shapes, dtypes)
+                ahead_of_time.launch(contract, inputs, outs, run_stream.cuda_stream)
+            else:
+                self.enqueue(
+                    [Buffer(t.data_ptr(), tuple(t.shape), dt) for t, dt in zip(inputs, dtypes)],
+                    [Buffer(t.data_ptr(), tuple(t.shape), name_of(t.dtype)) for t in outs],
+                    workspace.data_ptr() if ws_bytes else 0,
+                    run_stream.cuda_stream,
+                )
         if stream is not None:  # keep torch's allocator from reusing the memory before the stream is done
             for t in (*inputs, *outs, workspace):
                 t.record_stream(stream)
@@ -254,11 +274,17 @@ class Plugin:
         return adapter.from_field_collection(cls, collection)
 
     @classmethod
-    def add_to_network(cls, net: Any, inputs: Sequence, *, name: str | None = None, **fields: Any):
-        """Append this plugin to ``net`` (a trtx Net) and record it in ``net.plugins`` for the engine metadata."""
+    def add_to_network(
+        cls, net: Any, inputs: Sequence, *, name: str | None = None, aot: bool | None = None, **fields: Any
+    ):
+        """Append this plugin to ``net`` (a trtx Net) and record it in ``net.plugins`` for the engine metadata.
+
+        ``aot``: build the kernel into the engine (TensorRT >= 10.9, plugins with an :meth:`aot_launch`); None
+        (default) does so wherever the backend and the plugin can, False keeps the IPluginV3 layer.
+        """
         from plugins import registry
 
-        return registry.add_to_network(cls, net, inputs, name=name, **fields)
+        return registry.add_to_network(cls, net, inputs, name=name, aot=aot, **fields)
 
     @classmethod
     def describe(cls) -> str:
@@ -275,4 +301,6 @@ class Plugin:
         for spec in cls.outputs:
             dt = spec.dtype if spec.dtype in TABLE else f"dtype of {spec.dtype}"
             lines.append(f"  output {spec.name}: {dt}")
+        aot = "yes: the kernel is built into the engine on TensorRT >= 10.9" if cls.has_aot() else "no"
+        lines.append(f"  ahead-of-time: {aot}")
         return "\n".join(lines)

@@ -87,6 +87,8 @@ def register_from_metadata(meta: Mapping[str, Any] | Sequence[Mapping[str, str]]
     entries = meta.get("plugins", []) if isinstance(meta, Mapping) else meta
     classes = []
     for entry in entries or []:
+        if isinstance(entry, Mapping) and entry.get("aot"):
+            continue  # an AOT plugin: its kernel is in the engine, TensorRT needs no creator
         try:
             name, version, namespace = entry["name"], str(entry.get("version", "1")), entry.get("namespace", "")
         except (KeyError, TypeError, AttributeError):
@@ -102,10 +104,14 @@ def register_from_metadata(meta: Mapping[str, Any] | Sequence[Mapping[str, str]]
     return classes
 
 
-def add_to_network(cls: type[Plugin], net: Any, inputs: Sequence, *, name: str | None = None, **fields: Any):
+def add_to_network(
+    cls: type[Plugin], net: Any, inputs: Sequence, *, name: str | None = None, aot: bool | None = None, **fields: Any
+):
     """Append a ``cls`` plugin layer to ``net`` (a trtx Net); record it in ``net.plugins`` for the engine metadata.
 
-    The IPluginV3 object is handed to ``net.keep_plugin``: TensorRT holds only a pointer to it.
+    ``aot`` None: the kernel is built into the engine (an AOT plugin, :mod:`plugins.aot`) where the backend can
+    (full TensorRT >= 10.9) and the plugin has an ahead-of-time form, else an IPluginV3 layer; True/False
+    insist. The IPluginV3 object is handed to ``net.keep_plugin``: TensorRT holds only a pointer to it.
     """
     impl = cls(**fields)
     be = getattr(net, "backend", None)
@@ -119,14 +125,29 @@ def add_to_network(cls: type[Plugin], net: Any, inputs: Sequence, *, name: str |
             f"mark its inputs as network outputs and run plugins.{cls.__module__.rsplit('.', 1)[-1]}.run(...) "
             "(GPU kernels) or .reference(...) (torch) on them after the engine"
         )
-    register(cls)
-    plugin = impl.trt_plugin()
-    layer = net.network.add_plugin_v3(list(inputs), [], plugin)
+    if aot is None:
+        aot = be.has_aot_plugins and cls.has_aot()
+    if aot:
+        if not be.has_aot_plugins:
+            raise PluginError(
+                f"plugin {cls.name}: {be.name} {be.version} cannot build plugin kernels into the engine "
+                "(tensorrt.plugin.aot_impl needs TensorRT >= 10.9); use aot=False for the IPluginV3 layer"
+            )
+        if not cls.has_aot():
+            raise PluginError(f"plugin {cls.name} has no ahead-of-time form (no aot_launch); use aot=False")
+        from plugins import aot as ahead_of_time
+
+        layer = ahead_of_time.add_layer(impl, net, list(inputs))
+        entry = {**metadata_entry(cls), "aot": True}
+    else:
+        register(cls)
+        plugin = impl.trt_plugin()
+        layer = net.network.add_plugin_v3(list(inputs), [], plugin)
+        net.keep_plugin(plugin)
+        entry = metadata_entry(cls)
     if layer is None:
         said = " | ".join(net.logger.errors()) if hasattr(net, "logger") else ""
         raise PluginError(f"TensorRT refused plugin layer {cls.name} ({name or 'unnamed'}): {said or 'no message'}")
-    net.keep_plugin(plugin)
-    entry = metadata_entry(cls)
     if entry not in net.plugins:
         net.plugins.append(entry)
     if name:
@@ -150,6 +171,10 @@ def plugin_of(obj: Any) -> Plugin:
     except Exception as exc:
         where = getattr(obj, "name", type(obj).__name__)
         raise PluginError(f"layer {where}: not an IPluginV3 plugin layer ({type(exc).__name__}: {exc})") from None
+    if namespace.endswith("_aot"):  # a tensorrt.plugin AOT layer (plugins.aot): fields in its attributes
+        from plugins import aot
+
+        return aot.declaration_of(plugin, namespace, name)
     cls = find(name, version, namespace)
     return cls.from_field_collection(runtime_if.get_fields_to_serialize())
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_cases import Builder, Expr
 
 from plugins import adapter, core
 from plugins.core import Bool, Float, Floats, Int, Ints, Plugin, PluginError, Str, SymDim
@@ -154,39 +155,6 @@ def test_shape_rule_errors_name_the_problem():
         CONFIGS[1].check_dtypes(["int8"])
 
 
-class Expr:
-    """A stand-in for TensorRT's IDimensionExpr: a constant or a named symbol, or an operation on two."""
-
-    def __init__(self, op, a=None, b=None):
-        self.op, self.a, self.b = op, a, b
-
-    def is_constant(self):
-        return self.op == "const"
-
-    def get_constant_value(self):
-        return self.a
-
-    def eval(self, env):
-        if self.op == "const":
-            return self.a
-        if self.op == "sym":
-            return env[self.a]
-        a, b = self.a.eval(env), self.b.eval(env)
-        ops = {"SUM": int.__add__, "SUB": int.__sub__, "PROD": int.__mul__, "FLOOR_DIV": int.__floordiv__,
-               "CEIL_DIV": lambda a, b: -(-a // b), "MAX": max, "MIN": min}  # fmt: skip
-        return ops[self.op.name](a, b)
-
-
-class Builder:
-    """The two IExprBuilder calls the shape rule makes, building Expr trees."""
-
-    def constant(self, value):
-        return Expr("const", value)
-
-    def operation(self, op, a, b):
-        return Expr(op, a, b)
-
-
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_one_shape_rule_serves_symbolic_and_concrete_dimensions(batch):
     """SymDim turns the author's arithmetic into IExprBuilder operations with TensorRT's DimensionOperation;
@@ -310,6 +278,7 @@ def test_list_cli_prints_plugins_fields_and_dtypes():
         "trtx::swish v1",
         "output y: dtype of x",
         "kernel yolo_decode in plugins/ops/yolo_decode.cu [float32, float16]",
+        "ahead-of-time: yes",
     ):
         assert text in out, text
     assert subprocess.run([sys.executable, "-m", "plugins", "--help"], capture_output=True, cwd=ROOT).returncode == 0
@@ -332,15 +301,14 @@ def test_every_module_of_plugins_ops_is_a_plugin_and_importable_from_plugins():
 
 
 def test_the_tutorial_in_the_docs_is_the_real_plugin_file():
-    """docs/plugins.md writes plugins/ops/swish.py in full; a plugin written from it is the file that runs."""
+    """docs/plugins.md writes plugins/ops/swish.py and swish.cu in full; a plugin written from it is what runs."""
     docs = (ROOT / "docs" / "plugins.md").read_text()
-    start = docs.index("The plugin, `plugins/ops/swish.py` (the whole file):")
-    block = docs[
-        docs.index("```python\n", start) + len("```python\n") : docs.index(
-            "```\n", docs.index("```python\n", start) + 9
-        )
-    ]
-    assert block == (ROOT / "plugins" / "ops" / "swish.py").read_text()
+    for intro, fence, path in (
+        ("The kernel, `plugins/ops/swish.cu`:", "```cuda\n", "swish.cu"),
+        ("The plugin, `plugins/ops/swish.py` (the whole file):", "```python\n", "swish.py"),
+    ):
+        start = docs.index(fence, docs.index(intro)) + len(fence)
+        assert docs[start : docs.index("```\n", start)] == (ROOT / "plugins" / "ops" / path).read_text(), path
 
 
 def test_net_keeps_plugin_objects_alive():
