@@ -95,6 +95,27 @@ def test_symbolic_launch_evaluates_to_the_concrete_launch(name, batch):
         assert free, "expected launch values that depend on the input shape"
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_contract_arguments_pack_in_tensorrts_order(name, cache):
+    """The argument block cuda-python hands cuLaunchKernel for a contract: input pointers, the int32 arguments,
+    output pointers, each in its own 8-byte slot (raw addresses stand in for device memory)."""
+    import struct
+
+    from plugins.kernel import pack_arguments
+
+    plugin, template, dtype_sets = CASES[name]
+    c = aot.contract(plugin, concrete(template, SHAPE), dtype_sets[0], arch="compute_75")
+    ins = [0x7F0000001000 + 0x100 * i for i in range(c.num_inputs)]
+    outs = [0x7F0000009000 + 0x100 * i for i in range(c.num_outputs)]
+    _, addresses, buffer = pack_arguments(c.parameters, [*ins, *c.args, *outs], c.entry)
+    assert [a - addresses[0] for a in addresses] == [8 * i for i in range(len(c.parameters))]
+    slots = [buffer.raw[8 * i : 8 * i + 8] for i in range(len(c.parameters))]
+    n_in, n_args = c.num_inputs, len(c.args)
+    assert [struct.unpack("<Q", x)[0] for x in slots[:n_in]] == ins
+    assert [struct.unpack("<i", x[:4])[0] for x in slots[n_in : n_in + n_args]] == list(c.args)
+    assert [struct.unpack("<Q", x)[0] for x in slots[n_in + n_args :]] == outs
+
+
 def _bits(value: float) -> str:
     return f"0f{int(np.float32(value).view(np.uint32)):08X}"
 
@@ -103,7 +124,7 @@ def _bits(value: float) -> str:
 def test_float_fields_are_built_into_the_ptx_exactly(name, cache):
     """TensorRT stores no fields for AOT plugins: they are compile-time constants, bit-exact in the PTX."""
     plugin, template, dtype_sets = CASES[name]
-    c = aot.contract(plugin, concrete(template, SHAPE), dtype_sets[0], arch="compute_80")
+    c = aot.contract(plugin, concrete(template, SHAPE), dtype_sets[0], arch="compute_75")
     text = c.ptx.decode()
     scalars = [n for n, f in plugin.fields.items() if isinstance(f, Float)]
     for field_name in scalars:
