@@ -19,6 +19,22 @@ __device__ __forceinline__ unsigned long long sort_key(float score, int input, f
     return ((unsigned long long)(~u) << 32) | ((unsigned long long)input << 27) | index;
 }
 
+struct Box {
+    float x1, y1, x2, y2, area, cls;
+};
+
+__device__ __forceinline__ Box make_box(const float* r) {
+    Box b;
+    b.x1 = r[0] - r[2] * 0.5f;
+    b.y1 = r[1] - r[3] * 0.5f;
+    b.x2 = r[0] + r[2] * 0.5f;
+    b.y2 = r[1] + r[3] * 0.5f;
+    b.area = (b.x2 - b.x1) * (b.y2 - b.y1);
+    b.cls = r[5];
+    return b;
+}
+
+#ifndef TRTX_AOT  // the three kernels of enqueue
 extern "C" __global__ void nms_gather(const int* __restrict__ num, const float* __restrict__ dets, int batch, int rows,
                                       int input, int offset, int slots, float score_threshold,
                                       float* __restrict__ cand, unsigned long long* __restrict__ keys) {
@@ -61,21 +77,6 @@ extern "C" __global__ void nms_rank(const unsigned long long* __restrict__ keys,
         float* dst = sorted + ((long long)b * slots + rank) * RECORD;
         for (int c = 0; c < RECORD; ++c) dst[c] = src[c];
     }
-}
-
-struct Box {
-    float x1, y1, x2, y2, area, cls;
-};
-
-__device__ __forceinline__ Box make_box(const float* r) {
-    Box b;
-    b.x1 = r[0] - r[2] * 0.5f;
-    b.y1 = r[1] - r[3] * 0.5f;
-    b.x2 = r[0] + r[2] * 0.5f;
-    b.y2 = r[1] + r[3] * 0.5f;
-    b.area = (b.x2 - b.x1) * (b.y2 - b.y1);
-    b.cls = r[5];
-    return b;
 }
 
 // grid batch, block any multiple of 32 (>= RECORD). Dynamic shared memory: cached_boxes Boxes (the first
@@ -123,8 +124,7 @@ extern "C" __global__ void nms_greedy(const float* __restrict__ sorted, const un
     for (int k = kept * RECORD + threadIdx.x; k < max_det * RECORD; k += blockDim.x) out[k] = 0.0f;
     if (threadIdx.x == 0) out_num[b] = kept;
 }
-
-#ifdef TRTX_AOT
+#else
 // The ahead-of-time form TensorRT launches from the engine (AOT plugin): one kernel, no workspace, nothing zeroed
 // before it. One block per image (grid = batch) walks the candidates in key order with a block-wide arg-min over
 // a `pending` byte per slot (dynamic shared memory: one byte per slot); each candidate it takes is kept (the

@@ -76,6 +76,7 @@ __device__ __forceinline__ void retinaface_prior(
     r[7] = (float)a;
 }
 
+#ifndef TRTX_AOT
 // One thread per (image, prior); num and dets are zeroed before the launch.
 extern "C" __global__ void retinaface_decode(
     const scalar_t* __restrict__ loc,     // [batch, priors, 4]  (dx, dy, dw, dh)
@@ -92,8 +93,7 @@ extern "C" __global__ void retinaface_decode(
     retinaface_prior(loc, conf, landms, landmarks, t, (int)(t - (long long)b * priors), layout, height, width,
                      variance0, variance1, conf_threshold, max_det, num + b, dets + (long long)b * max_det * RF_RECORD);
 }
-
-#ifdef TRTX_AOT
+#else
 // The entry TensorRT launches from the engine (AOT plugin), fields built in (RF_LAYOUT: the RetinaPriors of
 // FIELD_height x FIELD_width, RF_PRIORS priors). TensorRT zeroes nothing before it, so one block takes one image
 // (grid = batch): its counter lives in shared memory, and the block zeroes the unused slots and writes num.

@@ -6,13 +6,13 @@ __device__ __forceinline__ void swish_at(const scalar_t* x, scalar_t* y, long lo
     store(&y[i], v * sigmoid(beta * v));
 }
 
+#ifndef TRTX_AOT
 // One thread per element.
 extern "C" __global__ void swish(const scalar_t* x, scalar_t* y, long long n, float beta) {
     const long long i = global_index();
     if (i < n) swish_at(x, y, i, beta);
 }
-
-#ifdef TRTX_AOT
+#else
 // The entry TensorRT launches from the engine (AOT plugin): inputs, int32 arguments, outputs; beta is built in.
 extern "C" __global__ void swish_aot(const scalar_t* x, int n, scalar_t* y) {
     const long long i = global_index();

@@ -54,6 +54,7 @@ __device__ __forceinline__ void yolo_candidate(const scalar_t* __restrict__ head
     r[7] = (float)anchor_index;
 }
 
+#ifndef TRTX_AOT
 // One thread per (image, anchor, cell); num and dets are zeroed before the launch.
 extern "C" __global__ void yolo_decode(
     const scalar_t* __restrict__ head,  // [batch, na * (5 + nc), h, w] raw conv output
@@ -68,8 +69,7 @@ extern "C" __global__ void yolo_decode(
     yolo_candidate(head, b, t - b * per_image, na, nc, h, w, anchors, stride, conf_threshold, max_det, level,
                    num + b, dets + (long long)b * max_det * RECORD);
 }
-
-#ifdef TRTX_AOT
+#else
 // The entry TensorRT launches from the engine (AOT plugin), fields built in (YOLO_NA = anchors / 2). TensorRT
 // zeroes nothing before it, so one block takes one image (grid = batch): its counter lives in shared memory,
 // and the block zeroes the unused slots and writes num itself.

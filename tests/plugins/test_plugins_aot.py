@@ -65,6 +65,7 @@ def test_contract_ptx_arguments_and_launch(name, arch, cache):
         assert c.compiled.kind == "ptx" and c.compiled.arch == "compute_" + arch.split("_")[1]
         assert not c.ptx.endswith(b"\0") and f".target sm_{arch.split('_')[1]}" in text
         assert f".visible .entry {c.entry}(" in text and ".extern .func" not in text  # nothing to link
+        assert text.count(".entry") == 1  # only the AOT kernel goes into the engine
         # TensorRT passes input pointers, the int32 arguments, output pointers: the PTX entry takes exactly that
         want = ["u64"] * len(shapes) + ["u32"] * len(c.args) + ["u64"] * len(plugin.outputs)
         assert aot.ptx_parameters(c.ptx, c.entry) == want
