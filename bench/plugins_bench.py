@@ -25,8 +25,8 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugins.nms import Nms  # noqa: E402
-from plugins.yolo_decode import YoloDecode  # noqa: E402
+from plugins.ops.nms import Nms  # noqa: E402
+from plugins.ops.yolo_decode import YoloDecode  # noqa: E402
 
 ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))
 STRIDES = (8, 16, 32)

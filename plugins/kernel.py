@@ -394,6 +394,30 @@ class Kernel:
                 self._variants[dtype] = k
             return self._variants[dtype]
 
+    def derive(
+        self,
+        name: str,
+        *,
+        dtype: str | None = None,
+        defines: Mapping[str, object] | None = None,
+        source_suffix: str = "",
+    ) -> Kernel:
+        """Another entry point of this kernel's source: same file, options and headers; ``scalar_t`` of ``dtype``
+        (one of this kernel's dtypes), more ``defines``, and ``source_suffix`` appended to the source (code
+        generated for one use, e.g. an entry point for a number of inputs). Not listed for ``python -m plugins
+        compile``."""
+        base = self[dtype] if dtype is not None else self
+        if base.dtypes:
+            raise LaunchError(f"kernel {self.name} has dtype variants: derive(..., dtype=...) picks one")
+        k = Kernel.__new__(Kernel)
+        k.__dict__.update(base.__dict__)
+        k.name = name
+        k.defines = {**base.defines, **(defines or {})}
+        k._source = base.source + source_suffix
+        k._signature = None
+        k._variants, k._functions, k._lock = {}, {}, threading.Lock()
+        return k
+
     def variants(self) -> list[Kernel]:
         """The concrete kernels to compile: one per dtype, or this one."""
         return [self[d] for d in self.dtypes] if self.dtypes else [self]
@@ -436,7 +460,7 @@ class Kernel:
             with self._lock:
                 fn = self._functions.get(ctx)
                 if fn is None:
-                    fn = _load_function(ctx, self.compile(), self.name, self.filename)
+                    fn = load_function(ctx, self.compile(), self.name, self.filename)
                     self._functions[ctx] = fn
         return fn
 
@@ -452,23 +476,19 @@ class Kernel:
         """Launch on ``stream`` (int handle, torch.cuda.Stream, CUstream or None = default stream)."""
         if self.dtypes:
             raise LaunchError(f"kernel {self.name} has dtype variants: launch kernel[dtype]")
-        g, b = _dim3(grid, "grid", self.name), _dim3(block, "block", self.name)
+        g, b = dim3(grid, "grid", self.name), dim3(block, "block", self.name)
         if 0 in g:
             return  # nothing to do (an empty batch)
-        params, _, _buffer = pack_arguments(self.signature, args, self.name)  # _buffer: alive until launched
-        drv = driver()
         fn = self.function()
         if shared_mem > 48 * 1024:
+            drv = driver()
             check(
                 drv.cuFuncSetAttribute(
                     fn, drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(shared_mem)
                 ),
                 f"cuFuncSetAttribute({self.name}, max dynamic shared memory {shared_mem})",
             )
-        check(
-            drv.cuLaunchKernel(fn, *g, *b, int(shared_mem), drv.CUstream(stream_handle(stream)), params, 0),
-            f"cuLaunchKernel({self.name}, grid={g}, block={b}, shared={shared_mem})",
-        )
+        launch_function(fn, self.name, self.signature, args, g, b, stream, shared_mem)
 
     def launch_1d(self, n: int, args: Sequence[Any], stream: Any = None, block: int = 256) -> None:
         """One thread per item: grid = ceil(n / block). The kernel must return for indices >= n."""
@@ -479,7 +499,26 @@ class Kernel:
         self.launch(blocks(n, block), block, args, stream)
 
 
-def _dim3(value: int | Sequence[int], what: str, name: str) -> tuple[int, int, int]:
+def launch_function(
+    fn: Any,
+    name: str,
+    params: Sequence[tuple[str, str]],
+    args: Sequence[Any],
+    grid: tuple[int, int, int],
+    block: tuple[int, int, int],
+    stream: Any = None,
+    shared_mem: int = 0,
+) -> None:
+    """``cuLaunchKernel`` of a loaded CUfunction: ``args`` packed by ``params`` (see :func:`pack_arguments`)."""
+    packed, _, _buffer = pack_arguments(params, args, name)  # _buffer: alive until the launch call returns
+    drv = driver()
+    check(
+        drv.cuLaunchKernel(fn, *grid, *block, int(shared_mem), drv.CUstream(stream_handle(stream)), packed, 0),
+        f"cuLaunchKernel({name}, grid={grid}, block={block}, shared={shared_mem})",
+    )
+
+
+def dim3(value: int | Sequence[int], what: str, name: str) -> tuple[int, int, int]:
     dims = (int(value),) if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
     if not 1 <= len(dims) <= 3 or any(d < 0 for d in dims):
         raise LaunchError(f"kernel {name}: {what} must be 1 to 3 non-negative sizes, got {value!r}")
@@ -490,7 +529,8 @@ _module_lock = threading.Lock()
 _modules: dict[tuple[int, str], Any] = {}
 
 
-def _load_function(ctx: int, compiled: compiler.Compiled, name: str, filename: str):
+def load_function(ctx: int, compiled: compiler.Compiled, name: str, filename: str):
+    """CUfunction ``name`` of a compiled image (cubin or PTX) loaded in context ``ctx`` (once per image)."""
     drv = driver()
     with _module_lock:
         module = _modules.get((ctx, compiled.key))

@@ -3,6 +3,8 @@ outputs poisoned before the launch), the decode + nms plugin chain, and the NMS 
 ending at the decoded boxes. Needs torch with CUDA and cuda-python only (no TensorRT, no model packages).
 
     compute-sanitizer --tool memcheck .venv/bin/python -m pytest -q -m gpu tests/test_retinaface_gpu.py
+
+Tests taking ``aot`` also run the ahead-of-time contract (tests/plugins/test_plugins_gpu.py says what it is).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ HEIGHT, WIDTH = 320, 480  # 40x60, 20x30, 10x15 cells x 2 sizes: 6300 priors
 PRIORS = 6300
 THRESHOLD = 0.5
 SEED = random.randrange(2**31)
+
+
+@pytest.fixture(params=[False, True], ids=["enqueue", "aot"])
+def aot(request):
+    """Run through the IPluginV3 launch code (False) or the ahead-of-time contract (True)."""
+    return request.param
 
 
 def heads(batch: int, *, seed: int, dtype=torch.float32):
@@ -50,10 +58,10 @@ def stored(num: torch.Tensor, dets: torch.Tensor, b: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("batch", [1, 4])
-def test_decode_kernel_equals_reference(batch, dtype):
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_decode_kernel_equals_reference(batch, dtype, aot):
     inputs = heads(batch, seed=SEED + batch, dtype=dtype)
-    num, dets, landmarks = retinaface_decode.run(inputs, **fields())  # NaN / INT32_MIN poisoned before launch
+    num, dets, landmarks = retinaface_decode.run(inputs, aot=aot, **fields())  # NaN / INT32_MIN poisoned before launch
     torch.cuda.synchronize()
     ref_num, ref_dets, ref_landmarks = retinaface_decode.reference(inputs, **fields())
     assert num.dtype == torch.int32 and dets.shape == (batch, PRIORS, 8) and landmarks.shape == (batch, PRIORS, 10)
@@ -69,9 +77,9 @@ def test_decode_kernel_equals_reference(batch, dtype):
         assert (dets[b, n:] == 0).all(), "slots after the count are zero"
 
 
-def test_decode_kernel_counts_past_max_det_per_image():
+def test_decode_kernel_counts_past_max_det_per_image(aot):
     inputs = heads(2, seed=SEED)
-    num, dets, _ = retinaface_decode.run(inputs, **fields(max_det=50))
+    num, dets, _ = retinaface_decode.run(inputs, aot=aot, **fields(max_det=50))
     ref_num, ref_dets, _ = retinaface_decode.reference(inputs, **fields())
     assert torch.equal(num, ref_num) and int(num.min()) > 50
     for b in range(2):
@@ -82,7 +90,7 @@ def test_decode_kernel_counts_past_max_det_per_image():
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-def test_decode_and_nms_plugins_equal_their_references(batch):
+def test_decode_and_nms_plugins_equal_their_references(batch, aot):
     """The plugin post-processing (decode -> nms -> landmarks by prior index) on the GPU and with the torch
     references (which tests/test_retinaface.py holds to biubug6's decode + exact NMS on the trained model).
 
@@ -90,11 +98,11 @@ def test_decode_and_nms_plugins_equal_their_references(batch):
     the nms stage is held to exact equality on the very records the GPU decode produced, and the decode stage to
     its reference within float tolerance (per prior)."""
     inputs = heads(batch, seed=SEED + 7)
-    gpu_num, gpu_dets, gpu_landmarks = retinaface_decode.run(inputs, **fields(max_det=2000))
+    gpu_num, gpu_dets, gpu_landmarks = retinaface_decode.run(inputs, aot=aot, **fields(max_det=2000))
     ref_num, ref_dets, ref_landmarks = retinaface_decode.reference(inputs, **fields(max_det=2000))
     assert torch.equal(gpu_num, ref_num), f"seed {SEED}"
     kw = {"iou_threshold": 0.4, "score_threshold": THRESHOLD, "max_det": 300, "agnostic": True}
-    out_num, out = nms.run([gpu_num, gpu_dets], **kw)
+    out_num, out = nms.run([gpu_num, gpu_dets], aot=aot, **kw)
     exp_num, exp = nms.reference([gpu_num, gpu_dets], **kw)
     assert torch.equal(out_num, exp_num), f"seed {SEED}"
     assert torch.equal(out, exp), f"same priors kept, same order, same bits (seed {SEED})"

@@ -89,9 +89,15 @@ class Net:
         #: int8: quantization points left unquantized (their consumers compute in fp16, weights included)
         self.int8_fallback = set(int8_fallback)
         self._keep: list[np.ndarray] = []
+        self._plugin_objects: list[Any] = []  # IPluginV3 objects of the plugin layers (see keep_plugin)
         self._cast_of: dict[str, str] = {}  # cast output -> the tensor it casts (same values, other dtype)
         self._cast_src: dict[str, Any] = {}  # cast output -> that tensor itself (int8 quantizes the original)
         self._qdq: dict[tuple[str, Any], Any] = {}  # (point, dtype) -> its dequantized tensor, shared by consumers
+
+    def keep_plugin(self, plugin: Any) -> None:
+        """Hold ``plugin`` (the IPluginV3 object of a plugin layer) as long as the network: TensorRT keeps only a
+        pointer to it, and the Python object must outlive the build."""
+        self._plugin_objects.append(plugin)
 
     # ---- dtypes ---------------------------------------------------------------------------------
     @property

@@ -78,6 +78,12 @@ class Backend:
         return network_cls is not None and hasattr(network_cls, "add_plugin_v3")
 
     @cached_property
+    def has_aot_plugins(self) -> bool:
+        """Whether plugin kernels can be built into the engine ahead of time (``tensorrt.plugin.aot_impl``,
+        TensorRT >= 10.9): such engines run under trtexec and Triton with no Python and no plugin library."""
+        return self.has_plugin_layers and hasattr(self.module, "QuickPluginCreationRequest")
+
+    @cached_property
     def has_nms_runner(self) -> bool:
         """Whether the builder implements INMSLayer (TensorRT-RTX 1.7 exposes add_nms but cannot build it)."""
         network_cls = getattr(self.module, "INetworkDefinition", None)
@@ -152,6 +158,14 @@ def __getattr__(attr: str):
     # `from trtx_base.backend import trt, name, version` resolves lazily so importing trtx stays cheap.
     if attr == "trt":
         return load().module
-    if attr in ("name", "version", "strongly_typed_only", "has_plugin_layers", "has_nms_runner", "can_execute"):
+    if attr in (
+        "name",
+        "version",
+        "strongly_typed_only",
+        "has_plugin_layers",
+        "has_aot_plugins",
+        "has_nms_runner",
+        "can_execute",
+    ):
         return getattr(load(), attr)
     raise AttributeError(attr)

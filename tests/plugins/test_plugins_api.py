@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_cases import Builder, Expr
 
-from plugins import core
+from plugins import adapter, core
 from plugins.core import Bool, Float, Floats, Int, Ints, Plugin, PluginError, Str, SymDim
-from plugins.nms import Nms
-from plugins.swish import Swish
-from plugins.yolo_decode import YoloDecode
+from plugins.ops.nms import Nms
+from plugins.ops.swish import Swish
+from plugins.ops.yolo_decode import YoloDecode
+from plugins.shapes import as_expr
 
 try:
     from trtx_base import backend
@@ -65,7 +67,7 @@ def test_fields_round_trip_through_serialization(plugin):
     trt_plugin = plugin.trt_plugin()
     collection = trt_plugin.get_fields_to_serialize()
     assert [f.name for f in collection] == list(plugin.fields)
-    creator = core._trt_classes()[1](type(plugin))
+    creator = adapter.trt_classes()[1](type(plugin))
     rebuilt = creator.create_plugin(plugin.name, collection, trt.TensorRTPhase.RUNTIME)
     assert isinstance(rebuilt, trt.IPluginV3)
     assert rebuilt.impl == plugin and rebuilt.impl is not plugin
@@ -153,39 +155,6 @@ def test_shape_rule_errors_name_the_problem():
         CONFIGS[1].check_dtypes(["int8"])
 
 
-class Expr:
-    """A stand-in for TensorRT's IDimensionExpr: a constant or a named symbol, or an operation on two."""
-
-    def __init__(self, op, a=None, b=None):
-        self.op, self.a, self.b = op, a, b
-
-    def is_constant(self):
-        return self.op == "const"
-
-    def get_constant_value(self):
-        return self.a
-
-    def eval(self, env):
-        if self.op == "const":
-            return self.a
-        if self.op == "sym":
-            return env[self.a]
-        a, b = self.a.eval(env), self.b.eval(env)
-        ops = {"SUM": int.__add__, "SUB": int.__sub__, "PROD": int.__mul__, "FLOOR_DIV": int.__floordiv__,
-               "CEIL_DIV": lambda a, b: -(-a // b), "MAX": max, "MIN": min}  # fmt: skip
-        return ops[self.op.name](a, b)
-
-
-class Builder:
-    """The two IExprBuilder calls the shape rule makes, building Expr trees."""
-
-    def constant(self, value):
-        return Expr("const", value)
-
-    def operation(self, op, a, b):
-        return Expr(op, a, b)
-
-
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_one_shape_rule_serves_symbolic_and_concrete_dimensions(batch):
     """SymDim turns the author's arithmetic into IExprBuilder operations with TensorRT's DimensionOperation;
@@ -197,16 +166,16 @@ def test_one_shape_rule_serves_symbolic_and_concrete_dimensions(batch):
     outs = decode.output_shapes((sym("B"), const(16), sym("H"), sym("W")))
     expected = decode.concrete_shapes([(batch, 16, 20, 24)])
     env = {"B": batch, "H": 20, "W": 24}
-    evaluated = [tuple(core._as_expr(d, b).eval(env) for d in shape) for shape in outs]
+    evaluated = [tuple(as_expr(d, b).eval(env) for d in shape) for shape in outs]
     assert evaluated == expected
     outs = nms.output_shapes(
         (sym("B"),), (sym("B"), const(100), const(8)), (sym("B"),), (sym("B"), const(30), const(8))
     )
-    assert [tuple(core._as_expr(d, b).eval(env) for d in s) for s in outs] == [(batch,), (batch, 50, 8)]
+    assert [tuple(as_expr(d, b).eval(env) for d in s) for s in outs] == [(batch,), (batch, 50, 8)]
     # arithmetic, ceil_div/dim_max on SymDims, with ints on either side
     x = sym("B")
     e = core.ceil_div(2 * x + 1 - x // 2, 3) * core.dim_max(x, 4) - core.dim_min(x, 2)
-    assert core._as_expr(e, b).eval(env) == -(-(2 * batch + 1 - batch // 2) // 3) * max(batch, 4) - min(batch, 2)
+    assert as_expr(e, b).eval(env) == -(-(2 * batch + 1 - batch // 2) // 3) * max(batch, 4) - min(batch, 2)
     assert core.known(const(7)) == 7 and core.known(x) is None and core.known(5) == 5
     with pytest.raises(PluginError, match="only known at run time"):
         int(x)
@@ -308,7 +277,52 @@ def test_list_cli_prints_plugins_fields_and_dtypes():
         "field  agnostic: bool (default False)",
         "trtx::swish v1",
         "output y: dtype of x",
-        "kernel yolo_decode in plugins/yolo_decode.cu [float32, float16]",
+        "kernel yolo_decode in plugins/ops/yolo_decode.cu [float32, float16]",
+        "ahead-of-time: yes",
     ):
         assert text in out, text
     assert subprocess.run([sys.executable, "-m", "plugins", "--help"], capture_output=True, cwd=ROOT).returncode == 0
+
+
+def test_every_module_of_plugins_ops_is_a_plugin_and_importable_from_plugins():
+    import plugins
+    from plugins import nms, swish
+    from plugins.ops import nms as ops_nms
+
+    assert nms is ops_nms and swish.Swish is Swish
+    modules = core.discover()
+    assert modules == [f"plugins.ops.{n}" for n in ("nms", "retinaface_decode", "swish", "yolo_decode")]
+    declared = {cls.__module__ for cls in core.PLUGINS.values() if cls.__module__.startswith("plugins.ops.")}
+    assert declared == set(modules)
+    with pytest.raises(ImportError):
+        from plugins import no_such_plugin  # noqa: F401
+    with pytest.raises(AttributeError):
+        plugins.no_such_plugin  # noqa: B018
+
+
+def test_the_tutorial_in_the_docs_is_the_real_plugin_file():
+    """docs/plugins.md writes plugins/ops/swish.py and swish.cu in full; a plugin written from it is what runs."""
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    for intro, fence, path in (
+        ("The kernel, `plugins/ops/swish.cu`:", "```cuda\n", "swish.cu"),
+        ("The plugin, `plugins/ops/swish.py` (the whole file):", "```python\n", "swish.py"),
+    ):
+        start = docs.index(fence, docs.index(intro)) + len(fence)
+        assert docs[start : docs.index("```\n", start)] == (ROOT / "plugins" / "ops" / path).read_text(), path
+
+
+def test_net_keeps_plugin_objects_alive():
+    import gc
+    import weakref
+
+    from trtx.net import Net
+
+    class Held:
+        pass
+
+    net, obj = Net(), Held()
+    ref = weakref.ref(obj)
+    net.keep_plugin(obj)
+    del obj
+    gc.collect()
+    assert ref() is not None

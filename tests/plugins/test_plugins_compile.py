@@ -50,7 +50,7 @@ def test_every_kernel_compiles_for_the_six_architectures(cache, capsys):
     assert all(p.read_bytes()[:4] == b"\x7fELF" for p in cubins)
     assert not list(cache.rglob("*.tmp")), "atomic writes leave no temporary files"
     for arch in SIX_ARCHS.split(","):
-        assert f"ok   {arch:8} plugins/yolo_decode.cu" in out
+        assert f"ok   {arch:8} plugins/ops/yolo_decode.cu" in out
     # a second run is served by the disk cache
     compiler._memory.clear()
     assert cli.main(["compile", "--arch", SIX_ARCHS]) == 0
@@ -84,7 +84,7 @@ def test_compile_cli_fails_on_a_broken_kernel(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL sm_90" in proc.stderr
     assert "broken.cu:2: error" in proc.stderr and "y[0] = undefined_name;" in proc.stderr
-    assert "ok   sm_90    plugins/nms.cu" in proc.stdout  # the good kernels still compiled
+    assert "ok   sm_90    plugins/ops/nms.cu" in proc.stdout  # the good kernels still compiled
 
 
 def test_compile_error_names_file_line_and_source(tmp_path, cache):
@@ -200,7 +200,7 @@ def test_argument_packing():
 
 
 def test_dtype_variants():
-    k = Kernel(ROOT / "plugins" / "swish.cu", "swish", dtypes=("float32", "float16"), _register=False)
+    k = Kernel(ROOT / "plugins" / "ops" / "swish.cu", "swish", dtypes=("float32", "float16"), _register=False)
     assert k["float16"].defines == {"scalar_t": "trtx_half"} and k["float32"].defines == {"scalar_t": "float"}
     assert k["float16"] is k["float16"]
     with pytest.raises(LaunchError, match="no int8 variant"):
@@ -213,10 +213,10 @@ def test_no_torch_tensorrt_or_libcuda_needed_to_import_and_compile(tmp_path):
     code = textwrap.dedent(
         """
         import sys
-        import plugins.core, plugins.yolo_decode, plugins.nms, plugins.swish, plugins.kernel
+        import plugins.core, plugins.ops.yolo_decode, plugins.ops.nms, plugins.ops.swish, plugins.kernel
         assert "torch" not in sys.modules, "torch imported"
         assert not [m for m in sys.modules if m.startswith("tensorrt")], "TensorRT imported"
-        print(plugins.yolo_decode.KERNEL["float16"].compile("sm_90").kind)
+        print(plugins.ops.yolo_decode.KERNEL["float16"].compile("sm_90").kind)
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TRTX_KERNEL_CACHE": str(tmp_path)}

@@ -3,6 +3,13 @@
 Every run uses a new seed (printed on failure). ``Plugin.run`` poisons outputs with NaN / INT32_MIN and the
 workspace with 0xFF before the launch, so a kernel that skips an element fails the comparison. Set
 ``TRTX_PLUGIN_REPORT=path.json`` to record the largest errors seen (bench/results quote them).
+
+Tests taking the ``aot`` fixture run twice: ``enqueue`` (the IPluginV3 launch code) and ``aot`` (the
+ahead-of-time contract TensorRT >= 10.9 would launch from an engine: the PTX loaded by the driver, the grid,
+block, shared memory and int32 arguments evaluated at these shapes, inputs / arguments / outputs in TensorRT's
+order, no workspace -- ``plugins.aot.contract`` / ``launch``). Under compute-sanitizer:
+
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python -m pytest -q -m gpu tests/plugins
 """
 
 from __future__ import annotations
@@ -39,6 +46,16 @@ def _note(key: str, value: float) -> None:
     REPORT[key] = max(REPORT.get(key, 0.0), float(value))
 
 
+@pytest.fixture(params=[False, True], ids=["enqueue", "aot"])
+def aot(request):
+    """Run through the IPluginV3 launch code (False) or the ahead-of-time contract (True)."""
+    return request.param
+
+
+def _path(aot: bool) -> str:
+    return "aot" if aot else "enqueue"
+
+
 @pytest.fixture
 def seed():
     value = random.SystemRandom().randrange(2**31)
@@ -59,15 +76,15 @@ def _unpoisoned(*tensors):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("batch", BATCHES)
-def test_swish(dtype, batch, seed):
+def test_swish(dtype, batch, seed, aot):
     g = torch.Generator(device="cuda").manual_seed(seed)
     x = (torch.randn(batch, 3, 37, 41, device="cuda", generator=g) * 4).to(getattr(torch, dtype))
-    (y,) = swish.run([x], beta=1.3)
+    (y,) = swish.run([x], beta=1.3, aot=aot)
     (want,) = swish.reference([x], beta=1.3)
     _unpoisoned(y)
     assert y.dtype == x.dtype and y.shape == x.shape
     err = ((y.float() - want.float()).abs() / want.float().abs().clamp(min=1)).max().item()
-    _note(f"swish {dtype} max rel err", err)
+    _note(f"swish {dtype} {_path(aot)} max rel err", err)
     assert err <= TOLERANCE[dtype], err
 
 
@@ -109,9 +126,9 @@ def _check_records(got, loose_rows, strict_rows, fields, dtype, key):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("level", [0, 1, 2])
 @pytest.mark.parametrize("batch", BATCHES)
-def test_yolo_decode(batch, level, dtype, seed):
+def test_yolo_decode(batch, level, dtype, seed, aot):
     head, fields = _decode_case(batch, level, dtype, seed)
-    num, dets = yolo_decode.run([head], **fields)
+    num, dets = yolo_decode.run([head], aot=aot, **fields)
     _unpoisoned(num, dets)
     (loose_num, loose), (strict_num, strict) = _bracket(head, fields)
     assert ((strict_num <= num) & (num <= loose_num)).all(), (num, strict_num, loose_num)
@@ -120,9 +137,46 @@ def test_yolo_decode(batch, level, dtype, seed):
         n = int(num[b])
         assert not dets[b, n:].any(), "slots past num must be zero"
         complete = _check_records(
-            dets[b, :n], loose[b, : loose_num[b]], strict[b, : strict_num[b]], fields, dtype, f"yolo_decode {dtype}"
+            dets[b, :n],
+            loose[b, : loose_num[b]],
+            strict[b, : strict_num[b]],
+            fields,
+            dtype,
+            f"yolo_decode {dtype} {_path(aot)}",
         )
         assert complete, "a candidate clearly over the threshold is missing"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("batch", BATCHES)
+def test_aot_decode_equals_the_enqueue_decode(batch, dtype, seed):
+    """The AOT kernel (one block per image, its counter in shared memory) stores the candidates the IPluginV3
+    kernel stores, with the same values (same device code; only the order of the slots differs)."""
+    head, fields = _decode_case(batch, 1, dtype, seed)
+    num, dets = yolo_decode.run([head], **fields)
+    aot_num, aot_dets = yolo_decode.run([head], aot=True, **fields)
+    _unpoisoned(aot_num, aot_dets)
+    assert torch.equal(num, aot_num)
+    for b in range(batch):
+        n = int(num[b])
+        mine, theirs = aot_dets[b, :n], dets[b, :n]
+        mine, theirs = mine[torch.argsort(mine[:, 7])], theirs[torch.argsort(theirs[:, 7])]
+        assert torch.equal(mine[:, 5:], theirs[:, 5:])
+        err = (mine[:, :5] - theirs[:, :5]).abs().max().item() if n else 0.0
+        _note(f"yolo_decode {dtype} aot vs enqueue max abs diff", err)
+        assert err <= 1e-4, err
+        assert not aot_dets[b, n:].any()
+
+
+def test_aot_contract_is_ptx_for_this_device():
+    from plugins import aot
+    from plugins.kernel import context_capability
+
+    plugin = yolo_decode.YoloDecode(anchors=ANCHORS[0], stride=8)
+    c = aot.contract(plugin, [(3, 255, 80, 80)], ["float16"])
+    major, minor = context_capability()
+    assert c.compiled.kind == "ptx" and int(c.compiled.arch.split("_")[1]) <= 10 * major + minor
+    assert (c.grid, c.block, c.args) == ((3, 1, 1), (512, 1, 1), (80, 80))
 
 
 def test_yolo_decode_images_of_a_batch_are_independent(seed):
@@ -137,9 +191,9 @@ def test_yolo_decode_images_of_a_batch_are_independent(seed):
         assert torch.equal(mine[torch.argsort(mine[:, 7])], alone[torch.argsort(alone[:, 7])])
 
 
-def test_yolo_decode_truncates_at_max_det_and_counts_everything(seed):
+def test_yolo_decode_truncates_at_max_det_and_counts_everything(seed, aot):
     head, fields = _decode_case(3, 0, "float32", seed, max_det=64, obj_shift=-1.0)
-    num, dets = yolo_decode.run([head], **fields)
+    num, dets = yolo_decode.run([head], aot=aot, **fields)
     _unpoisoned(num, dets)
     (loose_num, loose), (strict_num, strict) = _bracket(head, fields)
     assert ((strict_num <= num) & (num <= loose_num)).all() and (num > 64).all()
@@ -157,20 +211,21 @@ def test_yolo_decode_rejects_a_wrong_head():
 # ---- nms ----------------------------------------------------------------------------------------------------
 
 
-def _decoded_levels(batch, seed, dtype="float32", max_det=1000):
+def _decoded_levels(batch, seed, dtype="float32", max_det=1000, aot=False):
     inputs = []
     for level in range(3):
         head, fields = _decode_case(batch, level, dtype, seed + level, max_det=max_det, obj_shift=-4.5)
-        inputs += yolo_decode.run([head], **fields)
+        inputs += yolo_decode.run([head], aot=aot, **fields)
     return inputs
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("agnostic", [False, True])
 @pytest.mark.parametrize("batch", BATCHES)
-def test_nms_after_decode_equals_reference(batch, agnostic, seed):
-    inputs = _decoded_levels(batch, seed)
+def test_nms_after_decode_equals_reference(batch, agnostic, dtype, seed, aot):
+    inputs = _decoded_levels(batch, seed, dtype, aot=aot)
     fields = dict(iou_threshold=0.45, score_threshold=0.25, max_det=300, agnostic=agnostic)
-    num, dets = nms.run(inputs, **fields)
+    num, dets = nms.run(inputs, aot=aot, **fields)
     _unpoisoned(num, dets)
     want_num, want = nms.reference(inputs, **fields)
     assert torch.equal(num, want_num), (num, want_num)
@@ -179,25 +234,26 @@ def test_nms_after_decode_equals_reference(batch, agnostic, seed):
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-def test_nms_ties_clusters_and_overcounted_inputs(batch, seed):
+def test_nms_ties_clusters_and_overcounted_inputs(batch, seed, aot):
     a_num, a = clustered_records(batch, 700, seed=seed)
     b_num, b = clustered_records(batch, 300, seed=seed + 1)
     b[..., 6] = 1
     b_num[0] = 300 + 25  # a truncated decode: counted more than it stored
     inputs = [t.cuda() for t in (a_num, a, b_num, b)]
     for fields in ({"max_det": 1000}, {"max_det": 7, "iou_threshold": 0.3}, {"score_threshold": 0.6}):
-        num, dets = nms.run(inputs, **fields)
+        num, dets = nms.run(inputs, aot=aot, **fields)
         _unpoisoned(num, dets)
         want_num, want = nms.reference(inputs, **fields)
         assert torch.equal(num, want_num) and torch.equal(dets, want), fields
 
 
-def test_nms_more_candidates_than_shared_memory_caches(seed):
-    """5000 valid rows: nms_greedy caches the first ~1800 boxes in shared memory and reads the rest from global."""
+def test_nms_more_candidates_than_shared_memory_caches(seed, aot):
+    """5000 valid rows: nms_greedy caches the first ~1800 boxes in shared memory and reads the rest from global
+    (the AOT kernel keeps one byte per candidate in shared memory and reads every box from global)."""
     num, dets = clustered_records(2, 5000, classes=2, seed=seed, tie_scores=False)
     num[:] = 5000
     inputs = [num.cuda(), dets.cuda()]
-    out_num, out = nms.run(inputs, score_threshold=0.0, max_det=5000)
+    out_num, out = nms.run(inputs, score_threshold=0.0, max_det=5000, aot=aot)
     want_num, want = nms.reference(inputs, score_threshold=0.0, max_det=5000)
     assert nms.Nms().output_shapes((2,), (2, 5000, 8)) and 5000 > (nms.SHARED_BYTES - 5000) // nms.BOX_BYTES
     assert torch.equal(out_num, want_num) and torch.equal(out, want)
@@ -235,9 +291,9 @@ def test_decode_and_nms_replay_in_a_cuda_graph(seed):
         assert torch.equal(num, want_num) and torch.equal(dets, want)
 
 
-def test_nms_fp16_decode_inputs(seed):
-    inputs = _decoded_levels(3, seed, dtype="float16")
-    num, dets = nms.run(inputs)
+def test_nms_fp16_decode_inputs(seed, aot):
+    inputs = _decoded_levels(3, seed, dtype="float16", aot=aot)
+    num, dets = nms.run(inputs, aot=aot)
     want_num, want = nms.reference(inputs)
     assert torch.equal(num, want_num) and torch.equal(dets, want)
 

@@ -31,11 +31,25 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.core import Float, Floats, Input, Int, Ints, Kernel, Output, Plugin, PluginError, known, memset32
+from plugins.core import (
+    AotLaunch,
+    Float,
+    Floats,
+    Input,
+    Int,
+    Ints,
+    Kernel,
+    Output,
+    Plugin,
+    PluginError,
+    known,
+    memset32,
+)
 
 RECORD = 8
 MAX_LEVELS = 8  # RF_MAX_LEVELS in retinaface_decode.cu
 MAX_SIZES = 32  # RF_MAX_SIZES
+AOT_BLOCK = 512  # threads per image in the ahead-of-time kernel (one block per image)
 KERNEL = Kernel(
     Path(__file__).with_name("retinaface_decode.cu"),
     "retinaface_decode",
@@ -138,6 +152,12 @@ class RetinafaceDecode(Plugin):
                 self.width, v0, v1, self.conf_threshold, self.max_det]  # fmt: skip
         KERNEL[loc.dtype].launch_1d(batch * self.num_priors, args, stream)
 
+    def aot_launch(self, shapes, dtypes):
+        batch = shapes[0][0]
+        layout = "{" + ",".join(str(v) for v in self.layout().view(np.int32).tolist()) + "}"  # all 4-byte ints
+        return AotLaunch(KERNEL, "retinaface_decode_aot", grid=batch, block=AOT_BLOCK, args=[batch], dtype=dtypes[0],
+                         defines={"RF_LAYOUT": layout, "RF_PRIORS": self.num_priors})  # fmt: skip
+
     def priors(self, device=None):
         """[A, 4] (cx, cy, w, h) normalized float32, PriorBox's values and order; [A] level of each prior."""
         import torch
@@ -219,7 +239,7 @@ def select(boxes, scores, *, conf_threshold: float, iou_threshold: float, top_k:
     survive that round trip exactly, a pair within a rounding error of the threshold may go the other way."""
     import torch
 
-    from plugins import nms
+    from plugins.ops import nms
 
     boxes = torch.as_tensor(boxes).cuda()
     num, records = nms_records(boxes, torch.as_tensor(scores).cuda(), conf_threshold, top_k)

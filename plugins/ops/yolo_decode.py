@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.core import Float, Floats, Input, Int, Kernel, Output, Plugin, PluginError, known, memset32
+from plugins.core import AotLaunch, Float, Floats, Input, Int, Kernel, Output, Plugin, PluginError, known, memset32
 
 RECORD = 8
 MAX_ANCHORS = 16  # YOLO_MAX_ANCHORS in yolo_decode.cu
+AOT_BLOCK = 512  # threads per image in the ahead-of-time kernel (one block per image)
 KERNEL = Kernel(
     Path(__file__).with_name("yolo_decode.cu"), "yolo_decode", dtypes=("float32", "float16"), options=("--fmad=false",)
 )
@@ -87,6 +88,11 @@ class YoloDecode(Plugin):
         args = [head, num, dets, batch, self.na, self.num_classes, h, w, self._anchor_struct, self.stride]
         args += [self.conf_threshold, self.max_det, float(self.level)]
         KERNEL[head.dtype].launch_1d(batch * self.na * h * w, args, stream)
+
+    def aot_launch(self, shapes, dtypes):
+        batch, _, h, w = shapes[0]
+        return AotLaunch(KERNEL, "yolo_decode_aot", grid=batch, block=AOT_BLOCK, args=[h, w], dtype=dtypes[0],
+                         defines={"YOLO_NA": self.na})  # fmt: skip
 
     def reference(self, inputs):
         import torch

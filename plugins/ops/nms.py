@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.core import Bool, Float, Input, Int, Kernel, Output, Plugin, PluginError, blocks, known
+from plugins.core import AotLaunch, Bool, Float, Input, Int, Kernel, Output, Plugin, PluginError, blocks, known
 
 RECORD = 8
 MAX_INPUTS = 32  # the sort key holds the input position in 5 bits
 MAX_SLOTS = 32768  # rows per image in all inputs: one byte of shared memory each in nms_greedy
 SHARED_BYTES = 48 * 1024 - 64  # dynamic shared memory of nms_greedy (no opt-in needed on any architecture)
 BOX_BYTES = 24  # sizeof(Box) in nms.cu: candidates cached in shared memory for the sequential walk
+AOT_BLOCK = 512  # threads per image in the ahead-of-time kernel (one block per image)
 _SOURCE = Path(__file__).with_name("nms.cu")
 _OPTIONS = ("--fmad=false",)
 GATHER = Kernel(_SOURCE, "nms_gather", options=_OPTIONS)
@@ -97,6 +98,12 @@ class Nms(Plugin):
         args = [ordered, keys, slots, cached, self.iou_threshold, self.max_det, int(self.agnostic), out_num, out_dets]
         GREEDY.launch(batch, 256, args, stream, shared_mem=cached * BOX_BYTES + slots)
 
+    def aot_launch(self, shapes, dtypes):
+        pairs = len(shapes) // 2
+        rows = [known(s[1]) for s in shapes[1::2]]  # static (output_shapes checks)
+        return AotLaunch(GATHER, f"nms_aot_{pairs}", grid=shapes[0][0], block=AOT_BLOCK, args=rows,
+                         shared_mem=sum(rows), source=aot_entry(pairs))  # fmt: skip
+
     def reference(self, inputs):
         import torch
 
@@ -147,6 +154,23 @@ def greedy(r, iou_threshold: float, max_det: int, agnostic: bool) -> list[int]:
             break
         removed |= suppress[i]
     return kept
+
+
+def aot_entry(pairs: int) -> str:
+    """The AOT kernel's entry point for ``pairs`` (num, dets) inputs: TensorRT passes every input as its own
+    argument (inputs, then the rows of each pair, then the outputs); nms_block in nms.cu does the work."""
+    params = ", ".join(f"const int* __restrict__ num{k}, const float* __restrict__ dets{k}" for k in range(pairs))
+    rows = ", ".join(f"int rows{k}" for k in range(pairs))
+    inputs = ", ".join(f"{{num{k}, dets{k}, rows{k}}}" for k in range(pairs))
+    return f"""
+#ifdef TRTX_AOT
+extern "C" __global__ void nms_aot_{pairs}({params}, {rows}, int* __restrict__ out_num, float* __restrict__ out_dets) {{
+    const NmsInput in[{pairs}] = {{{inputs}}};
+    nms_block(in, {pairs}, FIELD_score_threshold, FIELD_iou_threshold, FIELD_max_det, FIELD_agnostic, out_num,
+              out_dets);
+}}
+#endif
+"""
 
 
 reference = Nms.functional_reference

@@ -1,8 +1,9 @@
 """swish: y = x · sigmoid(β·x), elementwise -- the plugin docs/plugins.md writes step by step."""
 
+import math
 from pathlib import Path
 
-from plugins.core import Float, Input, Kernel, Output, Plugin
+from plugins.core import AotLaunch, Float, Input, Kernel, Output, Plugin, ceil_div
 
 KERNEL = Kernel(Path(__file__).with_name("swish.cu"), "swish", dtypes=("float32", "float16"))
 
@@ -28,6 +29,10 @@ class Swish(Plugin):
 
         (x,) = inputs
         return [(x.float() * torch.sigmoid(self.beta * x.float())).to(x.dtype)]
+
+    def aot_launch(self, shapes, dtypes):
+        n = math.prod(shapes[0])  # symbolic inside TensorRT: the launch follows the input's shape
+        return AotLaunch(KERNEL, "swish_aot", grid=ceil_div(n, 256), block=256, args=[n], dtype=dtypes[0])
 
 
 reference = Swish.functional_reference
