@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -352,3 +353,22 @@ def test_deepstream_parser_flags_and_refusals(engines, tmp_path, capsys):
     rc, err = run_export(["deepstream", str(engines["yolov5s"]), "-o", str(out), "--name", "mine"], capsys)
     assert rc == 2 and "was not written by trtx export deepstream" in err
     assert (out / "config_infer_mine.txt").read_text() == "[property]\n"
+
+
+def test_docs_client_example_compiles_against_the_installed_apis():
+    """docs/deploy.md's client (never run against a server here): it compiles, and the tritonclient and trtx names
+    it calls exist."""
+    import tritonclient.grpc as grpcclient
+
+    from trtx import letterbox, nms
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1
+    compile(blocks[0], "docs/deploy.md", "exec")
+    used = set(re.findall(r"(grpcclient|letterbox|nms)\.(\w+)\(", blocks[0]))
+    assert used == {("grpcclient", "InferenceServerClient"), ("grpcclient", "InferInput"),
+                    ("grpcclient", "InferRequestedOutput"), ("letterbox", "letterbox_batch"),
+                    ("nms", "non_max_suppression"), ("letterbox", "scale_boxes")}  # fmt: skip
+    modules = {"grpcclient": grpcclient, "letterbox": letterbox, "nms": nms}
+    assert all(callable(getattr(modules[m], name, None)) for m, name in used)

@@ -261,9 +261,9 @@ def gpu_targets(options: BuildOptions, be: backend.Backend | None = None) -> dic
         archs, chosen = list(options.gpu_archs), "--gpu-arch"
     elif be.default_build_targets:
         archs, chosen = list(be.default_build_targets), f"{be.name} default"
-    else:  # full TensorRT: the engine is for the GPU of the machine that built it
+    else:  # full TensorRT: the engine is for the GPU it was built on (the current device, CUDA's device 0)
         devices, _ = cudainfo.devices()
-        archs, chosen = sorted({d.arch for d in devices}, key=backend.arch_capability), "the build machine's GPU"
+        archs, chosen = [d.arch for d in devices[:1]], "the build machine's GPU"
     return {"archs": archs, "chosen_by": chosen, "one_engine_for_all": be.multi_target_engines}
 
 
