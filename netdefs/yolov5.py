@@ -635,6 +635,8 @@ def define(net: Net, cfg: Config) -> None:
         if protos is not None:
             net.output(protos, "proto")
     net.meta["yolov5"] = _meta(cfg, net)
+    if cfg.task == "detect" and cfg.postprocess == "native":
+        net.meta["detector"] = _detector_meta(cfg)
 
 
 def _meta(cfg: Config, net: Net) -> dict:
@@ -669,6 +671,28 @@ def _meta(cfg: Config, net: Net) -> dict:
         "num_masks": cfg.num_masks,
         "postprocess": post,
     }
+
+
+def _detector_meta(cfg: Config) -> dict:
+    """The engine as a detection server sees it (``python -m trtx export deepstream``; docs/deploy.md)."""
+    prefix = "det_" if cfg.nms_in_engine else ""
+    return {
+        "num_classes": cfg.num_classes,
+        "names": cfg.names,
+        "outputs": {role: prefix + role for role in ("boxes", "scores", "classes")},
+        "box_format": "cxcywh",
+        "nms": "engine" if cfg.nms_in_engine else "after-engine",
+        "conf": cfg.conf,
+        "iou": cfg.iou,
+        "max_det": cfg.max_det,
+        "input": _detector_input(),
+    }
+
+
+def _detector_input() -> dict:
+    """What preprocess does to a BGR image: letterbox (centred, pad 114), BGR -> RGB, x / 255."""
+    return {"name": INPUT, "color": "RGB", "scale": 1 / 255, "mean": [0.0] * 3, "letterbox": "center",
+            "pad_value": lb.PAD_VALUE}  # fmt: skip
 
 
 # ---- Detect: decode and NMS ---------------------------------------------------------------------------------

@@ -31,6 +31,28 @@ def make_calibration_folder() -> Callable[[Path], Path]:
     return make
 
 
+@pytest.fixture(scope="session")
+def make_tiny_engine() -> Callable[..., Path]:
+    """``make(path, batch="1:2:4", gpu_archs=())`` -> ``path``: a conv + ReLU network (input ``x`` [B, 3, 16, 16],
+    output ``y``) built by the real builder and saved with its metadata, for tests about engines, not models."""
+    import numpy as np
+
+    from trtx.build import BatchSpec, BuildOptions, build_serialized, metadata, save_engine
+    from trtx.net import Net
+
+    def make(path: Path, batch: str = "1:2:4", gpu_archs: tuple[str, ...] = ()) -> Path:
+        rng = np.random.default_rng(0)
+        net = Net({"c.weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "c.bias": np.ones(8, np.float32)},
+                  name="tiny")  # fmt: skip
+        y = net.conv(net.input("x", (-1, 3, 16, 16)), "c", 3, padding=1).get_output(0)
+        net.output(net.network.add_activation(y, net.trt.ActivationType.RELU).get_output(0), "y")
+        options = BuildOptions(batch=BatchSpec.parse(batch), gpu_archs=gpu_archs, progress=False)
+        save_engine(path, build_serialized(net, options), metadata(net, options, netdef="tiny"))
+        return path
+
+    return make
+
+
 def _cuda_available() -> bool:
     try:
         import torch

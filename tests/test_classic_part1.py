@@ -78,7 +78,7 @@ def test_build(model, batch, tmp_path):
     meta = json.loads(Path(f"{engine}.json").read_text())
     assert engine.stat().st_size == meta["engine_bytes"] > 1_000_000
     assert meta["inputs"] == [{"name": "data", "shape": [-1, 3, 224, 224], "dtype": "float32"}]
-    assert meta["outputs"] == [{"name": "prob", "shape": [-1, 1000], "dtype": "float32"}]
+    assert meta["outputs"] == [{"name": "prob", "shape": [-1, 1000], "dtype": "float32", "batched": True}]
     lo, opt, hi = (int(b) for b in (batch.split(":") if ":" in batch else [batch] * 3))
     assert meta["batch"] == {"min": lo, "opt": opt, "max": hi}
     assert meta["arch"] == arch and meta["num_classes"] == 1000 and meta["unused_weights"] == []

@@ -93,7 +93,7 @@ def test_build(model, batch, tmp_path):
     size = 299 if arch == "inception_v3" else 224
     assert engine.stat().st_size == meta["engine_bytes"] > 1_000_000
     assert meta["inputs"] == [{"name": "data", "shape": [-1, 3, size, size], "dtype": "float32"}]
-    assert meta["outputs"] == [{"name": "prob", "shape": [-1, 1000], "dtype": "float32"}]
+    assert meta["outputs"] == [{"name": "prob", "shape": [-1, 1000], "dtype": "float32", "batched": True}]
     lo, opt, hi = (int(b) for b in (batch.split(":") if ":" in batch else [batch] * 3))
     assert meta["batch"] == {"min": lo, "opt": opt, "max": hi}
     assert meta["arch"] == arch and meta["num_classes"] == 1000

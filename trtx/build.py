@@ -1,8 +1,9 @@
 """Build a :class:`trtx.net.Net` into a serialized engine plus its ``.json`` metadata.
 
-The metadata is what the runtime and ``infer`` need without re-reading the netdef: input/output names,
-shapes and dtypes, the batch profile, the precision, the backend that built it, the plugins to register
-before deserializing, the weights' hash and the netdef's own facts (classes, anchors, strides, ...).
+The metadata is what the runtime, ``infer`` and ``python -m trtx export`` need without re-reading the netdef:
+input/output names, shapes and dtypes (and which outputs carry the batch axis), the batch profile, the precision,
+the backend that built it and the GPU archs the engine is for, the plugins to register before deserializing, the
+weights' hash, the engine's own hash and size, and the netdef's own facts (classes, anchors, strides, ...).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from trtx import __version__
 from trtx.net import Net, NetdefError, np_dtype
-from trtx_base import backend
+from trtx_base import backend, cudainfo
 from trtx_base.errors import UserError
 from trtx_base.files import atomic_write
 
@@ -58,6 +59,52 @@ class BatchSpec:
         return str(self.min) if self.fixed else f"{self.min}:{self.opt}:{self.max}"
 
 
+class GpuArchError(UserError, ValueError):
+    """``--gpu-arch`` names a target the backend cannot build for, or the backend cannot target GPUs at all."""
+
+
+def parse_gpu_archs(text: str, targets: tuple[str, ...], refusal: str | None = None) -> tuple[str, ...]:
+    """``"sm_86,sm_89"`` (also ``86``, ``8.6``, ``sm86``) -> ``("sm_86", "sm_89")``, checked against ``targets``
+    (the archs the backend builds for; empty: it cannot target GPUs, and ``refusal`` says why). ``current`` is
+    resolved by :func:`resolve_gpu_archs`, which knows the machine."""
+    if not targets:
+        raise GpuArchError(f"--gpu-arch {text}: {refusal or 'this backend cannot build for named GPU archs'}")
+    supported = ", ".join(targets)
+    archs: list[str] = []
+    for item in (t.strip().lower() for t in str(text).split(",")):
+        digits = item.removeprefix("sm_").removeprefix("sm").replace(".", "")
+        arch = f"sm_{digits}"
+        if not digits.isdigit() or arch not in targets:
+            raise GpuArchError(f"--gpu-arch: {item or '(empty)'!r} is not a GPU arch this backend builds for; "
+                               f"supported: {supported}")  # fmt: skip
+        if arch not in archs:
+            archs.append(arch)
+    return tuple(sorted(archs, key=backend.arch_capability))
+
+
+def resolve_gpu_archs(text: str | None, be: backend.Backend | None = None) -> tuple[str, ...]:
+    """The ``--gpu-arch`` value as a tuple of archs for :class:`BuildOptions` (``()`` for None: the backend's
+    default targets). ``current`` means the GPUs of this machine, which must be targets the backend has."""
+    if text is None:
+        return ()
+    be = be or backend.get()
+    if str(text).strip().lower() != "current":
+        return parse_gpu_archs(text, be.build_targets, be.gpu_arch_refusal())
+    if not be.build_targets:
+        raise GpuArchError(f"--gpu-arch current: {be.gpu_arch_refusal()}")
+    devices, why = cudainfo.devices()
+    if not devices:
+        raise GpuArchError(f"--gpu-arch current: this machine has no GPU ({why}); name the archs instead, from: "
+                           f"{', '.join(be.build_targets)}")  # fmt: skip
+    here = sorted({d.arch for d in devices}, key=backend.arch_capability)
+    missing = [a for a in here if a not in be.build_targets]
+    if missing:
+        names = ", ".join(f"{d.name} ({d.arch})" for d in devices if d.arch in missing)
+        raise GpuArchError(f"--gpu-arch current: {be.name} {be.version} cannot build for this machine's {names}; "
+                           f"supported: {', '.join(be.build_targets)}")  # fmt: skip
+    return tuple(here)
+
+
 @dataclass
 class BuildOptions:
     batch: BatchSpec = BatchSpec()
@@ -65,6 +112,9 @@ class BuildOptions:
     optimization_level: int | None = None
     progress: bool = True
     verbose: bool = False
+    #: GPU archs to build for (``("sm_86", "sm_89")``, see :func:`resolve_gpu_archs`); () = the backend's default.
+    #: TensorRT-RTX makes one engine for the whole set (``Backend.multi_target_engines``).
+    gpu_archs: tuple[str, ...] = ()
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -117,11 +167,35 @@ def _progress_monitor(trt):
 
 
 def io_description(net: Net) -> dict[str, list[dict[str, Any]]]:
+    """Names, shapes and dtypes of the network's inputs and outputs; each output also says whether its axis 0 is
+    the batch (``batched``): false for data-dependent outputs such as the rows kept by TensorRT's NMS layer, which
+    a server must not split by image. None where no input has a dynamic batch axis to tell."""
     nw = net.network
     inputs = [nw.get_input(i) for i in range(nw.num_inputs)]
     outputs = [nw.get_output(i) for i in range(nw.num_outputs)]
     describe = lambda t: {"name": t.name, "shape": list(t.shape), "dtype": np_dtype(t.dtype).name}  # noqa: E731
-    return {"inputs": [describe(t) for t in inputs], "outputs": [describe(t) for t in outputs]}
+    batched = _batched_outputs(inputs, outputs)
+    described = [dict(describe(t), batched=batched.get(t.name)) for t in outputs]
+    return {"inputs": [describe(t) for t in inputs], "outputs": described}
+
+
+def _batched_outputs(inputs: list, outputs: list) -> dict[str, bool]:
+    """Which outputs follow the batch: give every dynamic input two concrete batch sizes in turn and see whose
+    axis 0 follows (TensorRT re-infers the output shapes); the inputs' shapes are restored afterwards."""
+    dynamic = [(t, tuple(t.shape)) for t in inputs if tuple(t.shape)[:1] == (-1,)]
+    if not dynamic:
+        return {}
+    follows = {t.name: True for t in outputs}
+    try:
+        for probe in (2, 3):
+            for t, shape in dynamic:
+                t.shape = (probe, *shape[1:])
+            for t in outputs:
+                follows[t.name] &= tuple(t.shape)[:1] == (probe,)
+    finally:
+        for t, shape in dynamic:
+            t.shape = shape
+    return follows
 
 
 def build_serialized(net: Net, options: BuildOptions | None = None) -> bytes:
@@ -132,6 +206,7 @@ def build_serialized(net: Net, options: BuildOptions | None = None) -> bytes:
     if nw.num_outputs == 0:
         raise NetdefError(f"network {nw.name!r} marks no outputs")
     config = net.builder.create_builder_config()
+    _set_gpu_archs(trt, config, options.gpu_archs)
     if options.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     if options.optimization_level is not None:
@@ -166,6 +241,32 @@ def build_serialized(net: Net, options: BuildOptions | None = None) -> bytes:
     return bytes(serialized)
 
 
+def _set_gpu_archs(trt, config, archs: tuple[str, ...]) -> None:
+    """Target ``archs`` (TensorRT-RTX: IBuilderConfig's compute capabilities; one engine serves them all)."""
+    if not archs:
+        return
+    be = backend.get()
+    parse_gpu_archs(",".join(archs), be.build_targets, be.gpu_arch_refusal())  # a BuildOptions made by hand
+    config.num_compute_capabilities = len(archs)
+    for i, arch in enumerate(archs):
+        major, minor = backend.arch_capability(arch)
+        if not config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{major}{minor}"), i):
+            raise GpuArchError(f"--gpu-arch: {be.name} {be.version} refused target {arch}")
+
+
+def gpu_targets(options: BuildOptions, be: backend.Backend | None = None) -> dict[str, Any]:
+    """The metadata's ``gpu``: the archs the engine runs on and who chose them."""
+    be = be or backend.get()
+    if options.gpu_archs:
+        archs, chosen = list(options.gpu_archs), "--gpu-arch"
+    elif be.default_build_targets:
+        archs, chosen = list(be.default_build_targets), f"{be.name} default"
+    else:  # full TensorRT: the engine is for the GPU it was built on (the current device, CUDA's device 0)
+        devices, _ = cudainfo.devices()
+        archs, chosen = [d.arch for d in devices[:1]], "the build machine's GPU"
+    return {"archs": archs, "chosen_by": chosen, "one_engine_for_all": be.multi_target_engines}
+
+
 def metadata(
     net: Net,
     options: BuildOptions,
@@ -180,6 +281,7 @@ def metadata(
         "netdef": netdef,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "backend": {"name": be.name, "version": be.version},
+        "gpu": gpu_targets(options, be),
         "precision": net.precision,
         "batch": {"min": options.batch.min, "opt": options.batch.opt, "max": options.batch.max},
         **io_description(net),

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from trtx.build import BatchSpec, BuildOptions, build_serialized, load_metadata, metadata, save_engine
+from trtx.build import (
+    BatchSpec,
+    BuildOptions,
+    build_serialized,
+    load_metadata,
+    metadata,
+    resolve_gpu_archs,
+    save_engine,
+)
 from trtx.net import PRECISIONS, Net, NetdefError
 from trtx.netdef import Netdef, seeded_normal_feeds
 from trtx_base.errors import UserError
@@ -106,6 +114,12 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
         p.add_argument("--batch", default="1", help="fixed batch N or dynamic profile MIN:OPT:MAX (default: 1)")
         p.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit in MiB")
         p.add_argument("--opt-level", type=int, choices=range(6), help="builder optimization level 0-5")
+        p.add_argument(
+            "--gpu-arch",
+            metavar="ARCHS",
+            help="GPU archs the engine is for, e.g. sm_86,sm_89,sm_120, "
+            "or current (this machine's GPU); default: the backend's (python -m trtx doctor lists them)",
+        )
         p.add_argument("--verbose", action="store_true", help="print every builder message")
     if command == "check":
         p.add_argument("--image", help="check on this image (netdef preprocessing) instead of a seeded random input")
@@ -242,6 +256,7 @@ def cmd_build(nd: Netdef, args: argparse.Namespace) -> int:
         workspace_mib=args.workspace,
         optimization_level=args.opt_level,
         verbose=args.verbose,
+        gpu_archs=resolve_gpu_archs(args.gpu_arch),
     )
     print(
         f"building {net.network.name}: {net.network.num_layers} layers, precision {net.precision}, "

@@ -18,6 +18,17 @@ def _dist_version(*names: str) -> str | None:
     return None
 
 
+def _targets(be: backend.Backend) -> str:
+    """The GPU archs engines can be built for from this machine (build --gpu-arch)."""
+    if not be.build_targets:
+        return f"the GPU it builds on only ({be.gpu_arch_refusal()})"
+    engines = "one engine serves the whole set" if be.multi_target_engines else "one engine per arch"
+    return (
+        f"{' '.join(be.build_targets)} (build --gpu-arch A,B,...|current; {engines}; "
+        f"default: {' '.join(be.default_build_targets)})"
+    )
+
+
 def report() -> tuple[str, bool]:
     """(text, ok): ok is False only when no TensorRT backend is importable."""
     try:
@@ -37,6 +48,8 @@ def report() -> tuple[str, bool]:
             lines.append(f"GPU {d.index}        {d.name} (compute capability {d.capability[0]}.{d.capability[1]})")
     else:
         lines.append(f"GPUs         none ({dev_why})")
+
+    lines.append(f"GPU targets  {_targets(be)}")
 
     can_exec, exec_why = be.can_execute()
     try:

@@ -198,6 +198,7 @@ class Engine:
         meta_path = path.with_name(path.name + ".json")
         self.meta = _json(meta_path) if meta_path.is_file() else {}
         be = backend.get()
+        _check_gpu_arch(path, self.meta, device)
         ok, why = be.can_execute()
         if not ok:
             raise EngineError(f"{path}: {be.name} {be.version} cannot execute engines on this machine: {why}")
@@ -336,6 +337,18 @@ def _contiguous(shape, dtype) -> tuple[int, ...]:
         strides.append(step)
         step *= int(d)
     return tuple(reversed(strides))
+
+
+def _check_gpu_arch(path: Path, meta: dict, device: int) -> None:
+    """The engine's metadata names the GPU archs it was built for; say so in one line before TensorRT refuses."""
+    from trtx_base import cudainfo
+
+    archs = (meta.get("gpu") or {}).get("archs") or []
+    devices, _ = cudainfo.devices()
+    dev = next((d for d in devices if d.index == device), None)
+    if archs and dev is not None and dev.arch not in archs:
+        raise EngineError(f"{path} was built for {', '.join(archs)}; GPU {device} is {dev.name} ({dev.arch}): "
+                          f"rebuild with --gpu-arch {dev.arch} (or current)")  # fmt: skip
 
 
 def _json(path: Path) -> dict:

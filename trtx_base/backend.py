@@ -26,8 +26,20 @@ EXTRA = {
     "tensorrt_rtx_bindings": "pip install -e '.[rtx]'  (TensorRT-RTX)",
 }
 
-#: compute capabilities TensorRT-RTX 1.7 deserializes on (measured: it refuses sm_90)
-RTX_COMPUTE_CAPABILITIES = {(8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
+#: what a TensorRT-RTX engine built without ``--gpu-arch`` runs on (its docs: "8.0, 8.6, 8.9, 12.0 and later"; an
+#: H100/H200, sm_90, is refused with this list). Turing (sm_75) only when named at build time.
+RTX_DEFAULT_COMPUTE_CAPABILITIES = {(8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
+
+
+def arch_name(capability: tuple[int, int]) -> str:
+    """(8, 6) -> ``sm_86``."""
+    return f"sm_{capability[0]}{capability[1]}"
+
+
+def arch_capability(arch: str) -> tuple[int, int]:
+    """``sm_86`` -> (8, 6); ``sm_120`` -> (12, 0)."""
+    digits = arch.removeprefix("sm_")
+    return int(digits[:-1]), int(digits[-1])
 
 
 class BackendUnavailable(UserError, ImportError):
@@ -89,9 +101,43 @@ class Backend:
         network_cls = getattr(self.module, "INetworkDefinition", None)
         return not self.is_rtx and network_cls is not None and hasattr(network_cls, "add_nms")
 
+    @cached_property
+    def build_targets(self) -> tuple[str, ...]:
+        """GPU archs the builder can target (``sm_75``, ``sm_86`` ...), read from the backend's own
+        ``ComputeCapability`` enum; () where the builder has no target API and builds for the GPU it runs on."""
+        config_cls = getattr(self.module, "IBuilderConfig", None)
+        enum = getattr(self.module, "ComputeCapability", None)
+        if enum is None or not hasattr(config_cls, "set_compute_capability"):
+            return ()
+        caps = [(int(m.value) // 10, int(m.value) % 10) for n, m in enum.__members__.items() if n.startswith("SM")]
+        return tuple(arch_name(c) for c in sorted(caps))
+
+    @property
+    def default_build_targets(self) -> tuple[str, ...]:
+        """What an engine built without naming targets runs on; () where that is the build machine's GPU."""
+        return tuple(arch_name(c) for c in sorted(RTX_DEFAULT_COMPUTE_CAPABILITIES)) if self.build_targets else ()
+
+    @property
+    def multi_target_engines(self) -> bool:
+        """Whether one engine serves a whole set of targets. True for TensorRT-RTX (measured: an engine built for
+        [SM80, SM86, SM89, SM120] is one plan of nearly the size of a single-target one -- its builder compiles
+        no GPU code ahead of time; kernels are generated for the GPU at load time). Full TensorRT: one engine per
+        GPU arch, built on that GPU."""
+        return bool(self.build_targets)
+
+    def gpu_arch_refusal(self) -> str | None:
+        """Why ``build --gpu-arch`` cannot be honoured by this backend (None where it can)."""
+        if self.build_targets:
+            return None
+        return (
+            f"{self.name} {self.version} builds engines for the GPU it runs on and has no target-architecture API; "
+            "build on a machine with each target GPU (python -m trtx export triton ENGINE... serves one engine per "
+            "arch), or install TensorRT-RTX (pip install -e '.[rtx]'), whose builder targets GPUs from any machine"
+        )
+
     def supported_compute_capabilities(self) -> set[tuple[int, int]] | None:
         """Compute capabilities the runtime executes on; None means 'whatever the driver offers'."""
-        return RTX_COMPUTE_CAPABILITIES if self.is_rtx else None
+        return {arch_capability(a) for a in self.build_targets} if self.is_rtx else None
 
     def can_execute(self) -> tuple[bool, str]:
         """(ok, reason): a CUDA device is present and this backend runs engines on it."""

@@ -1,4 +1,4 @@
-"""The one dtype table: our dtype names with their numpy, TensorRT and torch equivalents.
+"""The one dtype table: our dtype names with their numpy, TensorRT, torch and Triton equivalents.
 
 Names are numpy's (``float32``, ``float16``, ``int32`` ...). TensorRT and torch are never imported here:
 TensorRT members are looked up through :mod:`trtx_base.backend`, torch dtypes by name when asked for.
@@ -10,18 +10,19 @@ from typing import Any
 
 import numpy as np
 
-#: name -> (TensorRT DataType member, torch dtype attribute, numpy dtype or None where numpy has none)
-TABLE: dict[str, tuple[str, str, Any]] = {
-    "float32": ("FLOAT", "float32", np.float32),
-    "float16": ("HALF", "float16", np.float16),
-    "bfloat16": ("BF16", "bfloat16", None),
-    "int64": ("INT64", "int64", np.int64),
-    "int32": ("INT32", "int32", np.int32),
-    "int8": ("INT8", "int8", np.int8),
-    "uint8": ("UINT8", "uint8", np.uint8),
-    "bool": ("BOOL", "bool", np.bool_),
+#: name -> (TensorRT DataType member, torch dtype attribute, numpy dtype or None where numpy has none,
+#: Triton model-config DataType)
+TABLE: dict[str, tuple[str, str, Any, str]] = {
+    "float32": ("FLOAT", "float32", np.float32, "TYPE_FP32"),
+    "float16": ("HALF", "float16", np.float16, "TYPE_FP16"),
+    "bfloat16": ("BF16", "bfloat16", None, "TYPE_BF16"),
+    "int64": ("INT64", "int64", np.int64, "TYPE_INT64"),
+    "int32": ("INT32", "int32", np.int32, "TYPE_INT32"),
+    "int8": ("INT8", "int8", np.int8, "TYPE_INT8"),
+    "uint8": ("UINT8", "uint8", np.uint8, "TYPE_UINT8"),
+    "bool": ("BOOL", "bool", np.bool_, "TYPE_BOOL"),
 }
-_BY_TRT = {trt: name for name, (trt, _, _) in TABLE.items()}
+_BY_TRT = {row[0]: name for name, row in TABLE.items()}
 _TORCH_ALIASES = {"half": "float16", "float": "float32", "int": "int32", "long": "int64", "double": "float64"}
 
 
@@ -66,3 +67,11 @@ def torch_dtype(dtype: Any):
 
     name = name_of(dtype)
     return getattr(torch, TABLE[name][1] if name in TABLE else name)
+
+
+def triton_type(dtype: Any) -> str:
+    """Any dtype -> Triton's model-config DataType name (``TYPE_FP32`` ...)."""
+    name = name_of(dtype)
+    if name not in TABLE:
+        raise ValueError(f"dtype {name} has no Triton equivalent")
+    return TABLE[name][3]
