@@ -139,6 +139,47 @@ def concat(net: Net, tensors: Sequence, name: str, axis: int = 1):
     return net.name(layer, name).get_output(0)
 
 
+def constant(net: Net, value, name: str, dtype=np.float32):
+    """A constant tensor holding ``value`` (anything np.asarray takes) as ``dtype`` (float32 unless told: the
+    post-processing constants of detectors are fp32 whatever the network computes in)."""
+    return net.constant(np.asarray(value, dtype), name, dtype)
+
+
+def elementwise(net: Net, a, b, op: str, name: str):
+    """``a <op> b`` with broadcasting; ``op`` names TensorRT's ElementWiseOperation: SUM, SUB, PROD, DIV, MAX,
+    MIN, POW."""
+    return net.name(net.network.add_elementwise(a, b, getattr(net.trt.ElementWiseOperation, op)), name).get_output(0)
+
+
+def gather(net: Net, x, indices, name: str, *, axis: int):
+    """``x.index_select(axis, indices)``: the entries ``indices`` (constants) along ``axis``."""
+    idx = net.constant(np.asarray(indices, np.int32), f"{name}.indices", np.int32)
+    return net.name(net.network.add_gather(x, idx, axis), name).get_output(0)
+
+
+def reshape(net: Net, x, dims: Sequence[int], name: str):
+    """``x.reshape(dims)`` in TensorRT's notation: 0 copies that input dimension (the dynamic batch), -1 is
+    inferred."""
+    layer = net.network.add_shuffle(x)
+    layer.reshape_dims = tuple(dims)
+    return net.name(layer, name).get_output(0)
+
+
+def permute(net: Net, x, order: Sequence[int], name: str):
+    """``x.permute(order)``."""
+    layer = net.network.add_shuffle(x)
+    layer.first_transpose = tuple(order)
+    return net.name(layer, name).get_output(0)
+
+
+def as_numpy(x) -> np.ndarray:
+    """A torch tensor (any device; floats as float32) or array-like as a numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        return x.float().numpy() if x.is_floating_point() else x.numpy()
+    return np.asarray(x)
+
+
 def upsample_nearest(net: Net, x, name: str, scale: float = 2.0):
     """nn.Upsample(scale_factor=scale, mode='nearest') (PyTorch's 'nearest' = asymmetric, floor)."""
     trt = net.trt
