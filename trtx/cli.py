@@ -28,7 +28,7 @@ from trtx.build import (
     save_engine,
 )
 from trtx.net import PRECISIONS, Net, NetdefError
-from trtx.netdef import Netdef, seeded_normal_feeds
+from trtx.netdef import Netdef, Network, seeded_normal_feeds
 from trtx_base.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -66,6 +66,14 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
             default=nd.default_arch,
             choices=nd.archs,
             help="architecture (default: " + ("%(default)s)" if nd.default_arch else "what the weights contain)"),
+        )
+    if nd.networks and command in ("check", "inspect"):
+        names = [n.name for n in nd.networks]
+        p.add_argument(
+            "--network",
+            choices=names,
+            action="append",
+            help=f"only this network of the pipeline; repeatable (default: all of {', '.join(names)})",
         )
     needs_weights = command in ("build", "check", "inspect")
     p.add_argument(
@@ -110,7 +118,12 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
             "pass on the first 4 calibration images ranks them; cached with the ranges). Default: 0",
         )
     if command == "build":
-        p.add_argument("-o", "--output", help="engine path (default: <arch>.engine); metadata goes to <engine>.json")
+        p.add_argument(
+            "-o",
+            "--output",
+            help="engine path (default: <arch>.engine); metadata goes to <engine>.json"
+            + (". Several networks: <stem>.<network>.engine each, and <stem>.json naming them" if nd.networks else ""),
+        )
         p.add_argument("--batch", default="1", help="fixed batch N or dynamic profile MIN:OPT:MAX (default: 1)")
         p.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit in MiB")
         p.add_argument("--opt-level", type=int, choices=range(6), help="builder optimization level 0-5")
@@ -139,7 +152,12 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
         p.add_argument("--graph", metavar="PATH", help="draw the graph to PATH (.svg, .png or .dot)")
         p.add_argument("--json", action="store_true", help="print the layer table as JSON")
     if command in ("infer", "bench"):
-        p.add_argument("-e", "--engine", help="serialized engine (with its .json metadata) for --backend trt")
+        p.add_argument(
+            "-e",
+            "--engine",
+            help="serialized engine (with its .json metadata) for --backend trt"
+            + ("; several networks: the pipeline's .json that names their engines" if nd.networks else ""),
+        )
         p.add_argument(
             "--backend",
             choices=("trt", "reference"),
@@ -152,6 +170,7 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
         p.add_argument("sources", nargs="+", help="images or folders of images")
         p.add_argument("-o", "--outdir", default="out/infer", help="where annotated images and JSON go")
         p.add_argument("--batch", type=int, default=1, help="images per inference call (default: 1)")
+        p.add_argument("--json", action="store_true", help="print each image's results as one line of JSON")
     if command == "bench":
         p.add_argument("--image", help="image to bench with (default: the netdef's example input)")
         p.add_argument("--batch", default="1", help="batch sizes to time, comma separated (default: 1)")
@@ -170,8 +189,11 @@ def load_weights(path: str | None):
     return wts.load(path)
 
 
-def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
+def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg, network: Network | None = None) -> Net:
+    """The network of ``nd`` (of a multi-network netdef: ``network``) defined on ``weights``."""
     calibration = None
+    if args.precision == "int8" and nd.networks:
+        raise UsageError(f"{nd.name}: int8 calibration of a multi-network pipeline is not supported; use fp32/fp16")
     if args.precision == "int8":
         from trtx import calibrate
 
@@ -193,9 +215,9 @@ def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
         io_dtype=args.io_dtype,
         calibration=calibration,
         int8_fallback=getattr(calibration, "fallback", ()),
-        name=model_name(nd, args),
+        name=model_name(nd, args) + (f".{network.name}" if network is not None else ""),
     )
-    nd.define(net, cfg)
+    (network.define if network is not None else nd.define)(net, cfg)
     if net.precision == "int8":
         quantized = [p for p in net.quant_inputs if p not in net.int8_fallback]
         net.meta["int8"] = {"calibration": args.calib_method, "quantized_tensors": len(quantized),
@@ -220,11 +242,18 @@ def input_shapes(net: Net) -> dict[str, tuple[int, ...]]:
 
 
 def example_feeds(
-    nd: Netdef, shapes: dict[str, Sequence[int]], cfg, image: str | None, batch: int, seed: int = 0
+    nd: Netdef,
+    shapes: dict[str, Sequence[int]],
+    cfg,
+    image: str | None,
+    batch: int,
+    seed: int = 0,
+    network: Network | None = None,
 ) -> dict[str, np.ndarray]:
     """The netdef's example input (an image through its preprocessing) or a seeded standard-normal input."""
-    if nd.torch is not None and nd.torch.feeds is not None:
-        return nd.torch.feeds(cfg, image, batch, seed)
+    feeds = (network or nd.network(None)).feeds
+    if feeds is not None:
+        return feeds(cfg, image, batch, seed)
     if image is not None:
         raise UsageError(f"{nd.name} has no image preprocessing; run without --image")
     return seeded_normal_feeds(shapes, batch, seed)
@@ -246,36 +275,65 @@ def _warn_unused(net: Net, nd: Netdef | None = None, cfg=None) -> None:
 
 
 # ---- commands ----------------------------------------------------------------------------------------
-def cmd_build(nd: Netdef, args: argparse.Namespace) -> int:
-    weights = load_weights(args.weights)
-    cfg = configure(nd, args, weights)
-    net = make_net(nd, args, weights, cfg)
-    _warn_unused(net, nd, cfg)
-    options = BuildOptions(
+def _networks(nd: Netdef, args: argparse.Namespace) -> list[Network | None]:
+    """The networks a command works on: [None] for a one-network netdef, else those ``--network`` names (all)."""
+    if not nd.networks:
+        return [None]
+    chosen = vars(args).get("network") or [n.name for n in nd.networks]
+    return [nd.network(name) for name in chosen]
+
+
+def _build_options(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(
         batch=BatchSpec.parse(args.batch),
         workspace_mib=args.workspace,
         optimization_level=args.opt_level,
         verbose=args.verbose,
         gpu_archs=resolve_gpu_archs(args.gpu_arch),
     )
-    print(
-        f"building {net.network.name}: {net.network.num_layers} layers, precision {net.precision}, "
-        f"batch {options.batch} ({net.backend.name} {net.backend.version})",
-        file=sys.stderr,
-    )
-    engine = build_serialized(net, options)
+
+
+def cmd_build(nd: Netdef, args: argparse.Namespace) -> int:
+    weights = load_weights(args.weights)
+    cfg = configure(nd, args, weights)
+    options = _build_options(args)
     out = Path(args.output or f"{model_name(nd, args)}.engine")
-    meta = metadata(
-        net,
-        options,
-        netdef=nd.name,
-        weights_path=args.weights,
-        extra={"arch": vars(args).get("arch"), "unused_weights": net.unused_weights()},
-    )
-    engine_path, meta_path = save_engine(out, engine, meta)
-    print(f"engine   {engine_path} ({len(engine) / 1e6:.1f} MB, built in {net.build_seconds:.1f} s)")
-    print(f"metadata {meta_path}")
+    engines = {}
+    nets = [(network, make_net(nd, args, weights, cfg, network)) for network in _networks(nd, args)]
+    _warn_unused(nets[-1][1], nd, cfg)  # one weights file for all the networks: read once they are all defined
+    for network, net in nets:
+        path = out if network is None else out.with_name(f"{out.stem}.{network.name}{out.suffix or '.engine'}")
+        print(
+            f"building {net.network.name}: {net.network.num_layers} layers, precision {net.precision}, "
+            f"batch {options.batch} ({net.backend.name} {net.backend.version})",
+            file=sys.stderr,
+        )
+        engine = build_serialized(net, options)
+        extra = {"arch": vars(args).get("arch"), "unused_weights": net.unused_weights()}
+        if network is not None:
+            extra["network"] = network.name
+        meta = metadata(net, options, netdef=nd.name, weights_path=args.weights, extra=extra)
+        engine_path, meta_path = save_engine(path, engine, meta)
+        engines[network.name if network is not None else None] = engine_path
+        print(f"engine   {engine_path} ({len(engine) / 1e6:.1f} MB, built in {net.build_seconds:.1f} s)")
+        print(f"metadata {meta_path}")
+    if nd.networks:
+        pipeline = out.with_suffix(".json")
+        save_pipeline(pipeline, nd, args, nets, engines)
+        print(f"pipeline {pipeline}")
     return 0
+
+
+def save_pipeline(path: Path, nd: Netdef, args: argparse.Namespace, nets, engines: dict) -> None:
+    """The metadata of a multi-network build: the netdef, the facts its networks recorded, and their engines
+    (relative to ``path``'s folder), which ``infer -e`` reads."""
+    from trtx_base.files import atomic_write
+
+    meta = {"netdef": nd.name, "arch": vars(args).get("arch"), "precision": args.precision}
+    for _, net in nets:
+        meta.update(net.meta)
+    meta["engines"] = {name: Path(p).name for name, p in engines.items()}
+    atomic_write(path, json.dumps(meta, indent=2) + "\n")
 
 
 def cmd_inspect(nd: Netdef, args: argparse.Namespace) -> int:
@@ -283,12 +341,22 @@ def cmd_inspect(nd: Netdef, args: argparse.Namespace) -> int:
 
     weights = load_weights(args.weights)
     cfg = configure(nd, args, weights)
-    net = make_net(nd, args, weights, cfg)
-    summary = tinspect.describe(net.network)
-    print(json.dumps(summary.to_json(), indent=1) if args.json else summary.table())
-    if args.graph:
-        written = tinspect.write_graph(net.network, args.graph)
-        print(f"graph    {written}", file=sys.stderr)
+    docs = {}
+    for network in _networks(nd, args):
+        net = make_net(nd, args, weights, cfg, network)
+        summary = tinspect.describe(net.network)
+        if args.json:
+            docs[net.network.name] = summary.to_json()
+        else:
+            print(summary.table() if network is None else f"== {net.network.name}\n{summary.table()}")
+        if args.graph:
+            graph = Path(args.graph)
+            if network is not None:
+                graph = graph.with_name(f"{graph.stem}.{network.name}{graph.suffix}")
+            written = tinspect.write_graph(net.network, str(graph))
+            print(f"graph    {written}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(docs[next(iter(docs))] if not nd.networks else docs, indent=1))
     return 0
 
 
@@ -297,27 +365,34 @@ def cmd_check(nd: Netdef, args: argparse.Namespace) -> int:
 
     weights = load_weights(args.weights)
     cfg = configure(nd, args, weights)
-    net = make_net(nd, args, weights, cfg)
     if nd.torch is None:
         raise UsageError(f"{nd.name} declares no PyTorch model to compare with: check is not available")
     model = nd.torch.model(cfg, weights)
-    feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
-    forward = nd.torch.forward
     tolerances = {k: v for k, v in (("atol", args.atol), ("rtol", args.rtol)) if v is not None}
-    result = check.compare(
-        net.network,
-        model,
-        feeds,
-        forward=forward,
-        device=args.device,
-        layers=not args.no_layers,
-        precision=args.precision,
-        **tolerances,
-    )
-    if nd.torch.extra is not None:
-        result.add_extra(nd.torch.extra(cfg, result.network_outputs, result.expected_outputs, args.precision))
-    print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
-    return 0 if result.passed else 1
+    results, passed = {}, True
+    for network in _networks(nd, args):
+        net = make_net(nd, args, weights, cfg, network)
+        feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed, network)
+        result = check.compare(
+            net.network,
+            model,
+            feeds,
+            forward=(network or nd.network(None)).forward,
+            device=args.device,
+            layers=not args.no_layers,
+            precision=args.precision,
+            **tolerances,
+        )
+        if network is None and nd.torch.extra is not None:
+            result.add_extra(nd.torch.extra(cfg, result.network_outputs, result.expected_outputs, args.precision))
+        results[net.network.name] = result
+        passed = passed and result.passed
+        if not args.json:
+            print(result.table() if network is None else f"== {net.network.name}\n{result.table()}")
+    if args.json:
+        docs = {name: r.to_json() for name, r in results.items()}
+        print(json.dumps(docs if nd.networks else next(iter(docs.values())), indent=1))
+    return 0 if passed else 1
 
 
 def _images(sources: Sequence[str]) -> list[Path]:
@@ -345,13 +420,23 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def make_runner(nd: Netdef, args: argparse.Namespace) -> tuple[Callable[[dict], dict], Any, dict, str]:
-    """(run(feeds) -> outputs as numpy, cfg, input shapes, description) for --backend trt or reference."""
+    """(run(feeds) -> outputs as numpy, cfg, input shapes, description) for --backend trt or reference.
+
+    A multi-network netdef gets ``{network name: run}`` for ``run`` (and no input shapes)."""
     backend_kind = args.backend or ("trt" if args.engine else "reference")
     if backend_kind == "trt":
         if not args.engine:
             raise UsageError("--backend trt needs -e ENGINE")
         from trtx import runtime
 
+        if nd.networks:
+            meta = json.loads(Path(args.engine).read_text())
+            if "engines" not in meta:
+                raise UsageError(f"{args.engine}: not a pipeline metadata file (no 'engines'); build writes one")
+            cfg = configure(nd, args, None, meta)
+            folder = Path(args.engine).parent
+            runs = {name: runtime.Engine(folder / file).infer for name, file in meta["engines"].items()}
+            return runs, cfg, {}, f"TensorRT engines of {args.engine}"
         meta = load_metadata(args.engine)
         cfg = configure(nd, args, None, meta)
         engine = runtime.Engine(args.engine)
@@ -363,15 +448,29 @@ def make_runner(nd: Netdef, args: argparse.Namespace) -> tuple[Callable[[dict], 
 
     weights = load_weights(args.weights)
     cfg = configure(nd, args, weights)
+    device = args.device
+
+    def runner(net: Net) -> Callable[[dict], dict]:
+        def run(feeds: dict) -> dict:
+            out = reference.execute(net.network, feeds, device=device)
+            return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
+
+        run.net = net  # keep the network (and its weights) alive
+        return run
+
+    if nd.networks:
+        runs = {n.name: runner(make_net(nd, args, weights, cfg, n)) for n in nd.networks}
+        return runs, cfg, {}, f"reference executor on {device}"
     net = make_net(nd, args, weights, cfg)
-    network, device = net.network, args.device
+    return runner(net), cfg, input_shapes(net), f"reference executor on {device}"
 
-    def run(feeds: dict) -> dict:
-        out = reference.execute(network, feeds, device=device)
-        return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
 
-    run.net = net  # keep the network (and its weights) alive
-    return run, cfg, input_shapes(net), f"reference executor on {device}"
+def _results(app, run, images: list[np.ndarray], cfg) -> list[Any]:
+    """One result per image: the netdef's pipeline, or preprocess -> the network -> postprocess."""
+    if app.pipeline is not None:
+        return app.pipeline(run, images, cfg)
+    feeds, ctx = app.preprocess(images, cfg)
+    return app.postprocess(run(feeds), ctx, cfg)
 
 
 def cmd_infer(nd: Netdef, args: argparse.Namespace) -> int:
@@ -390,10 +489,13 @@ def cmd_infer(nd: Netdef, args: argparse.Namespace) -> int:
     for start in range(0, len(paths), args.batch):
         chunk = paths[start : start + args.batch]
         images = [_read_image(p) for p in chunk]
-        feeds, ctx = app.preprocess(images, cfg)
-        results = app.postprocess(run(feeds), ctx, cfg)
+        results = _results(app, run, images, cfg)
         for path, image, result in zip(chunk, images, results):
-            print(f"{path.name}: {app.summary(result, cfg) if app.summary else result}")
+            if args.json:
+                doc = app.records(result, cfg) if app.records else app.result_json(result, cfg)
+                print(json.dumps(doc))
+            else:
+                print(f"{path.name}: {app.summary(result, cfg) if app.summary else result}")
             if app.render is not None:
                 ok, buf = cv2.imencode(path.suffix or ".jpg", app.render(image, result, cfg))
                 if ok:
@@ -410,6 +512,20 @@ def cmd_bench(nd: Netdef, args: argparse.Namespace) -> int:
     has_pre = app is not None and bool(args.image)
     image = _read_image(Path(args.image)) if has_pre else None
     print(f"bench {what}")
+    if nd.networks:  # a pipeline calls its networks itself: time it whole
+        if image is None:
+            raise UsageError(f"{nd.name} is a pipeline of several networks: bench it with --image")
+        print(f"{'batch':>5} {'ms/img':>11} {'img/s':>9}")
+        for b in (int(x) for x in str(args.batch).split(",")):
+            times = []
+            for i in range(args.warmup + args.iters):
+                t0 = time.perf_counter()
+                _results(app, run, [image] * b, cfg)
+                if i >= args.warmup:
+                    times.append((time.perf_counter() - t0) / b)
+            med = float(np.median(times)) * 1e3
+            print(f"{b:>5} {med:>11.3f} {1e3 / med:>9.1f}")
+        return 0
     print(f"{'batch':>5} {'pre ms/img':>11} {'infer ms/img':>13} {'post ms/img':>12} {'img/s':>9}")
     for b in (int(x) for x in str(args.batch).split(",")):
         timings = {"pre": [], "infer": [], "post": []}
