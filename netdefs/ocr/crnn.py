@@ -119,11 +119,12 @@ def _zeros_like_state(net: Net, xw, cell: _Cell):
     batch = net.name(nw.add_slice(shape, (0,), (1,), (1,)), f"{cell.name}.batch").get_output(0)
     hidden = net.constant(np.array([cell.hidden], np.int64), f"{cell.name}.hidden", np.int64)
     dims = net.name(nw.add_concatenation([batch, hidden]), f"{cell.name}.state_shape").get_output(0)
-    fill = nw.add_fill((0, 0), trt.FillOperation.LINSPACE, xw.dtype)
+    fill = nw.add_fill((0, 0), trt.FillOperation.LINSPACE, trt.DataType.FLOAT)  # fp32: no fp16 LINSPACE
     fill.set_input(0, dims)
-    fill.set_input(1, net.constant(np.array(0.0, net.dtype), f"{cell.name}.zero"))
-    fill.set_input(2, net.constant(np.zeros(2, net.dtype), f"{cell.name}.zero_step"))
-    return net.name(fill, f"{cell.name}.zeros").get_output(0)
+    fill.set_input(1, net.constant(np.array(0.0, np.float32), f"{cell.name}.zero", np.float32))
+    fill.set_input(2, net.constant(np.zeros(2, np.float32), f"{cell.name}.zero_step", np.float32))
+    zeros = net.name(fill, f"{cell.name}.zeros").get_output(0)
+    return net.cast(zeros, xw.dtype, f"{cell.name}.zeros.cast")
 
 
 def _direction_loop(net: Net, xw, cell: _Cell, reverse: bool):
