@@ -37,9 +37,11 @@ def reference_runs_loops() -> bool:
     x = net.input("x", (2, 3))
     loop = net.network.add_loop()
     loop.add_trip_limit(net.constant(np.array(2, np.int32), "n", np.int32), net.trt.TripLimit.COUNT)
-    it = loop.add_iterator(x, 0, False).get_output(0)
-    out = loop.add_loop_output(it, net.trt.LoopOutput.LAST_VALUE)
-    net.output(out.get_output(0), "y")
+    rec = loop.add_recurrence(net.constant(np.zeros(3, np.float32), "zero"))
+    total = net.network.add_elementwise(rec.get_output(0), loop.add_iterator(x, 0, False).get_output(0),
+                                        net.trt.ElementWiseOperation.SUM).get_output(0)  # fmt: skip
+    rec.set_input(1, total)
+    net.output(loop.add_loop_output(rec.get_output(0), net.trt.LoopOutput.LAST_VALUE).get_output(0), "y")
     try:
         reference.execute(net.network, {"x": np.ones((2, 3), np.float32)})
     except Exception:  # noqa: BLE001 - ReferenceExecutionError: no LOOP
