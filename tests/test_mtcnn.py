@@ -141,3 +141,21 @@ def test_wrong_weights_are_named(tmp_path, capsys):
     wts.save({"conv1.weight": np.zeros(3, np.float32)}, bad)
     assert cli.main(NETDEF, ["build", "-w", str(bad)]) == 2
     assert "not facenet-pytorch MTCNN weights" in capsys.readouterr().err
+
+
+def test_fp16_finds_the_same_faces(weights, tmp_path, capsys):
+    """fp16 networks (softmax in fp32) against fp32 on zidane.jpg: the same 4 faces; probabilities move by up to
+    ~8e-4 (docs/mtcnn.md)."""
+    path = str(IMAGES["zidane.jpg"]())
+    found = {}
+    for precision in ("fp32", "fp16"):
+        argv = ["infer", "-w", str(weights), path, "--json", "--precision", precision, "-o", str(tmp_path)]
+        assert cli.main(NETDEF, argv) == 0
+        records = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        found[precision] = {
+            "boxes": np.array([r["box"] for r in records], np.float64).reshape(-1, 4),
+            "scores": np.array([r["conf"] for r in records], np.float64),
+            "landmarks": np.array([r["landmarks"] for r in records], np.float64).reshape(-1, 5, 2),
+        }
+    passed, message = compare_faces([found["fp16"]], [found["fp32"]], iou=0.99, score=2e-3, landmarks=0.5)
+    assert passed and len(found["fp32"]["scores"]) == 4, message

@@ -84,7 +84,8 @@ SYNTHETIC = {
         ("open 9-17h", (30, 135), F.FONT_HERSHEY_PLAIN, 2.6, (0, 220, 255), 3),
     ], background=40),
 }  # fmt: skip
-PHOTOS = ("text.png", "page.png")  # scikit-image's photos of text
+#: scikit-image's photos of text (page.png, 12 lines of a scanned page, takes ~100 s on 2 cores: slow)
+PHOTOS = ("text.png", pytest.param("page.png", marks=pytest.mark.slow))
 
 
 def image_path(name: str, folder: Path) -> Path:
@@ -177,7 +178,7 @@ def test_strings_and_boxes_equal_easyocr(weights, reader, tmp_path, capsys, name
     ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     theirs = easyocr_readtext(reader, cv2.imread(str(path)))
     assert [r["text"] for r in ours] == [t for _, t, _ in theirs]
-    assert len(ours) >= 2
+    assert len(ours) >= (2 if name in SYNTHETIC else 1)
     for r, (box, _, conf) in zip(ours, theirs):
         assert np.abs(np.array(r["box"], np.float64) - np.array(box, np.float64)).max() <= 1.0
         assert abs(r["conf"] - conf) <= 1e-4

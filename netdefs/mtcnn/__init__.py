@@ -174,7 +174,7 @@ def result_json(faces, cfg) -> dict[str, Any]:
 def summary(faces, cfg) -> str:
     n = len(faces["scores"])
     return f"{n} face{'s' if n != 1 else ''}" + (
-        f", probabilities {np.round(faces['scores'], 4).tolist()}" if n else ""
+        f", probabilities {[round(float(s), 4) for s in faces['scores']]}" if n else ""
     )
 
 
