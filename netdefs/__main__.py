@@ -47,8 +47,6 @@ def discover() -> tuple[list[Entry], dict[str, str]]:
             errors[family] = f"{type(exc).__name__}: {exc}"
             continue
         path = Path("netdefs") / f"{family}.py"
-        if not (Path(__file__).parent / path.name).exists():  # a package: python -m netdefs.<family>
-            path = Path("netdefs") / family / "__main__.py"
         entries += [Entry(m.name, family, path, m.default, m.options) for m in nd.model_names()]
     return entries, errors
 

@@ -157,7 +157,7 @@ class Netdef:
     script: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.define is None) == (not self.networks):
+        if self.define is not None and self.networks:
             raise ValueError(f"netdef {self.name}: give define (one network) or networks (several), not both")
         if len({n.name for n in self.networks}) != len(self.networks):
             raise ValueError(f"netdef {self.name}: network names repeat")
