@@ -160,13 +160,13 @@ def test_check_craft_every_module(weights, capsys):
 
 def test_check_crnn_unrolled_every_module(weights, capsys):
     result = _check(capsys, weights, "--network", "crnn", "--lstm", "unrolled", "--width", "48")["ocr.crnn"]
-    assert len(result["layers"]) == 27 and all(r["passed"] for r in result["layers"])
+    assert len(result["layers"]) == 29 and all(r["passed"] for r in result["layers"])
 
 
 @needs_loops
 def test_check_crnn_loop_every_module(weights, capsys):
     result = _check(capsys, weights, "--network", "crnn", "--batch", "2")["ocr.crnn"]
-    assert len(result["layers"]) == 27 and all(r["passed"] for r in result["layers"])
+    assert len(result["layers"]) == 29 and all(r["passed"] for r in result["layers"])
 
 
 # ---- the pipeline against EasyOCR ---------------------------------------------------------------------
