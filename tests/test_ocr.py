@@ -9,7 +9,6 @@ tests that run the pipeline are skipped, and the LSTM is checked in its unrolled
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 import gen_wts
+from netdefs import ocr
 from netdefs.ocr import NETDEF, pipeline
 from trtx import cli, sources
 
@@ -27,30 +27,8 @@ def models_dir() -> Path:
     return sources.package_dir("easyocr_en_models") / "models"
 
 
-@cache
-def reference_runs_loops() -> bool:
-    """Whether trtx.reference executes ILoop (it does from the ``ref`` branch on)."""
-    from trtx import reference
-    from trtx.net import Net
-
-    net = Net()
-    x = net.input("x", (2, 3))
-    loop = net.network.add_loop()
-    loop.add_trip_limit(net.constant(np.array(2, np.int32), "n", np.int32), net.trt.TripLimit.COUNT)
-    rec = loop.add_recurrence(net.constant(np.zeros(3, np.float32), "zero"))
-    total = net.network.add_elementwise(rec.get_output(0), loop.add_iterator(x, 0, False).get_output(0),
-                                        net.trt.ElementWiseOperation.SUM).get_output(0)  # fmt: skip
-    rec.set_input(1, total)
-    net.output(loop.add_loop_output(rec.get_output(0), net.trt.LoopOutput.LAST_VALUE).get_output(0), "y")
-    try:
-        reference.execute(net.network, {"x": np.ones((2, 3), np.float32)})
-    except Exception:  # noqa: BLE001 - ReferenceExecutionError: no LOOP
-        return False
-    return True
-
-
 needs_loops = pytest.mark.skipif(
-    "not reference_runs_loops()", reason="the reference executor runs ILoop from the ref branch on"
+    not ocr.reference_runs_loops(), reason="the reference executor runs ILoop from the ref branch on"
 )
 
 
