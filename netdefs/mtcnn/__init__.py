@@ -179,9 +179,13 @@ def summary(faces, cfg) -> str:
 
 
 def render(image: np.ndarray, faces, cfg) -> np.ndarray:
-    from netdefs.retinaface import render as draw_faces  # the same drawing: box, score, 5 landmarks
+    """Boxes labelled with the face probability and the 5 landmarks on a copy of the BGR image."""
+    from netdefs.detection import draw
 
-    return draw_faces(image, faces, cfg)
+    out = image.copy()
+    n = len(faces["scores"])
+    draw.boxes(out, faces["boxes"], [draw.label("face", s) for s in faces["scores"]], [draw.color(0)] * n)
+    return draw.points(out, faces["landmarks"], [draw.color(j + 2) for j in range(5)], draw.line_width(out) + 1)
 
 
 NETDEF = Netdef(
