@@ -114,6 +114,7 @@ class Arch:
     num_protos: int = 0
     num_keypoint_values: int = 0  # Pose: keypoints x dims
     kpt_shape: tuple[int, int] | None = None  # from the weights' extra entry, when gen_wts wrote one
+    names: list[str] | None = None  # a checkpoint's class names, when gen_wts wrote them
     strides: list[int] = field(default_factory=lambda: list(STRIDES))
 
     @property
@@ -179,6 +180,12 @@ def read_arch(weights) -> Arch:
             repeats[i] = n
     c3k = {i for i in repeats if f"model.{i}.m.0.cv3.conv.weight" in weights}
     arch = Arch(family, task, last, nc, channels, repeats, c3k, set(attention))
+    if f"{arch.prefix}.names" in weights:
+        from netdefs.ultralytics.source import decode_names
+
+        arch.names = decode_names(peek(weights, f"{arch.prefix}.names"), f"{arch.prefix}.names")
+        if len(arch.names) != nc:
+            raise NetdefError(f"{arch.prefix}.names lists {len(arch.names)} class names but the head has {nc} classes")
     if task == "cls":
         return arch
     h = arch.prefix

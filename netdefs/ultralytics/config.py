@@ -230,6 +230,8 @@ def read_names(path: str | None, arch: Arch) -> list[str]:
     ``class0``..."""
     n = arch.num_classes
     if path is None:
+        if arch.names is not None:
+            return list(arch.names)
         if n == 1000 and arch.task == "cls":
             imagenet = Path(__file__).resolve().parents[1] / "imagenet_classes.txt"
             return [line.strip() for line in imagenet.read_text().splitlines() if line.strip()][:1000]

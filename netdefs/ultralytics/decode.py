@@ -27,6 +27,9 @@ def define(net: Net, cfg: Config) -> None:
     h, w = cfg.imgsz
     net.network.name = cfg.model_name
     net.meta["ultralytics"] = meta(cfg)  # first: the blocks read bn_eps and attention from it
+    for key in WTS_EXTRAS:  # gen_wts.py's records of kpt_shape and names, read by configure
+        if f"{cfg.arch.prefix}.{key}" in net.weights:
+            net.weights[f"{cfg.arch.prefix}.{key}"]
     x = net.input(INPUT, (-1, 3, h, w))
     out = model.NETWORKS[cfg.family](net, x, cfg.task)
     if cfg.task == "cls":
@@ -36,8 +39,6 @@ def define(net: Net, cfg: Config) -> None:
         net.output(net.name(prob, "softmax").get_output(0), "prob")
         return
     path = f"model.{HEAD[cfg.family]}"
-    if f"{path}.kpt_shape" in net.weights:  # gen_wts.py's record of Pose.kpt_shape, read by configure
-        net.weights[f"{path}.kpt_shape"]
     if cfg.postprocess == "none":
         for key, name in RAW_OUTPUTS.items():
             if key in out:
@@ -49,6 +50,8 @@ def define(net: Net, cfg: Config) -> None:
     native_outputs(net, pred, cfg, f"{path}.post")
 
 
+#: entries gen_wts.py adds to the head (netdefs/ultralytics/source.py) that the PyTorch model has no tensor for
+WTS_EXTRAS = ("kpt_shape", "names")
 #: Detect.forward_head's dict -> the output names of --postprocess none
 RAW_OUTPUTS = {
     "boxes": "raw_boxes",

@@ -9,20 +9,18 @@ import numpy as np
 
 from netdefs.ultralytics.arch import SCALE_NAMES, SUFFIX, make_divisible
 from netdefs.ultralytics.config import INPUT, Config
-from netdefs.ultralytics.decode import RAW_OUTPUTS
+from netdefs.ultralytics.decode import RAW_OUTPUTS, WTS_EXTRAS
 from trtx.net import NetdefError
-
-#: weight entries gen_wts.py adds to the head that the PyTorch model has no parameter for
-WTS_EXTRAS = ("kpt_shape",)
 
 
 def torch_model(cfg: Config, weights):
     """``--model SPEC``, or the family's yaml rebuilt with the weights' multiples; weights loaded."""
+    from netdefs.sources import build_model
     from trtx import sources
 
     ignore = [f"model.{cfg.arch.head}.{k}" for k in WTS_EXTRAS]
     try:
-        model = sources.build_model(cfg.model_spec) if cfg.model_spec else build(cfg)
+        model = build_model(cfg.model_spec) if cfg.model_spec else build(cfg)
         sources.load_state(model, weights, ignore=ignore)
     except sources.SourceError as exc:
         where = f"--model {cfg.model_spec}" if cfg.model_spec else f"the {cfg.family} yaml rebuilt as {cfg.model_name}"
