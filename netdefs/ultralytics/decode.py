@@ -2,10 +2,11 @@
 them (DFL, dist2bbox / dist2rbox and the angle, keypoints with their visibility sigmoid, mask coefficients beside
 the prototypes), in fp32, then the outputs ``--postprocess`` asks for.
 
-``native``: ``boxes`` [B, A, 4] (cx, cy, w, h in input pixels; OBB: the rotated box's), ``scores`` [B, A] (the
-best class's sigmoid), ``classes`` [B, A] int32, and per task ``masks`` [B, A, nm] + ``proto`` [B, nm, H/4, W/4],
-``keypoints`` [B, A, K*D] (x, y in pixels[, visibility]), ``angles`` [B, A] (radians) -- what ultralytics'
-non_max_suppression takes, up to the NMS itself. ``none``: the head's raw outputs (Detect.forward_head).
+``native``: ``boxes`` [B, A, 4] (cx, cy, w, h in input pixels; OBB: the rotated box's), ``scores`` [B, A, nc]
+(every class's sigmoid), and per task ``masks`` [B, A, nm] + ``proto`` [B, nm, H/4, W/4], ``keypoints``
+[B, A, K*D] (x, y in pixels[, visibility]), ``angles`` [B, A] (radians): ultralytics' prediction ``y``
+(B, 4 + nc + extra, A), transposed and split -- what its non_max_suppression takes. ``none``: the head's raw
+outputs (Detect.forward_head).
 """
 
 from __future__ import annotations
@@ -179,14 +180,12 @@ def kpts_decode(net: Net, kpts, anchors, strides, kpt_shape: tuple[int, int], na
 
 
 def native_outputs(net: Net, pred: dict[str, Any], cfg: Config, path: str) -> None:
-    """[B, C, A] parts -> the native outputs: boxes [B, A, 4], best class score and index [B, A], extras
-    [B, A, C] (angles [B, A]); protos as they are."""
-    nw, trt = net.network, net.trt
+    """[B, C, A] parts -> the native outputs [B, A, C] (angles [B, A]); protos as they are. The scores of every
+    class, as ultralytics' ``y`` has them: the best class is taken after the engine, where a near tie between two
+    classes is no longer an output that fp16 rounding can flip."""
     a = int(pred["boxes"].shape[2])
-    best = net.name(nw.add_topk(pred["scores"], trt.TopKOperation.MAX, 1, 1 << 1), f"{path}.best")
     net.output(_transpose(net, pred["boxes"], f"{path}.boxes"), "boxes")
-    net.output(_reshape(net, best.get_output(0), (0, a), f"{path}.scores"), "scores")
-    net.output(_reshape(net, best.get_output(1), (0, a), f"{path}.classes"), "classes", np.int32)
+    net.output(_transpose(net, pred["scores"], f"{path}.scores"), "scores")
     if "masks" in pred:
         net.output(_transpose(net, pred["masks"], f"{path}.masks"), "masks")
         net.output(pred["proto"], "proto")

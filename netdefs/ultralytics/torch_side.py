@@ -99,10 +99,8 @@ def torch_forward(model, feeds) -> dict[str, Any]:
 
 
 def split_prediction(y, nc: int, task: str, proto=None) -> dict[str, Any]:
-    """ultralytics' ``y`` [B, 4 + nc + extra, A] -> boxes [B, A, 4], best score and class [B, A], extras."""
-    boxes = y[:, :4].transpose(1, 2)
-    scores, classes = y[:, 4 : 4 + nc].max(1)
-    out = {"boxes": boxes, "scores": scores, "classes": classes.int()}
+    """ultralytics' ``y`` [B, 4 + nc + extra, A] -> boxes [B, A, 4], scores [B, A, nc], the task's extras."""
+    out = {"boxes": y[:, :4].transpose(1, 2), "scores": y[:, 4 : 4 + nc].transpose(1, 2)}
     extra = y[:, 4 + nc :]
     if task == "seg":
         out.update(masks=extra.transpose(1, 2), proto=proto)
