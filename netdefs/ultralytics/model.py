@@ -112,18 +112,25 @@ def attention(net: Net, x, path: str, num_heads: int, attn_ratio: float = 0.5):
 
 
 def _attention_layer(net: Net, q, k, v, scale: float, name: str):
-    """TensorRT's IAttention on [B, heads, N, dim] tensors: softmax(q k^T * scale) v, fused where it can be."""
-    nw = net.network
-    t = [
-        _reshape(net, a, None, f"{name}.{label}_t", transpose=(0, 1, 3, 2))
-        for label, a in (("q", q), ("k", k), ("v", v))
-    ]
-    scaled = nw.add_elementwise(
-        t[0], net.constant(np.full((1, 1, 1, 1), scale, np.float32), f"{name}.scale"), net.trt.ElementWiseOperation.PROD
+    """TensorRT's IAttention on [B, heads, N, dim] tensors: softmax((q * scale) k^T) v, one fused kernel where the
+    builder has one (decomposable: matrix multiplies and a softmax where it has not). IAttention wants keys as
+    wide as values; q and k are zero-padded from key_dim to head_dim, which adds nothing to q k^T."""
+    nw, trt = net.network, net.trt
+    q, k, v = (
+        _reshape(net, t, None, f"{name}.{label}_t", transpose=(0, 1, 3, 2)) for label, t in zip("qkv", (q, k, v))
     )
-    layer = nw.add_attention(
-        net.name(scaled, f"{name}.q_scaled").get_output(0), t[1], t[2], net.trt.AttentionNormalizationOp.SOFTMAX, False
-    )
+    pad = int(v.shape[3]) - int(k.shape[3])
+    factor = net.constant(np.full((1, 1, 1, 1), scale, np.float32), f"{name}.scale")
+    q = net.name(nw.add_elementwise(q, factor, trt.ElementWiseOperation.PROD), f"{name}.q_scaled").get_output(0)
+    if pad:
+        q, k = (net.name(nw.add_padding_nd(t, (0, 0), (0, pad)), f"{name}.{label}_pad").get_output(0)
+                for label, t in (("q", q), ("k", k)))  # fmt: skip
+    add = getattr(nw, "add_attention_v2", None)
+    if add is not None:
+        layer = add(q, k, v, trt.AttentionNormalizationOp.SOFTMAX, trt.CausalMaskKind.NONE)
+    else:
+        layer = nw.add_attention(q, k, v, trt.AttentionNormalizationOp.SOFTMAX, False)
+    layer.decomposable = True
     out = net.name(layer, name).get_output(0)  # [B, heads, N, head_dim]
     return _reshape(net, out, None, f"{name}.out_t", transpose=(0, 1, 3, 2))
 
