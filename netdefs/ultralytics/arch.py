@@ -289,24 +289,27 @@ def scale_name(arch: Arch) -> str:
 def multiples(arch: Arch) -> tuple[float, float, float] | None:
     """(depth, width, max_channels) that reproduce the weights through parse_model, or None: the published
     scale's, else the first candidate that fits (widths: each module's channels over its nominal ones;
-    depths: each block count over its nominal one, half-steps either side; caps: the yaml's channel values)."""
+    depths: each block count over its nominal one, half-steps either side; caps: the yaml's channel values and
+    each module's width over the width multiple)."""
     table = scale_table(arch)
     name = scale_name(arch)
     if name != "custom":
         return table[name]
     nom = nominal(arch)
-    caps = sorted({c for c, _ in nom.values()} | {m for _, _, m in table.values()}) + [math.inf]
     depths = {1.0}
     for i, (_, n) in nom.items():
         k = arch.repeats.get(i, 0)
         if n > 1:
             depths |= {(k + off) / n for off in (-0.5, -0.25, 0.0, 0.25, 0.5) if k + off > 0}
-    for cap in caps:
-        widths = set()
-        for i, (c, _) in nom.items():
-            if i in arch.channels:
-                widths |= {arch.channels[i] / min(c, cap), (arch.channels[i] - 4) / min(c, cap)}
-        for w in sorted(x for x in widths if x > 0):
+    widths = set()
+    for i, (c, _) in nom.items():
+        if i in arch.channels:
+            widths |= {arch.channels[i] / c, (arch.channels[i] - 4) / c}
+    for w in sorted(x for x in widths if x > 0):
+        # a module narrower than its nominal width times w was capped: max_channels = its width / w
+        caps = {c for c, _ in nom.values()} | {m for _, _, m in table.values()} | {math.inf}
+        caps |= {round(arch.channels[i] / w) for i in nom if i in arch.channels}
+        for cap in sorted(caps):
             for d in sorted(depths):
                 if reproduces(arch, d, w, cap):
                     return d, w, cap

@@ -79,14 +79,16 @@ def sppf(net: Net, x, path: str, k: int = 5):
     return net.alias(conv(net, concat(net, [x, y1, y2, y3], f"{path}.cat"), f"{path}.cv2", 1), path)
 
 
-def attention(net: Net, x, path: str, num_heads: int, attn_ratio: float = 0.5):
+def attention(net: Net, x, path: str, num_heads: int, attn_ratio: float = 0.5, scale: float | None = None):
     """Attention: q, k, v from one 1x1 conv; softmax((q * scale)^T k) weighs v; plus a depthwise positional
-    conv of v; proj. With ``--attention trt`` TensorRT's attention layer computes the middle part."""
+    conv of v; proj. ``scale`` defaults to key_dim ** -0.5. With ``--attention trt`` TensorRT's attention layer
+    computes the middle part."""
     nw, trt = net.network, net.trt
     c, h, w = (int(d) for d in x.shape[1:])
     head_dim = c // num_heads
     key_dim = int(head_dim * attn_ratio)
     n = h * w
+    scale = key_dim**-0.5 if scale is None else scale
     qkv = conv(net, x, f"{path}.qkv", 1, act=False)
     heads = nw.add_shuffle(qkv)
     heads.reshape_dims = (0, num_heads, 2 * key_dim + head_dim, n)
@@ -94,10 +96,10 @@ def attention(net: Net, x, path: str, num_heads: int, attn_ratio: float = 0.5):
         net, net.name(heads, f"{path}.heads").get_output(0), [key_dim, key_dim, head_dim], f"{path}.split", axis=2
     )
     if _setting(net, "attention") == "trt":
-        y = _attention_layer(net, q, k, v, key_dim**-0.5, f"{path}.sdpa")
+        y = _attention_layer(net, q, k, v, scale, f"{path}.sdpa")
     else:
-        scale = net.constant(np.full((1, 1, 1, 1), key_dim**-0.5, np.float32), f"{path}.scale")
-        qs = net.name(nw.add_elementwise(q, scale, trt.ElementWiseOperation.PROD), f"{path}.q_scaled").get_output(0)
+        factor = net.constant(np.full((1, 1, 1, 1), scale, np.float32), f"{path}.scale")
+        qs = net.name(nw.add_elementwise(q, factor, trt.ElementWiseOperation.PROD), f"{path}.q_scaled").get_output(0)
         mm = nw.add_matrix_multiply(qs, trt.MatrixOperation.TRANSPOSE, k, trt.MatrixOperation.NONE)
         logits = net.name(mm, f"{path}.logits").get_output(0)  # [B, heads, N, N]
         soft = nw.add_softmax(net.to_fp32(logits, f"{path}.logits.to_fp32"))

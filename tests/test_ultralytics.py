@@ -1,0 +1,279 @@
+"""netdefs/ultralytics (YOLOv8 and YOLO11, every task) on the CPU: what the weights contain, the network against the
+ultralytics model module by module (reference executor), broken blocks named by check, one-line errors.
+
+Weights are random (gen_wts --random-init, or the same state_dict in memory); inputs are small (320, cls 224) to
+keep the suite fast -- the network code is the same at any size. Larger scales: tests/test_ultralytics_slow.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+import wts
+from netdefs.ultralytics import NETDEF, arch, config, decode, model, source, torch_side
+from trtx import check, sources
+from trtx.net import Net, NetdefError
+
+ASSETS = sources.sample_images()
+BUS, ZIDANE = str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg")
+N_MODELS = [f"{f}n{t}" for f in ("yolov8", "yolo11") for t in ("", "-seg", "-pose", "-obb", "-cls")]
+
+
+def state_of(spec: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """What ``gen_wts.py --model ultralytics:<spec> --random-init --seed <seed>`` writes, in memory."""
+    m = sources.build_model(f"ultralytics:{spec}", seed=seed)
+    state = {k: v.detach().float().numpy().reshape(-1).copy() for k, v in m.state_dict().items()}
+    return {**state, **source.wts_extras(m)}
+
+
+@pytest.fixture(scope="module")
+def states():
+    cache: dict[str, dict] = {}
+
+    class Lazy(dict):
+        def __missing__(self, spec):
+            self[spec] = state_of(spec)
+            return self[spec]
+
+    return Lazy(cache)
+
+
+def _net(state: dict, **flags) -> tuple[Net, config.Config, wts.WeightMap]:
+    w = wts.WeightMap(state)
+    cfg = config.configure(argparse.Namespace(command="check", **{"imgsz": "320", **flags}), w)
+    net = Net(w, name=cfg.model_name)
+    decode.define(net, cfg)
+    return net, cfg, w
+
+
+def _check(state: dict, feeds=None, **flags) -> check.CheckResult:
+    net, cfg, w = _net(state, **flags)
+    feeds = feeds or torch_side.example_feeds(cfg, BUS, 1)
+    return check.compare(net, torch_side.torch_model(cfg, w), feeds, forward=torch_side.torch_forward)
+
+
+def test_scale_tables_are_the_yaml_files():
+    """arch.SCALES / NOMINAL (what build needs without ultralytics) equal the installed yaml files."""
+    import yaml
+
+    root = sources.package_dir("ultralytics") / "cfg" / "models"
+    for family, sub in (("yolov8", "v8"), ("yolo11", "11")):
+        for task in arch.TASKS:
+            d = yaml.safe_load((root / sub / f"{family}{arch.SUFFIX[task]}.yaml").read_text())
+            key = f"{family}-cls" if task == "cls" and f"{family}-cls" in arch.SCALES else family
+            assert {s: tuple(v) for s, v in d["scales"].items()} == arch.SCALES[key], (family, task)
+            rows = d["backbone"] + d["head"]
+            nominal = arch.NOMINAL_CLS[family] if task == "cls" else arch.NOMINAL[family]
+            for i, (_, n, module, args) in enumerate(rows):
+                if module in ("Conv", "C2f", "C3k2", "SPPF", "C2PSA"):
+                    assert nominal[i] == (args[0], n if n > 1 else 0), (family, task, i)
+            head = len(rows) - 1
+            assert head == (arch.HEAD_CLS if task == "cls" else arch.HEAD)[family]
+
+
+def test_models_are_every_family_task_and_scale():
+    names = [m.name for m in NETDEF.models]
+    assert len(names) == 50 and "yolov8n" in names and "yolo11x-obb" in names and "yolov8s-cls" in names
+    assert [m.name for m in NETDEF.models if m.default] == ["yolo11n"]
+    m = next(m for m in NETDEF.models if m.name == "yolov8m-pose")
+    assert m.options == ("--family", "yolov8", "--scale", "m", "--task", "pose")
+
+
+@pytest.mark.parametrize("spec", N_MODELS)
+def test_check_every_module_of_every_task(spec, states):
+    """Outputs and every module-named layer within 1e-4 of the ultralytics model, on bus.jpg; the heads' modules
+    (DFL, both branches of every level, proto, attention) among the compared ones."""
+    result = _check(states[spec])
+    assert result.passed, result.table()[-3000:]
+    rows = {r.name: r for r in result.layers if r.passed is not None}
+    v8 = spec.startswith("yolov8")
+    head = ("model.9" if v8 else "model.10") if spec.endswith("-cls") else ("model.22" if v8 else "model.23")
+    expected = [f"{head}.linear"] if spec.endswith("-cls") else [f"{head}.dfl", f"{head}.cv2.2", f"{head}.cv3.0"]
+    expected += {
+        "-seg": [f"{head}.proto.cv3", f"{head}.cv4.1"],
+        "-pose": [f"{head}.cv4.2"],
+        "-obb": [f"{head}.cv4.0"],
+    }.get(spec[len("yolov8n") if v8 else len("yolo11n") :], [])
+    if not v8:
+        expected += ["model.9.m.0.attn" if spec.endswith("-cls") else "model.10.m.0.attn", "model.2.m.0"]
+    assert all(name in rows for name in expected), [n for n in expected if n not in rows]
+    assert len(rows) > (80 if spec.endswith("-cls") else 200)
+    assert max(r.max_rel_err for r in [*rows.values(), *result.outputs]) <= 1e-4
+
+
+def test_arch_reads_family_task_scale_and_head(states):
+    found = {}
+    for spec in N_MODELS:
+        a = arch.read_arch(states[spec])
+        found[spec] = (a.family, a.task, arch.scale_name(a), a.num_classes, a.reg_max)
+    assert found["yolov8n"] == ("yolov8", "detect", "n", 80, 16)
+    assert found["yolo11n-obb"] == ("yolo11", "obb", "n", 80, 16)
+    assert found["yolov8n-pose"] == ("yolov8", "pose", "n", 1, 16)
+    assert found["yolo11n-cls"] == ("yolo11", "cls", "n", 1000, 16)
+    seg = arch.read_arch(states["yolo11n-seg"])
+    assert (seg.num_masks, seg.num_protos) == (32, 64)
+    assert arch.read_arch(states["yolo11n-pose"]).kpt_shape == (17, 3)  # gen_wts' <head>.kpt_shape
+
+
+def test_custom_scale_and_classes_from_the_weights():
+    """A YOLO11 of its own depth/width/max_channels and 7 classes: the network and the yaml rebuilt for check
+    both from the weights, no flags."""
+    import torch
+    import yaml
+
+    d = yaml.safe_load((sources.package_dir("ultralytics") / "cfg/models/11/yolo11.yaml").read_text())
+    d.update(scales={"custom": [0.67, 0.375, 768]}, scale="custom", nc=7)
+    sources.prepare_environment()
+    with sources.quiet():
+        from ultralytics.nn.tasks import DetectionModel
+
+        torch.manual_seed(0)
+        m = DetectionModel(d, nc=7, verbose=False).eval()
+    sources.randomize_norms(m, 0)
+    state = {k: v.detach().float().numpy().reshape(-1).copy() for k, v in m.state_dict().items()}
+    net, cfg, _ = _net(state)
+    assert (cfg.scale, cfg.num_classes, cfg.arch.channels[0], cfg.arch.repeats[2]) == ("custom", 7, 24, 1)
+    result = _check(state)
+    assert result.passed, result.table()[-3000:]
+
+
+def test_broken_dfl_is_named_first_divergent(states, monkeypatch):
+    """A DFL that views the box logits as [B, reg_max, 4, A] (the comment in ultralytics' DFL.forward) instead of
+    [B, 4, reg_max, A]: everything before matches, check names the DFL's weighted sum."""
+
+    def wrong_view(net, x, path):
+        nw, trt = net.network, net.trt
+        reg_max, a = int(x.shape[1]) // 4, int(x.shape[2])
+        bins = nw.add_shuffle(net.to_fp32(x, f"{path}.to_fp32"))
+        bins.reshape_dims = (0, reg_max, 4, a)  # no transpose: the bins of one side are not where they should be
+        soft = nw.add_softmax(bins.get_output(0))
+        soft.axes = 1 << 1
+        weight = net.constant(net.array(f"{path}.conv.weight", (1, reg_max, 1, 1)), f"{path}.w", np.float32)
+        prod = nw.add_elementwise(soft.get_output(0), weight, trt.ElementWiseOperation.PROD)
+        total = net.name(nw.add_reduce(prod.get_output(0), trt.ReduceOperation.SUM, 1 << 1, True), f"{path}.conv")
+        flat = nw.add_shuffle(total.get_output(0))
+        flat.reshape_dims = (0, 4, a)
+        return net.name(flat, path).get_output(0)
+
+    monkeypatch.setattr(model, "dfl", wrong_view)
+    result = _check(states["yolo11n"])
+    rows = {r.name: r for r in result.layers}
+    assert not result.passed and result.first_divergent == "model.23.dfl.conv", result.table()[-2000:]
+    assert rows["model.23.cv2.0"].passed and rows["model.23.cv3.2"].passed and not rows["model.23.dfl"].passed
+
+
+def _c2psa_check(attention: str = "matmul") -> check.CheckResult:
+    """ultralytics' C2PSA(256) alone on N(0, 1) features against the netdef's c2psa. In a random-weight YOLO11
+    the features reaching model.10 hardly vary from one position to the next, so its attention is all but
+    uniform there whatever the scale; here it attends."""
+    import torch
+
+    sources.prepare_environment()
+    with sources.quiet():
+        from ultralytics.nn.modules.block import C2PSA
+
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(C2PSA(256, 256, n=1)).eval()
+    sources.randomize_norms(block, 0)
+    state = {k: v.detach().numpy().reshape(-1).copy() for k, v in block.state_dict().items()}
+    net = Net(wts.WeightMap(state))
+    net.meta["ultralytics"] = {"bn_eps": 1e-5, "attention": attention}  # a bare module keeps PyTorch's eps
+    net.output(model.c2psa(net, net.input("x", (-1, 256, 8, 8)), "0"), "y")
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 256, 8, 8)).astype(np.float32)}
+    return check.compare(net, block, feeds, forward=lambda m, f: {"y": m(f["x"])})
+
+
+def test_wrong_attention_scale_is_named_first_divergent(monkeypatch):
+    """C2PSA's attention without the 1/sqrt(key_dim) scale: q, k, v and the positional conv match, the
+    projection after the attention product is the first layer that does not."""
+    result = _c2psa_check()
+    assert result.passed and "0.m.0.attn" in {r.name for r in result.layers}, result.table()[-2000:]
+    original = model.attention
+    monkeypatch.setattr(model, "attention", lambda net, x, path, heads: original(net, x, path, heads, scale=1.0))
+    result = _c2psa_check()
+    rows = {r.name: r for r in result.layers}
+    assert not result.passed and result.first_divergent == "0.m.0.attn.proj.conv", result.table()[-2000:]
+    assert rows["0.m.0.attn.qkv"].passed and rows["0.m.0.attn.pe"].passed and not rows["0.m.0.attn"].passed
+
+
+def test_postprocess_none_outputs_the_raw_head(states):
+    result = _check(states["yolov8n-seg"], postprocess="none")
+    assert result.passed, result.table()[-2000:]
+    shapes = {r.name: r.shape for r in result.outputs}
+    assert shapes == {"raw_boxes": (1, 64, 2100), "raw_scores": (1, 80, 2100), "raw_masks": (1, 32, 2100),
+                      "proto": (1, 32, 80, 80)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "spec, flags, message",
+    [
+        ("yolo11n", {"task": "seg"}, "--task seg, but the weights contain yolo11n (stem 16 channels"),
+        ("yolo11n", {"family": "yolov8"}, "--family yolov8, but the weights contain yolo11n"),
+        ("yolov8n", {"scale": "s"}, "--scale s, but the weights contain yolov8n"),
+        ("yolov8n", {"classes": 3}, "--classes 3, but the weights contain 80 classes (model.22.cv3.0.2.bias)"),
+        ("yolo11n-pose", {"kpt_shape": "34,2"}, "--kpt-shape 34,2, but model.23.cv4.0.2 predicts 51 keypoint values"),
+        ("yolo11n", {"kpt_shape": "17,3"}, "not a pose model"),
+        ("yolo11n", {"imgsz": "300"}, "--imgsz 300: the input size must be N or H,W with each a positive multiple"),
+        ("yolo11n", {"conf": 1.5}, "--conf 1.5: must lie in [0, 1]"),
+    ],
+)
+def test_flags_that_contradict_the_weights(spec, flags, message, states):
+    with pytest.raises(NetdefError, match=None) as info:
+        config.configure(argparse.Namespace(command="build", **flags), wts.WeightMap(states[spec]))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_weights_of_other_models_say_what_they_hold(states):
+    """yolov5, an end-to-end head, a truncated model, a pose model whose keypoints split two ways: one line each."""
+    y5 = sources.build_model("yolov5:yolov5n")
+    cases = {
+        "YOLOv5 model (C3 blocks: model.2.cv3)": {k: v.numpy().reshape(-1) for k, v in y5.state_dict().items()},
+        "end-to-end head (model.23.one2one_cv2": {**states["yolo11n"], "model.23.one2one_cv2.0.0.conv.weight": [1.0]},
+        "which is neither a YOLOv8/YOLO11 head (no model.22.cv2.0.2.bias": {
+            k: v for k, v in states["yolo11n"].items() if not k.startswith("model.23.")
+        },
+        "no model.0.conv.weight": {"conv.weight": np.ones(3, np.float32)},
+    }
+    for message, state in cases.items():
+        with pytest.raises(NetdefError) as info:
+            arch.read_arch(wts.WeightMap(state))
+        assert message in str(info.value), str(info.value)
+    pose = dict(states["yolo11n-pose"])
+    del pose["model.23.kpt_shape"]
+    cfg = config.configure(argparse.Namespace(command="build"), wts.WeightMap(pose))
+    assert cfg.kpt_shape == (17, 3)  # 51 values: only 17 x 3 fits
+    for key in (f"model.23.cv4.{i}.2.{kind}" for i in range(3) for kind in ("weight", "bias")):
+        pose[key] = pose[key][: pose[key].size // 51 * 24]  # 24 keypoint values: 12 x 2 or 8 x 3
+    with pytest.raises(NetdefError, match="predicts 24 keypoint values: 8x3 or 12x2\\? pass --kpt-shape"):
+        config.configure(argparse.Namespace(command="build"), wts.WeightMap(pose))
+
+
+def test_class_names_and_keypoint_shape_travel_with_the_weights(tmp_path):
+    """gen_wts.py -w on an ultralytics checkpoint ({'model': DetectionModel} pickle, --unsafe-pickle) writes its
+    class names on the head; configure reads them back."""
+    import torch
+    import yaml
+
+    import gen_wts
+
+    d = yaml.safe_load((sources.package_dir("ultralytics") / "cfg/models/11/yolo11.yaml").read_text())
+    d.update(scale="n", nc=3)
+    sources.prepare_environment()
+    with sources.quiet():
+        from ultralytics.nn.tasks import DetectionModel
+
+        m = DetectionModel(d, nc=3, verbose=False)
+    m.names = {0: "cat", 1: "dog", 2: "ünïcode bird"}
+    ckpt, out = tmp_path / "three.pt", tmp_path / "three.wts"
+    torch.save({"model": m.half(), "ema": None}, ckpt)
+    assert gen_wts.main(["-w", str(ckpt), "-o", str(out), "-q"]) == 1  # pickles need --unsafe-pickle
+    assert gen_wts.main(["-w", str(ckpt), "--unsafe-pickle", "-o", str(out), "-q"]) == 0
+    w = wts.load(out)
+    cfg = config.configure(argparse.Namespace(command="build", imgsz="64"), w)
+    assert cfg.names == ["cat", "dog", "ünïcode bird"] and cfg.num_classes == 3
+    net = Net(w)
+    decode.define(net, cfg)
+    assert net.unused_weights() == [] and net.meta["ultralytics"]["names"] == cfg.names
