@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import wts
+from netdefs import sources as model_sources
 from netdefs.ultralytics import NETDEF, arch, config, decode, model, source, torch_side
 from trtx import check, sources
 from trtx.net import Net, NetdefError
@@ -24,7 +25,7 @@ N_MODELS = [f"{f}n{t}" for f in ("yolov8", "yolo11") for t in ("", "-seg", "-pos
 
 def state_of(spec: str, seed: int = 0) -> dict[str, np.ndarray]:
     """What ``gen_wts.py --model ultralytics:<spec> --random-init --seed <seed>`` writes, in memory."""
-    m = sources.build_model(f"ultralytics:{spec}", seed=seed)
+    m = model_sources.build_model(f"ultralytics:{spec}", seed=seed)
     state = {k: v.detach().float().numpy().reshape(-1).copy() for k, v in m.state_dict().items()}
     return {**state, **source.wts_extras(m)}
 
@@ -228,7 +229,7 @@ def test_flags_that_contradict_the_weights(spec, flags, message, states):
 
 def test_weights_of_other_models_say_what_they_hold(states):
     """yolov5, an end-to-end head, a truncated model, a pose model whose keypoints split two ways: one line each."""
-    y5 = sources.build_model("yolov5:yolov5n")
+    y5 = model_sources.build_model("yolov5:yolov5n")
     cases = {
         "YOLOv5 model (C3 blocks: model.2.cv3)": {k: v.numpy().reshape(-1) for k, v in y5.state_dict().items()},
         "end-to-end head (model.23.one2one_cv2": {**states["yolo11n"], "model.23.one2one_cv2.0.0.conv.weight": [1.0]},
