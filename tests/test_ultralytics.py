@@ -8,14 +8,18 @@ keep the suite fast -- the network code is the same at any size. Larger scales: 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import gen_wts
 import wts
 from netdefs import sources as model_sources
 from netdefs.ultralytics import NETDEF, arch, config, decode, model, source, torch_side
-from trtx import check, sources
+from trtx import check, cli, sources
 from trtx.net import Net, NetdefError
 
 ASSETS = sources.sample_images()
@@ -83,26 +87,70 @@ def test_models_are_every_family_task_and_scale():
     assert m.options == ("--family", "yolov8", "--scale", "m", "--task", "pose")
 
 
-@pytest.mark.parametrize("spec", N_MODELS)
-def test_check_every_module_of_every_task(spec, states):
-    """Outputs and every module-named layer within 1e-4 of the ultralytics model, on bus.jpg; the heads' modules
-    (DFL, both branches of every level, proto, attention) among the compared ones."""
-    result = _check(states[spec])
-    assert result.passed, result.table()[-3000:]
-    rows = {r.name: r for r in result.layers if r.passed is not None}
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """gen_wts.py --model ultralytics:<spec> --random-init, for every spec of the suite (lazily, once each)."""
+    folder = tmp_path_factory.mktemp("ultralytics_wts")
+
+    class Lazy(dict):
+        def __missing__(self, spec):
+            path = folder / f"{spec}.wts"
+            assert gen_wts.main(["-m", f"ultralytics:{spec}", "--random-init", "-o", str(path), "-q"]) == 0
+            self[spec] = str(path)
+            return self[spec]
+
+    yield Lazy()
+    shutil.rmtree(folder)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = cli.main(NETDEF, argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _imgsz(spec: str) -> str:
+    return "224" if spec.endswith("-cls") else "320"
+
+
+@pytest.mark.parametrize("spec", [*N_MODELS, "yolov8s", "yolo11s"])
+def test_build_then_check(spec, weights, tmp_path, capsys):
+    """build (TensorRT-RTX) for batch 1 and 1:4:8 with the metadata infer needs; check passes: outputs and every
+    module-named layer within 1e-4 of the ultralytics model on bus.jpg, the heads' modules (DFL, both branches of
+    every level, proto, attention) among the compared ones."""
+    w = weights[spec]
+    task = next((t for t in ("seg", "pose", "obb", "cls") if spec.endswith(f"-{t}")), "detect")
+    for batch in ("1", "1:4:8"):
+        engine = tmp_path / f"{spec}-{batch.replace(':', '_')}.engine"
+        rc, out, err = run_cli(["build", "-w", w, "-o", str(engine), "--imgsz", _imgsz(spec), "--batch", batch], capsys)
+        assert rc == 0, err
+        meta = json.loads(Path(f"{engine}.json").read_text())
+        assert engine.stat().st_size > 1_000_000 and meta["unused_weights"] == []
+        assert meta["batch"]["max"] == (8 if batch == "1:4:8" else 1)
+    u = meta["ultralytics"]
+    assert (u["model"], u["task"], u["postprocess"]["mode"]) == (spec, task, "none" if task == "cls" else "native")
+    outputs = [o["name"] for o in meta["outputs"]]
+    assert outputs == {"detect": ["boxes", "scores"], "seg": ["boxes", "scores", "masks", "proto"],
+                       "pose": ["boxes", "scores", "keypoints"], "obb": ["boxes", "scores", "angles"],
+                       "cls": ["logits", "prob"]}[task]  # fmt: skip
+    from_meta = NETDEF.configure(argparse.Namespace(command="infer"), None, meta)  # infer -e
+    kpt_shape = (17, 3) if task == "pose" else None
+    assert (from_meta.task, from_meta.num_classes, from_meta.kpt_shape) == (task, u["num_classes"], kpt_shape)
+
+    rc, out, err = run_cli(["check", "-w", w, "--image", BUS, "--imgsz", _imgsz(spec), "--json"], capsys)
+    result = json.loads(out)
+    assert rc == 0 and result["passed"], out[-3000:]
+    assert result["max_rel_err"] <= 1e-4
+    rows = {r["name"]: r for r in result["layers"] if r["passed"] is not None}
     v8 = spec.startswith("yolov8")
-    head = ("model.9" if v8 else "model.10") if spec.endswith("-cls") else ("model.22" if v8 else "model.23")
-    expected = [f"{head}.linear"] if spec.endswith("-cls") else [f"{head}.dfl", f"{head}.cv2.2", f"{head}.cv3.0"]
-    expected += {
-        "-seg": [f"{head}.proto.cv3", f"{head}.cv4.1"],
-        "-pose": [f"{head}.cv4.2"],
-        "-obb": [f"{head}.cv4.0"],
-    }.get(spec[len("yolov8n") if v8 else len("yolo11n") :], [])
+    head = ("model.9" if v8 else "model.10") if task == "cls" else ("model.22" if v8 else "model.23")
+    expected = [f"{head}.linear"] if task == "cls" else [f"{head}.dfl", f"{head}.cv2.2", f"{head}.cv3.0"]
+    expected += {"seg": [f"{head}.proto.cv3", f"{head}.cv4.1"], "pose": [f"{head}.cv4.2"],
+                 "obb": [f"{head}.cv4.0"]}.get(task, [])  # fmt: skip
     if not v8:
-        expected += ["model.9.m.0.attn" if spec.endswith("-cls") else "model.10.m.0.attn", "model.2.m.0"]
+        expected += ["model.9.m.0.attn" if task == "cls" else "model.10.m.0.attn", "model.2.m.0"]
     assert all(name in rows for name in expected), [n for n in expected if n not in rows]
-    assert len(rows) > (80 if spec.endswith("-cls") else 200)
-    assert max(r.max_rel_err for r in [*rows.values(), *result.outputs]) <= 1e-4
+    assert len(rows) > (80 if task == "cls" else 200)
 
 
 def test_arch_reads_family_task_scale_and_head(states):
