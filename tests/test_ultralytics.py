@@ -326,3 +326,29 @@ def test_class_names_and_keypoint_shape_travel_with_the_weights(tmp_path):
     net = Net(w)
     decode.define(net, cfg)
     assert net.unused_weights() == [] and net.meta["ultralytics"]["names"] == cfg.names
+
+
+def test_fp16_engine_builds_and_checks(weights, tmp_path, capsys):
+    """yolo11n at fp16: built by TensorRT-RTX with the fp32 policy kept (DFL softmax, decode and attention softmax
+    in fp32), and check passes at fp16's tolerance (relative RMS error <= 1e-2 per output and layer)."""
+    w = weights["yolo11n"]
+    engine = tmp_path / "yolo11n-fp16.engine"
+    rc, _, err = run_cli(["build", "-w", w, "-o", str(engine), "--imgsz", "320", "--precision", "fp16"], capsys)
+    assert rc == 0 and "computes in fp16" not in err, err
+    assert json.loads(Path(f"{engine}.json").read_text())["precision"] == "fp16"
+    rc, out, _ = run_cli(["check", "-w", w, "--image", ZIDANE, "--imgsz", "320", "--precision", "fp16", "--json"],
+                         capsys)  # fmt: skip
+    result = json.loads(out)
+    assert rc == 0 and result["passed"], out[-3000:]
+    assert all(r["rms_rel_err"] < 1e-2 for r in result["outputs"])
+
+
+def test_int8_engine_builds(weights, tmp_path, capsys, make_calibration_folder):
+    """yolo11n at int8, calibrated on two photos (--int8-fallback: tests/test_ultralytics_slow.py)."""
+    engine = tmp_path / "yolo11n-int8.engine"
+    argv = ["build", "-w", weights["yolo11n"], "-o", str(engine), "--imgsz", "128", "--precision", "int8", "--calib",
+            str(make_calibration_folder(tmp_path))]  # fmt: skip
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 0, err
+    meta = json.loads(Path(f"{engine}.json").read_text())
+    assert meta["precision"] == "int8" and meta["int8"]["quantized_tensors"] > 60
