@@ -18,7 +18,7 @@ import pytest
 import gen_wts
 import wts
 from netdefs import sources as model_sources
-from netdefs.ultralytics import NETDEF, arch, config, decode, model, source, torch_side
+from netdefs.ultralytics import NETDEF, app, arch, config, decode, model, source, torch_side
 from trtx import check, cli, sources
 from trtx.net import Net, NetdefError
 
@@ -114,10 +114,8 @@ def _imgsz(spec: str) -> str:
 
 
 @pytest.mark.parametrize("spec", [*N_MODELS, "yolov8s", "yolo11s"])
-def test_build_then_check(spec, weights, tmp_path, capsys):
-    """build (TensorRT-RTX) for batch 1 and 1:4:8 with the metadata infer needs; check passes: outputs and every
-    module-named layer within 1e-4 of the ultralytics model on bus.jpg, the heads' modules (DFL, both branches of
-    every level, proto, attention) among the compared ones."""
+def test_build_batch_1_and_dynamic(spec, weights, tmp_path, capsys):
+    """build (TensorRT-RTX) for batch 1 and 1:4:8, with the metadata infer reads back (infer -e)."""
     w = weights[spec]
     task = next((t for t in ("seg", "pose", "obb", "cls") if spec.endswith(f"-{t}")), "detect")
     for batch in ("1", "1:4:8"):
@@ -137,20 +135,21 @@ def test_build_then_check(spec, weights, tmp_path, capsys):
     kpt_shape = (17, 3) if task == "pose" else None
     assert (from_meta.task, from_meta.num_classes, from_meta.kpt_shape) == (task, u["num_classes"], kpt_shape)
 
-    rc, out, err = run_cli(["check", "-w", w, "--image", BUS, "--imgsz", _imgsz(spec), "--json"], capsys)
+
+@pytest.mark.parametrize("spec", ["yolo11n", "yolo11n-cls"])
+def test_check_command(spec, weights, capsys):
+    """``check --image bus.jpg --json``: passes, every module-named layer compared, the extra rows there."""
+    rc, out, err = run_cli(["check", "-w", weights[spec], "--image", BUS, "--imgsz", _imgsz(spec), "--json",
+                            "--conf", "0.00003"], capsys)  # fmt: skip
     result = json.loads(out)
     assert rc == 0 and result["passed"], out[-3000:]
-    assert result["max_rel_err"] <= 1e-4
-    rows = {r["name"]: r for r in result["layers"] if r["passed"] is not None}
-    v8 = spec.startswith("yolov8")
-    head = ("model.9" if v8 else "model.10") if task == "cls" else ("model.22" if v8 else "model.23")
-    expected = [f"{head}.linear"] if task == "cls" else [f"{head}.dfl", f"{head}.cv2.2", f"{head}.cv3.0"]
-    expected += {"seg": [f"{head}.proto.cv3", f"{head}.cv4.1"], "pose": [f"{head}.cv4.2"],
-                 "obb": [f"{head}.cv4.0"]}.get(task, [])  # fmt: skip
-    if not v8:
-        expected += ["model.9.m.0.attn" if task == "cls" else "model.10.m.0.attn", "model.2.m.0"]
-    assert all(name in rows for name in expected), [n for n in expected if n not in rows]
-    assert len(rows) > (80 if task == "cls" else 200)
+    assert result["max_rel_err"] <= 1e-4 and len([r for r in result["layers"] if r["passed"]]) > 130
+    extras = {e["name"]: e for e in result["extras"]}
+    if spec == "yolo11n":
+        assert extras["detections after NMS"]["passed"] and "identical" in extras["detections after NMS"]["message"]
+        assert extras["ultralytics' non_max_suppression"]["passed"]
+    else:
+        assert extras["top5[0]"]["passed"]
 
 
 def test_arch_reads_family_task_scale_and_head(states):
@@ -352,3 +351,41 @@ def test_int8_engine_builds(weights, tmp_path, capsys, make_calibration_folder):
     assert rc == 0, err
     meta = json.loads(Path(f"{engine}.json").read_text())
     assert meta["precision"] == "int8" and meta["int8"]["quantized_tensors"] > 60
+
+
+@pytest.mark.parametrize("spec", N_MODELS)
+def test_check_every_module_and_nms_on_bus_and_zidane(spec, states):
+    """bus.jpg and zidane.jpg in one batch: outputs and every module-named layer within 1e-4 of the ultralytics
+    model, the heads' modules (DFL, both branches of every level, proto, attention) among the compared ones; the
+    network's detections after the host NMS, and ultralytics' own non_max_suppression on PyTorch's prediction,
+    both a (greedy / OBB: Fast) NMS of PyTorch's candidates under the shared tie-aware comparison. conf: the 80th
+    percentile of PyTorch's best scores (random weights score ~1e-4), so some 400 candidates per image enter the
+    NMS. cls: the top-5 rows instead."""
+    import cv2
+
+    net, cfg, w = _net(states[spec], imgsz=_imgsz(spec))
+    feeds, _ = app.preprocess([cv2.imread(BUS), cv2.imread(ZIDANE)], cfg)
+    result = check.compare(net, torch_side.torch_model(cfg, w), feeds, forward=torch_side.torch_forward)
+    assert result.passed, result.table()[-3000:]
+    rows = {r.name: r for r in result.layers if r.passed is not None}
+    v8, task = spec.startswith("yolov8"), cfg.task
+    head = ("model.9" if v8 else "model.10") if task == "cls" else ("model.22" if v8 else "model.23")
+    expected = [f"{head}.linear"] if task == "cls" else [f"{head}.dfl", f"{head}.cv2.2", f"{head}.cv3.0"]
+    expected += {"seg": [f"{head}.proto.cv3", f"{head}.cv4.1"], "pose": [f"{head}.cv4.2"],
+                 "obb": [f"{head}.cv4.0"]}.get(task, [])  # fmt: skip
+    if not v8:
+        expected += ["model.9.m.0.attn" if task == "cls" else "model.10.m.0.attn", "model.2.m.0"]
+    assert all(name in rows for name in expected), [n for n in expected if n not in rows]
+    assert len(rows) > (80 if task == "cls" else 200)
+    assert max(r.max_rel_err for r in [*rows.values(), *result.outputs]) <= 1e-4
+    if task != "cls":
+        cfg.conf = float(result.expected_outputs["scores"].max(-1).values.quantile(0.8))
+    extras = torch_side.check_extra(cfg, result.network_outputs, result.expected_outputs)
+    if task == "cls":
+        assert all(passed for _, passed, _ in extras) and len(extras) == 4
+        return
+    assert [name for name, _, _ in extras] == ["detections after NMS", "ultralytics' non_max_suppression"]
+    for name, passed, message in extras:
+        assert passed and "identical" in message and not message.startswith("0 "), (name, message)
+    ours = app.detect({k: v.numpy() for k, v in result.network_outputs.items()}, cfg)
+    assert all(len(d) > 5 for d in ours)

@@ -14,7 +14,7 @@ engine, ``source.py`` the model source for gen_wts.py. docs/ultralytics.md tells
 
 from __future__ import annotations
 
-from netdefs.ultralytics import app, config, decode, torch_side
+from netdefs.ultralytics import app, config, decode, source, torch_side
 from trtx.netdef import App, Netdef, TorchSide
 
 NAME = "ultralytics"
@@ -37,8 +37,10 @@ NETDEF = Netdef(
         model=torch_side.torch_model,
         forward=torch_side.torch_forward,
         feeds=torch_side.example_feeds,
+        extra=torch_side.check_extra,
+        source=source.source_model,
     ),
-    app=App(preprocess=app.preprocess, postprocess=app.postprocess),
+    app=App(app.preprocess, app.postprocess, app.render, app.result_json, app.summary),
     add_arguments=config.add_arguments,
     unused_reason=unused_reason,
     script="python netdefs/ultralytics.py",

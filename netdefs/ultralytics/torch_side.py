@@ -125,3 +125,64 @@ def example_feeds(cfg: Config, image: str | None, batch: int, seed: int = 0) -> 
     if img is None:
         raise NetdefError(f"{image}: not a readable image")
     return preprocess([img] * batch, cfg)[0]
+
+
+#: boxes and scores of matched detections agree within this fraction of the box scale / top score
+DETECTION_RTOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
+
+
+def check_extra(cfg: Config, outputs: dict, expected: dict, precision: str = "fp32") -> list[tuple[str, bool, str]]:
+    """``check``'s rows after the network: cls, the top-5 (netdefs/imagenet.py's rows); detectors, the detections
+    after NMS (the host NMS of :mod:`netdefs.ultralytics.app`) held to PyTorch's candidates by the shared
+    comparison (OBB: its Fast NMS form, :func:`netdefs.ultralytics.rotated.compare`), and ultralytics' own
+    non_max_suppression on PyTorch's prediction held to the same candidates."""
+    from netdefs import imagenet
+
+    if cfg.task == "cls":
+        return imagenet.check_extra(cfg, outputs, expected, precision)
+    if cfg.postprocess != "native" or cfg.nms_in_engine:
+        return []
+    from netdefs.common import as_numpy
+    from netdefs.ultralytics import app
+
+    rtol = DETECTION_RTOL[precision]
+    theirs = app.candidates({k: as_numpy(v) for k, v in expected.items()}, cfg)
+    ours = app.detect({k: as_numpy(v) for k, v in outputs.items()}, cfg)
+    rows = [("detections after NMS", *_compare(ours, theirs, cfg, rtol))]
+    kept = _ultralytics_nms(expected, cfg)
+    theirs_kept = [t.take(k) for t, k in zip(theirs, kept)]
+    passed, message = _compare(theirs_kept, theirs, cfg, 1e-6)
+    same = sum(len(np.intersect1d(o.index, k)) for o, k in zip(ours, kept))
+    message = f"ultralytics kept {sum(map(len, kept))}, {same} of them the network's too; as NMS: {message}"
+    rows.append(("ultralytics' non_max_suppression", passed, message))
+    return rows
+
+
+def _compare(ours, theirs, cfg: Config, rtol: float) -> tuple[bool, str]:
+    from netdefs.detection.compare import compare_detections
+    from netdefs.ultralytics import app, rotated
+
+    if cfg.task == "obb":
+        return rotated.compare(ours, theirs, cfg.conf, cfg.iou, cfg.max_det, rtol)
+    return compare_detections(ours, theirs, app.rule(cfg), rtol)
+
+
+def _ultralytics_nms(expected: dict, cfg: Config) -> list[np.ndarray]:
+    """The anchors ultralytics.utils.nms.non_max_suppression keeps from PyTorch's prediction ``y`` (rebuilt from
+    the outputs: boxes, every class's score, the task's extras), per image, best first."""
+    import torch
+
+    from trtx import sources
+
+    parts = [expected["boxes"], expected["scores"]]
+    parts += [expected[k] for k in ("masks", "keypoints") if k in expected]
+    if cfg.task == "obb":
+        parts.append(expected["angles"][..., None])
+    y = torch.cat([p.float().cpu() for p in parts], -1).transpose(1, 2)
+    sources.prepare_environment()
+    with sources.quiet():
+        from ultralytics.utils.nms import non_max_suppression
+
+        _, keep = non_max_suppression(y, cfg.conf, cfg.iou, nc=cfg.num_classes, max_det=cfg.max_det,
+                                      rotated=cfg.task == "obb", return_idxs=True, max_time_img=60.0)  # fmt: skip
+    return [k.cpu().numpy().astype(np.int64).reshape(-1) for k in keep]
