@@ -389,3 +389,68 @@ def test_check_every_module_and_nms_on_bus_and_zidane(spec, states):
         assert passed and "identical" in message and not message.startswith("0 "), (name, message)
     ours = app.detect({k: v.numpy() for k, v in result.network_outputs.items()}, cfg)
     assert all(len(d) > 5 for d in ours)
+
+
+@pytest.mark.parametrize("spec", ["yolo11n", "yolo11n-seg", "yolo11n-pose", "yolo11n-obb", "yolo11n-cls"])
+def test_infer_writes_pictures_and_coco_json(spec, weights, tmp_path, capsys):
+    """infer --backend reference on bus.jpg and zidane.jpg: one annotated picture and one JSON per image, with
+    what each task adds (masks as polygons, keypoints, rotated boxes; cls: the top-5)."""
+    import cv2
+
+    out_dir = tmp_path / "out"
+    rc, out, err = run_cli(["infer", "-w", weights[spec], BUS, ZIDANE, "-o", str(out_dir), "--imgsz", _imgsz(spec),
+                            "--conf", "0.00003"], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "bus.jpg: " in out and "zidane.jpg: " in out
+    for name, path in (("bus", BUS), ("zidane", ZIDANE)):
+        picture = cv2.imread(str(out_dir / f"{name}.jpg"))
+        assert picture is not None and picture.shape == cv2.imread(path).shape
+        doc = json.loads((out_dir / f"{name}.json").read_text())
+        if spec.endswith("-cls"):
+            assert len(doc["top5"]) == 5 and doc["top5"][0]["name"]
+            continue
+        dets = doc["detections"]
+        assert dets and all({"bbox", "score", "category_id", "category"} <= set(d) for d in dets)
+        h, w = doc["height"], doc["width"]
+        inside = [0 <= d["bbox"][0] <= w and 0 <= d["bbox"][1] <= h for d in dets]
+        assert all(inside) or spec.endswith("-obb")  # rotated boxes are not clipped (ultralytics does not)
+        if spec.endswith("-seg"):
+            assert all("segmentation" in d and d["area"] >= 0 for d in dets)
+        if spec.endswith("-pose"):
+            assert all(len(d["keypoints"]) == 17 * 3 for d in dets)
+        if spec.endswith("-obb"):
+            assert all(len(d["rbox"]) == 5 and len(d["polygon"]) == 8 for d in dets)
+
+
+@pytest.mark.parametrize("spec", ["yolo11n-seg", "yolo11n-obb"])
+def test_gpu_post_processing_packs_like_the_host(spec, states, monkeypatch):
+    """gpu_detect's records (made from the outputs with torch ops), the NMS kernels' outputs unpacked, the extras
+    gathered by anchor: with the plugins' torch references standing in for the kernels
+    (tests/plugins/test_ultralytics_plugins.py runs the kernels), the host's detections -- exactly per class
+    (the nms kernel does not shift boxes by class), OBB bit for bit."""
+    import cv2
+
+    from netdefs.detection.nms import NmsRule
+    from plugins import nms as nms_plugin
+    from plugins import rotated_nms
+    from trtx import reference
+
+    net, cfg, _ = _net(states[spec])
+    feeds, _ = app.preprocess([cv2.imread(BUS), cv2.imread(ZIDANE)], cfg)
+    out = reference.execute(net.network, feeds)
+    cfg.conf = float(out["scores"].max(-1).values.quantile(0.8))
+    for plugin in (nms_plugin, rotated_nms):
+        monkeypatch.setattr(plugin, "run", lambda inputs, plugin=plugin, **fields: plugin.reference(inputs, **fields))
+    packed = app.gpu_detect(out, cfg)
+    outputs = {k: v.numpy() for k, v in out.items()}
+    if cfg.task == "obb":
+        host = app.detect(outputs, cfg)
+    else:
+        host = NmsRule(cfg.conf, cfg.iou, cfg.max_det, class_aware=True).detect(app.candidates(outputs, cfg))
+    assert all(len(h) > 5 for h in host)
+    for p, h in zip(packed, host):
+        np.testing.assert_array_equal(p.index, h.index)
+        np.testing.assert_array_equal(p.boxes, h.boxes)
+        np.testing.assert_array_equal(p.scores, h.scores)
+        for k, v in h.extras.items():
+            np.testing.assert_array_equal(p.extras[k], v)
