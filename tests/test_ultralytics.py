@@ -454,3 +454,29 @@ def test_gpu_post_processing_packs_like_the_host(spec, states, monkeypatch):
         np.testing.assert_array_equal(p.scores, h.scores)
         for k, v in h.extras.items():
             np.testing.assert_array_equal(p.extras[k], v)
+
+
+def test_masks_on_the_original_image_equal_ultralytics():
+    """process_masks against ultralytics' own process_mask(upsample=True) + scale_masks on varied prototypes and
+    coefficients (random weights leave every mask empty: their logits are all below 0)."""
+    import cv2
+    import torch
+
+    sources.prepare_environment()
+    from ultralytics.utils import ops
+
+    from trtx import letterbox as lb
+
+    rng = np.random.default_rng(0)
+    image = cv2.imread(ZIDANE)
+    _, (g,) = lb.letterbox_batch([image], (320, 320))
+    protos = rng.standard_normal((32, 80, 80)).astype(np.float32)
+    coefs = rng.standard_normal((6, 32)).astype(np.float32) * 0.3
+    xy = rng.uniform(0, 200, (6, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(20, 120, (6, 2)).astype(np.float32)], 1)
+    ours = app.process_masks(protos, coefs, boxes, g)
+    masks = ops.process_mask(torch.from_numpy(protos), torch.from_numpy(coefs), torch.from_numpy(boxes), (320, 320),
+                             upsample=True)  # fmt: skip
+    theirs = ops.scale_masks(masks[None].float(), image.shape[:2])[0].numpy() > 0.5
+    assert ours.shape == theirs.shape and theirs.sum() > 1000
+    assert (ours != theirs).mean() < 1e-3, (ours != theirs).mean()  # bilinear edges: OpenCV vs torch rounding
