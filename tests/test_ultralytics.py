@@ -480,3 +480,46 @@ def test_masks_on_the_original_image_equal_ultralytics():
     theirs = ops.scale_masks(masks[None].float(), image.shape[:2])[0].numpy() > 0.5
     assert ours.shape == theirs.shape and theirs.sum() > 1000
     assert (ours != theirs).mean() < 1e-3, (ours != theirs).mean()  # bilinear edges: OpenCV vs torch rounding
+
+
+@pytest.mark.parametrize("spec", ["yolo11n-pose", "yolo11n-obb"])
+def test_plugin_records_give_the_same_detections(spec, states):
+    """--postprocess plugin's outputs (dfl_decode, then nms / rotated_nms, the kept anchors' keypoints gathered),
+    computed by the plugins' torch references on the head's raw outputs (TensorRT-RTX has no plugin layers),
+    unpack to the native path's detections -- exactly per class on both sides for the greedy NMS, OBB bit for bit."""
+    import cv2
+    import torch
+
+    from netdefs.detection.nms import NmsRule
+    from plugins import dfl_decode, nms, rotated_nms
+    from trtx import reference
+
+    net, cfg, _ = _net(states[spec], postprocess="none")
+    feeds, _ = app.preprocess([cv2.imread(BUS), cv2.imread(ZIDANE)], cfg)
+    raw = reference.execute(net.network, feeds)
+    native_net, native_cfg, _ = _net(states[spec])
+    native = {k: v.numpy() for k, v in reference.execute(native_net.network, feeds).items()}
+    cfg.conf = native_cfg.conf = float(np.quantile(native["scores"].max(-1), 0.8))
+    parts = ["raw_boxes", "raw_scores", "raw_angle"] if cfg.task == "obb" else ["raw_boxes", "raw_scores"]
+    head = torch.cat([raw[k] for k in parts], 1)
+    records = dfl_decode.reference([head], num_classes=80, height=320, width=320, angle=cfg.task == "obb",
+                                   conf_threshold=cfg.conf, max_det=head.shape[2])  # fmt: skip
+    after = rotated_nms if cfg.task == "obb" else nms
+    num, dets = after.reference(records, iou_threshold=cfg.iou, score_threshold=cfg.conf, max_det=cfg.max_det)
+    outputs = {"num": num.numpy(), "dets": dets.numpy()}
+    if cfg.task == "pose":
+        index = dets[..., 7].long().numpy()
+        outputs["det_keypoints"] = np.stack([native["keypoints"][b][index[b]] for b in range(2)])
+    plugin = app.detect(outputs, cfg)
+    if cfg.task == "obb":
+        host = app.detect(native, native_cfg)
+    else:
+        host = NmsRule(cfg.conf, cfg.iou, cfg.max_det, class_aware=True).detect(app.candidates(native, native_cfg))
+    for p, h in zip(plugin, host):
+        assert len(h) > 5
+        np.testing.assert_array_equal(p.index, h.index)
+        scale = float(np.abs(h.boxes).max())
+        np.testing.assert_allclose(p.boxes, h.boxes, rtol=0, atol=1e-5 * scale)  # the DFL sums in another order
+        np.testing.assert_allclose(p.scores, h.scores, rtol=1e-6)
+        for k, v in h.extras.items():
+            np.testing.assert_allclose(p.extras[k], v, rtol=1e-5, atol=1e-5 * float(np.abs(v).max()))

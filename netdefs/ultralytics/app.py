@@ -95,12 +95,36 @@ def candidates(outputs: dict, cfg: Config) -> list[Detections]:
 def detect(outputs: dict, cfg: Config) -> list[Detections]:
     """Per image, the detections of native outputs in input pixels, best first: ultralytics' NMS on the host
     (exact), or, for torch CUDA outputs, the plugins' GPU kernels."""
+    if "dets" in outputs:
+        return from_records(outputs, cfg)
     if getattr(outputs.get("scores"), "is_cuda", False):
         return gpu_detect(outputs, cfg)
     per = candidates(outputs, cfg)
     if cfg.task == "obb":
         return [c.take(rotated.select(c, cfg.conf, cfg.iou, cfg.max_det)) for c in per]
     return rule(cfg).detect(per)
+
+
+def from_records(outputs: dict, cfg: Config) -> list[Detections]:
+    """The detections of an engine whose plugins ran the NMS (``--postprocess plugin``): ``num`` and the records
+    ``dets`` (cx, cy, w, h, score, class, angle, anchor index), with the kept anchors' ``det_masks`` /
+    ``det_keypoints``; rows scoring ``conf`` or less (a stricter threshold given to infer) dropped."""
+    from netdefs.common import as_numpy
+
+    num, dets = as_numpy(outputs["num"]).reshape(-1), as_numpy(outputs["dets"])
+    extras = {k[len("det_") :]: as_numpy(outputs[k]) for k in ("det_masks", "det_keypoints") if k in outputs}
+    per = []
+    for b in range(len(dets)):
+        n = min(int(num[b]), dets.shape[1])
+        rows = np.nonzero(dets[b, :n, 4] > np.float32(cfg.conf))[0][: cfg.max_det]
+        r = dets[b, rows]
+        if cfg.task == "obb":
+            xywhr = np.concatenate([r[:, :4], r[:, 6:7]], 1)
+            per.append(Detections(rotated.aabb(xywhr), r[:, 4], r[:, 5], {"xywhr": xywhr}, r[:, 7].astype(np.int64)))
+        else:
+            per.append(Detections(xywh2xyxy(r[:, :4]), r[:, 4], r[:, 5], {k: v[b, rows] for k, v in extras.items()},
+                                  r[:, 7].astype(np.int64)))  # fmt: skip
+    return per
 
 
 def gpu_detect(outputs: dict, cfg: Config) -> list[Detections]:

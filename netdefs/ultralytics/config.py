@@ -369,8 +369,8 @@ def add_arguments(parser, command: str) -> None:
         choices=POSTPROCESS,
         default="native",
         help="native (default): DFL decode in TensorRT layers, TensorRT's NMS layer where the "
-        "backend builds it, else NMS right after the engine; plugin: the NMS plugins' GPU kernels; "
-        "none: the head's raw outputs",
+        "backend builds it, else NMS right after the engine; plugin: the dfl_decode + nms (obb: rotated_nms) "
+        "plugins, tensorrtx's way (backends with plugin layers); none: the head's raw outputs",
     )
     parser.add_argument(
         "--attention",

@@ -46,7 +46,8 @@ def define(net: Net, cfg: Config) -> None:
                 net.output(out[key], name)
         return
     if cfg.postprocess == "plugin":
-        raise NetdefError("--postprocess plugin: not available yet for ultralytics models; use native or none")
+        plugin_outputs(net, out, cfg, path)
+        return
     pred = decode(net, out, cfg, path)
     native_outputs(net, pred, cfg, f"{path}.post")
 
@@ -193,6 +194,52 @@ def native_outputs(net: Net, pred: dict[str, Any], cfg: Config, path: str) -> No
         net.output(_transpose(net, pred["keypoints"], f"{path}.keypoints"), "keypoints")
     if "angle" in pred:
         net.output(_reshape(net, pred["angle"], (0, a), f"{path}.angles"), "angles")
+
+
+def plugin_outputs(net: Net, raw: dict[str, Any], cfg: Config, path: str) -> None:
+    """tensorrtx's way, with the plugins' kernels: the head's parts concatenated in fp32, the ``dfl_decode`` plugin
+    (decode + confidence filter), then the ``nms`` plugin (OBB: ``rotated_nms``, ultralytics' Fast NMS). Outputs
+    ``num`` [B] and ``dets`` [B, max_det, 8] (cx, cy, w, h, score, class, angle, anchor index), and the kept
+    anchors' ``det_masks`` [B, max_det, nm] (+ ``proto``) or decoded ``det_keypoints`` [B, max_det, K*D]."""
+    from plugins import dfl_decode, nms, rotated_nms
+
+    bins = np.arange(cfg.reg_max, dtype=np.float32)
+    if cfg.reg_max > 1 and not np.array_equal(net.array(f"{path}.dfl.conv.weight").reshape(-1), bins):
+        raise NetdefError(
+            f"--postprocess plugin: the dfl_decode kernel has the DFL's fixed weights 0.."
+            f"{cfg.reg_max - 1}, but {path}.dfl.conv.weight holds others; use --postprocess native"
+        )
+    parts = ["boxes", "scores", "angle"] if cfg.task == "obb" else ["boxes", "scores"]
+    head = concat(net, [net.to_fp32(raw[k], f"{path}.{k}.to_fp32") for k in parts], f"{path}.head", axis=1)
+    a = int(head.shape[2])
+    h, w = cfg.imgsz
+    decoded = dfl_decode.add_to_network(
+        net, [head], name=f"{path}.decode", num_classes=cfg.num_classes, reg_max=cfg.reg_max, strides=cfg.strides,
+        height=h, width=w, angle=cfg.task == "obb", conf_threshold=cfg.conf, max_det=min(a, nms.MAX_SLOTS),
+    )  # fmt: skip
+    after = rotated_nms if cfg.task == "obb" else nms
+    kept = after.add_to_network(net, [decoded.get_output(0), decoded.get_output(1)], name=f"{path}.nms",
+                                iou_threshold=cfg.iou, score_threshold=cfg.conf, max_det=cfg.max_det)  # fmt: skip
+    dets = kept.get_output(1)
+    net.output(kept.get_output(0), "num", np.int32)
+    net.output(dets, "dets")
+    extras = {}
+    if cfg.task == "seg":
+        extras["det_masks"] = net.to_fp32(raw["mask_coefficient"], f"{path}.mask_coefficient.to_fp32")
+    if cfg.task == "pose":
+        anchors, strides = anchor_points(cfg, a)
+        anchors = net.constant(anchors[None], f"{path}.anchors", np.float32)
+        strides = net.constant(strides[None, None], f"{path}.strides", np.float32)
+        extras["det_keypoints"] = kpts_decode(net, raw["kpts"], anchors, strides, cfg.kpt_shape, f"{path}.kpts_decode")
+    if extras:
+        index = net.cast(_rows(net, dets, [7], f"{path}.nms.anchor_index", axis=2), np.int32, f"{path}.nms.index")
+        for name, values in extras.items():  # [B, C, A] -> the kept anchors' [B, max_det, C]
+            pick = net.network.add_gather_v2(_transpose(net, values, f"{path}.{name}.t"), index,
+                                             net.trt.GatherMode.ND)  # fmt: skip
+            pick.num_elementwise_dims = 1  # per image: values[b, index[b, k]]
+            net.output(net.name(pick, f"{path}.{name}").get_output(0), name)
+    if cfg.task == "seg":
+        net.output(raw["proto"], "proto")
 
 
 # ---- small helpers ----------------------------------------------------------------------------------------
