@@ -51,3 +51,31 @@ def test_yolo11n_int8_with_fallback_builds(tmp_path, capsys, make_calibration_fo
     meta = json.loads(Path(f"{engine}.json").read_text())
     assert meta["precision"] == "int8" and len(meta["int8"]["fp16_fallback"]) == 4
     assert meta["int8"]["quantized_tensors"] > 60
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_yolo11n_checks_for_seeds_0_to_9(seed):
+    """Random weights of ten seeds: outputs and every module within 1e-4, the detections after NMS and
+    ultralytics' own NMS both a greedy NMS of PyTorch's candidates (bus.jpg and zidane.jpg in one batch)."""
+    import argparse
+
+    import cv2
+
+    import wts
+    from netdefs import sources as model_sources
+    from netdefs.ultralytics import app, config, decode, source, torch_side
+    from trtx import check
+    from trtx.net import Net
+
+    m = model_sources.build_model("ultralytics:yolo11n", seed=seed)
+    w = wts.WeightMap({**{k: v.numpy().reshape(-1).copy() for k, v in m.state_dict().items()}, **source.wts_extras(m)})
+    cfg = config.configure(argparse.Namespace(command="check", imgsz="320"), w)
+    net = Net(w)
+    decode.define(net, cfg)
+    zidane = str(sources.sample_images() / "zidane.jpg")
+    feeds, _ = app.preprocess([cv2.imread(BUS), cv2.imread(zidane)], cfg)
+    result = check.compare(net, torch_side.torch_model(cfg, w), feeds, forward=torch_side.torch_forward)
+    assert result.passed and len(result.layers) > 250, result.table()[-3000:]
+    cfg.conf = float(result.expected_outputs["scores"].max(-1).values.quantile(0.8))
+    for name, passed, message in torch_side.check_extra(cfg, result.network_outputs, result.expected_outputs):
+        assert passed and not message.startswith("0 "), (name, message)
