@@ -24,12 +24,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+from plugins_bench import graph_time, summary, timed  # noqa: E402  (the same timing as the yolov5 kernels' bench)
 
 from plugins.ops.dfl_decode import DflDecode  # noqa: E402
 from plugins.ops.nms import Nms  # noqa: E402
@@ -97,49 +98,6 @@ class Ultralytics:
 
     def __call__(self, head):
         return self.nms(self.decode(head))
-
-
-def timed(fn, x, iters: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn(x)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn(x)
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def graph_time(fn, x, iters: int) -> float | None:
-    """Median GPU time of ``fn(x)`` replayed as a CUDA graph (no Python or launch overhead); None if not capturable."""
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn(x)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn(x)
-    except Exception as exc:  # noqa: BLE001
-        print(f"CUDA graph capture failed: {exc}", file=sys.stderr)
-        return None
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def summary(times: list[float]) -> str:
-    q = statistics.quantiles(times, n=10)
-    return f"{statistics.median(times):.3f} ms (p10 {q[0]:.3f}, p90 {q[-1]:.3f})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,21 @@ from trtx.net import Net, NetdefError
 ACTIVATIONS = ("relu", "relu6", "silu", "sigmoid", "tanh", "leaky_relu", "hardswish", "hardsigmoid", "gelu", "none")
 
 
+def peek(weights, key: str) -> np.ndarray:
+    """Weight ``key`` as a flat float32 array, without marking it read (``configure`` only looks at the weights;
+    the network reads them)."""
+    fn = getattr(weights, "peek", None)
+    return np.asarray(fn(key) if fn is not None else weights[key], dtype=np.float32).reshape(-1)
+
+
+def count_indices(weights, template: str) -> int:
+    """How many consecutive ``i`` from 0 have ``template.format(i)`` in the weights."""
+    n = 0
+    while template.format(n) in weights:
+        n += 1
+    return n
+
+
 def activation(net: Net, x, kind: str, name: str, *, alpha: float = 0.01):
     """nn.ReLU / ReLU6 / SiLU / Sigmoid / Tanh / LeakyReLU(alpha) / Hardswish / Hardsigmoid / GELU at ``name``."""
     trt = net.trt

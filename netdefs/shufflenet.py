@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 from netdefs import imagenet
-from netdefs.common import concat, conv_bn_act, conv_norm_activation, max_pool, split
+from netdefs.common import concat, conv_bn_act, conv_norm_activation, count_indices, max_pool, split
 from trtx.net import Net
 
 #: blocks per stage (stage2..4) and output channels (conv1, stage2..4, conv5): the network reads its channel
@@ -39,7 +39,7 @@ def configure(args, weights, meta=None):
 
 def _structure_in(weights) -> str:
     """Blocks per stage and output channels, read from the weights (a block outputs twice its branch width)."""
-    repeats = tuple(imagenet.count_indices(weights, f"stage{s}.{{}}.branch2.0.weight") for s in (2, 3, 4))
+    repeats = tuple(count_indices(weights, f"stage{s}.{{}}.branch2.0.weight") for s in (2, 3, 4))
     stages = tuple(2 * imagenet.size(weights, f"stage{s}.0.branch2.1.weight") for s in (2, 3, 4))
     channels = (imagenet.size(weights, "conv1.1.weight"), *stages, imagenet.size(weights, "conv5.1.weight"))
     return f"blocks {repeats}, channels {channels}"

@@ -12,8 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from netdefs.common import count_indices, peek
 from trtx.net import NetdefError
 
 FAMILIES = ("yolov8", "yolo11")
@@ -122,22 +121,8 @@ class Arch:
         return f"model.{self.head}"
 
 
-def peek(weights, key: str) -> np.ndarray:
-    """A weight without marking it read (configure only looks)."""
-    fn = getattr(weights, "peek", None)
-    return np.asarray(fn(key) if fn is not None else weights[key], dtype=np.float32).reshape(-1)
-
-
 def size(weights, key: str) -> int:
     return int(peek(weights, key).size)
-
-
-def count(weights, pattern: str) -> int:
-    """How many consecutive j have ``pattern.format(j)`` in the weights."""
-    j = 0
-    while pattern.format(j) in weights:
-        j += 1
-    return j
 
 
 def read_arch(weights) -> Arch:
@@ -174,9 +159,8 @@ def read_arch(weights) -> Arch:
             if key in weights:
                 channels[i] = size(weights, key)
                 break
-        if n := count(weights, f"model.{i}.m.{{}}.cv1.conv.weight") or count(
-            weights, f"model.{i}.m.{{}}.attn.qkv.conv.weight"
-        ):
+        blocks = count_indices(weights, f"model.{i}.m.{{}}.cv1.conv.weight")  # Bottleneck, C3k
+        if n := blocks or count_indices(weights, f"model.{i}.m.{{}}.attn.qkv.conv.weight"):  # PSABlock
             repeats[i] = n
     c3k = {i for i in repeats if f"model.{i}.m.0.cv3.conv.weight" in weights}
     arch = Arch(family, task, last, nc, channels, repeats, c3k, set(attention))
@@ -189,7 +173,7 @@ def read_arch(weights) -> Arch:
     if task == "cls":
         return arch
     h = arch.prefix
-    levels = count(weights, h + ".cv2.{}.2.bias")
+    levels = count_indices(weights, h + ".cv2.{}.2.bias")
     if levels != len(STRIDES):
         raise NetdefError(
             f"weights have a {levels}-level head ({h}.cv2.0 .. {h}.cv2.{levels - 1}): only the P3-P5 "

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netdefs.detection.options import flag, fraction, meta_section
 from netdefs.ultralytics.arch import (
     FAMILIES,
     SCALE_NAMES,
@@ -111,41 +112,37 @@ def configure(args, weights, meta: dict | None = None) -> Config:
         return _from_meta(args, meta)
     arch = read_arch(weights)
     scale = scale_name(arch)
-    for flag, value, got in (
-        ("family", _flag(args, "family", None), arch.family),
-        ("task", _flag(args, "task", None), arch.task),
-        ("scale", _flag(args, "scale", "auto"), scale),
-    ):
-        if value not in (None, "auto", got):
-            raise NetdefError(f"--{flag} {value}, but the weights contain {describe(arch)}")
-    classes = _flag(args, "classes", None)
+    for option, got in (("family", arch.family), ("task", arch.task), ("scale", scale)):
+        if flag(args, option) not in (None, "auto", got):
+            raise NetdefError(f"--{option} {flag(args, option)}, but the weights contain {describe(arch)}")
+    classes = flag(args, "classes", None)
     if classes is not None and classes != arch.num_classes:
         key = f"{arch.prefix}.linear.bias" if arch.task == "cls" else f"{arch.prefix}.cv3.0.2.bias"
         raise NetdefError(f"--classes {classes}, but the weights contain {arch.num_classes} classes ({key})")
-    kpt_shape = _kpt_shape(arch, _flag(args, "kpt_shape", None))
-    postprocess = _flag(args, "postprocess", "native")
+    kpt_shape = _kpt_shape(arch, flag(args, "kpt_shape", None))
+    postprocess = flag(args, "postprocess", "native")
     cls = arch.task == "cls"
     cfg = Config(
         family=arch.family,
         task=arch.task,
         scale=scale,
         num_classes=arch.num_classes,
-        names=read_names(_flag(args, "names", None), arch),
-        imgsz=parse_imgsz(_flag(args, "imgsz", None) or (224 if cls else 640), 1 if cls else 32),
+        names=read_names(flag(args, "names", None), arch),
+        imgsz=parse_imgsz(flag(args, "imgsz", None) or (224 if cls else 640), 1 if cls else 32),
         reg_max=arch.reg_max,
         num_masks=arch.num_masks,
         kpt_shape=kpt_shape,
         postprocess="none" if cls else postprocess,
-        conf=_threshold(_flag(args, "conf", 0.25), "--conf"),
-        iou=_threshold(_flag(args, "iou", 0.7), "--iou"),
-        max_det=int(_flag(args, "max_det", 300)),
-        attention=_flag(args, "attention", "matmul"),
+        conf=fraction(flag(args, "conf", 0.25), "--conf"),
+        iou=fraction(flag(args, "iou", 0.7), "--iou"),
+        max_det=int(flag(args, "max_det", 300)),
+        attention=flag(args, "attention", "matmul"),
         multiples=multiples(arch),
-        model_spec=_flag(args, "model", None),
+        model_spec=flag(args, "model", None),
         arch=arch,
     )
     _runtime_options(cfg, args)
-    _backend_options(cfg, _flag(args, "command", "build"))
+    _backend_options(cfg, flag(args, "command", "build"))
     return cfg
 
 
@@ -258,21 +255,9 @@ def read_names(path: str | None, arch: Arch) -> list[str]:
     return [str(x) for x in names]
 
 
-def _flag(args, name: str, default):
-    value = getattr(args, name, None)
-    return default if value is None else value
-
-
-def _threshold(value, flag: str) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise NetdefError(f"{flag} {value}: must lie in [0, 1]")
-    return value
-
-
 def _runtime_options(cfg: Config, args) -> None:
-    cfg.device = str(_flag(args, "device", "cpu"))
-    cfg.io_dtype = "float16" if _flag(args, "io_dtype", "fp32") == "fp16" else "float32"
+    cfg.device = str(flag(args, "device", "cpu"))
+    cfg.io_dtype = "float16" if flag(args, "io_dtype", "fp32") == "fp16" else "float32"
 
 
 # ---- engine metadata ----------------------------------------------------------------------------------------
@@ -307,11 +292,7 @@ def meta(cfg: Config) -> dict[str, Any]:
 
 
 def _from_meta(args, meta_doc: dict) -> Config:
-    m = meta_doc.get("ultralytics")
-    if m is None:
-        raise NetdefError(
-            f"engine metadata has no 'ultralytics' section: it was built by netdef {meta_doc.get('netdef')!r}"
-        )
+    m = meta_section(meta_doc, "ultralytics")
     try:
         post = m["postprocess"]
         cfg = Config(
@@ -327,9 +308,9 @@ def _from_meta(args, meta_doc: dict) -> Config:
             strides=m["strides"],
             postprocess=post["mode"],
             nms_in_engine=post.get("nms") == "engine",
-            conf=_threshold(_flag(args, "conf", post.get("conf", 0.25)), "--conf"),
-            iou=_threshold(_flag(args, "iou", post.get("iou", 0.7)), "--iou"),
-            max_det=int(_flag(args, "max_det", post.get("max_det", 300))),
+            conf=fraction(flag(args, "conf", post.get("conf", 0.25)), "--conf"),
+            iou=fraction(flag(args, "iou", post.get("iou", 0.7)), "--iou"),
+            max_det=int(flag(args, "max_det", post.get("max_det", 300))),
             attention=m["attention"],
             outputs=[o["name"] for o in meta_doc["outputs"]],
         )

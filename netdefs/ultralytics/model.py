@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from netdefs.common import concat, conv_bn_act, flatten, global_avg_pool, max_pool, split
+from netdefs.common import concat, conv_bn_act, flatten, global_avg_pool, max_pool, peek, split
 from netdefs.common import upsample_nearest as upsample
 from trtx.net import Net, NetdefError
 
@@ -344,8 +344,7 @@ def _width(net: Net, path: str) -> int:
     key = f"{path}.bn.weight"
     if key not in net.weights:
         raise NetdefError(f"weights have no tensor {key!r} (layer {path})")
-    peek = getattr(net.weights, "peek", None)
-    return int(np.asarray(peek(key) if peek else net.weights[key]).size)
+    return int(peek(net.weights, key).size)
 
 
 def _levels(net: Net, maps: list, name: str):
