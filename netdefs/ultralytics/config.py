@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netdefs.detection.options import flag, fraction, meta_section
+from netdefs.detection.options import flag, fraction, imgsz, meta_section, names_file
 from netdefs.ultralytics.arch import (
     FAMILIES,
     SCALE_NAMES,
@@ -128,7 +128,7 @@ def configure(args, weights, meta: dict | None = None) -> Config:
         scale=scale,
         num_classes=arch.num_classes,
         names=read_names(flag(args, "names", None), arch),
-        imgsz=parse_imgsz(flag(args, "imgsz", None) or (224 if cls else 640), 1 if cls else 32),
+        imgsz=imgsz(flag(args, "imgsz", None) or (224 if cls else 640), 1 if cls else 32),
         reg_max=arch.reg_max,
         num_masks=arch.num_masks,
         kpt_shape=kpt_shape,
@@ -204,23 +204,6 @@ def _backend_options(cfg: Config, command: str) -> None:
         )
 
 
-def parse_imgsz(text, multiple: int = 32) -> tuple[int, int]:
-    """``640`` or ``480,640`` / ``480x640`` (height, width), each a positive multiple of ``multiple``."""
-    parts = [p for p in re.split(r"[,x ]", str(text).strip()) if p]
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        dims = []
-    if len(dims) == 1:
-        dims *= 2
-    if len(dims) != 2 or any(d <= 0 or d % multiple for d in dims):
-        raise NetdefError(
-            f"--imgsz {text}: the input size must be N or H,W with each a positive multiple of "
-            f"{multiple} (the model's largest stride)"
-        )
-    return dims[0], dims[1]
-
-
 def read_names(path: str | None, arch: Arch) -> list[str]:
     """Class names: ``--names`` (.txt one per line, .yaml/.json with ``names``), else the weights' own (written
     by gen_wts.py from a checkpoint), else COCO's 80 / DOTA's 15 / ImageNet's 1000 when the count fits, else
@@ -239,20 +222,7 @@ def read_names(path: str | None, arch: Arch) -> list[str]:
         if n == 1 and arch.task == "pose":
             return ["person"]
         return [f"class{i}" for i in range(n)]
-    p = Path(path)
-    if not p.is_file():
-        raise NetdefError(f"--names {path}: no such file")
-    if p.suffix.lower() in (".yaml", ".yml", ".json"):
-        import yaml
-
-        doc = yaml.safe_load(p.read_text())
-        names = doc.get("names", doc) if isinstance(doc, dict) else doc
-        names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    else:
-        names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
-    if len(names) != n:
-        raise NetdefError(f"--names {path} lists {len(names)} names but the weights have {n} classes")
-    return [str(x) for x in names]
+    return names_file(path, n)
 
 
 def _runtime_options(cfg: Config, args) -> None:
