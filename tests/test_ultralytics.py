@@ -523,3 +523,29 @@ def test_plugin_records_give_the_same_detections(spec, states):
         np.testing.assert_allclose(p.scores, h.scores, rtol=1e-6)
         for k, v in h.extras.items():
             np.testing.assert_allclose(p.extras[k], v, rtol=1e-5, atol=1e-5 * float(np.abs(v).max()))
+
+
+def test_attention_layer_option_is_checked_like_the_matmul_form(monkeypatch):
+    """--attention trt (TensorRT's IAttention, q and k zero-padded to the value width): C2PSA alone passes check,
+    and without its scale is named at the projection, as the matrix-multiply form. Needs the reference executor's
+    ATTENTION layers (skipped until it has them; the builder builds the layer either way: test above)."""
+    from trtx import reference
+
+    if "ATTENTION_INPUT" not in reference.implemented_kinds():
+        pytest.skip("the reference executor does not run ATTENTION layers yet")
+    result = _c2psa_check("trt")
+    assert result.passed, result.table()[-2000:]
+    original = model.attention
+    monkeypatch.setattr(model, "attention", lambda net, x, path, heads: original(net, x, path, heads, scale=1.0))
+    result = _c2psa_check("trt")
+    assert not result.passed and result.first_divergent == "0.m.0.attn.proj.conv", result.table()[-2000:]
+
+
+def test_attention_layer_option_builds(weights, tmp_path, capsys):
+    """yolo11n with --attention trt: TensorRT-RTX builds IAttention for C2PSA, batch 1:4:8."""
+    engine = tmp_path / "yolo11n-sdpa.engine"
+    rc, _, err = run_cli(["build", "-w", weights["yolo11n"], "-o", str(engine), "--imgsz", "320", "--attention", "trt",
+                          "--batch", "1:4:8"], capsys)  # fmt: skip
+    assert rc == 0, err
+    meta = json.loads(Path(f"{engine}.json").read_text())
+    assert meta["ultralytics"]["attention"] == "trt" and meta["unused_weights"] == []
