@@ -49,9 +49,14 @@ class Tolerance:
 
     @classmethod
     def relative(cls, rtol: float, rows: Sequence[Detections]) -> Tolerance:
-        """``rtol`` x the largest |box coordinate| (at least 1), the top score, each extra's largest |value|."""
+        """``rtol`` x the largest finite |box coordinate| (at least 1), the top score, each extra's largest finite
+        |value| (untrained weights overflow some boxes to inf: they compare equal where both sides do)."""
         rows = [r for r in rows if len(r)]
-        peak = lambda arrays, floor: max([floor] + [float(np.abs(a).max()) for a in arrays if a.size])  # noqa: E731
+
+        def peak(arrays, floor: float) -> float:
+            finite = [np.abs(a[np.isfinite(a)]) for a in arrays]
+            return max([floor] + [float(a.max()) for a in finite if a.size])
+
         extras = {k: rtol * peak([r.extras[k] for r in rows if k in r.extras], 1e-30) for r in rows for k in r.extras}
         return cls(rtol * peak([r.boxes for r in rows], 1.0), rtol * peak([r.scores for r in rows], 1e-30), extras)
 
@@ -111,20 +116,26 @@ def _candidates_of(o: Detections, t: Detections, tol: Tolerance) -> tuple[np.nda
         lo = np.searchsorted(sorted_scores, o.scores[k] - tol.score, side="left")
         hi = np.searchsorted(sorted_scores, o.scores[k] + tol.score, side="right")
         near = by_score[lo:hi]
-        near = near[~used[near] & (np.abs(t.boxes[near] - o.boxes[k]).max(1) <= tol.box)]
-        near = [i for i in near if not _differs(o, k, t, int(i), tol)]
+        near = [i for i in near[~used[near]] if not _differs(o, k, t, int(i), tol)]
         if not near:
             problems.append(f"detection {_row(o, k)} is no PyTorch candidate within tolerance (box {tol.box:.3g}, "
                             f"score {tol.score:.3g})")  # fmt: skip
             continue
-        i = min(near, key=lambda i: float(np.abs(t.boxes[i] - o.boxes[k]).max()))
+        i = min(near, key=lambda i: _diff(t.boxes[i], o.boxes[k]))
         index[k], used[i] = i, True
     return index, problems
 
 
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest |a - b|, values equal on both sides (inf included, NaN with NaN) counting 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    return float(np.where(same, 0.0, np.abs(a - b)).max(initial=0.0))
+
+
 def _differs(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> str:
-    box = float(np.abs(o.boxes[k] - t.boxes[i]).max())
-    score = abs(float(o.scores[k]) - float(t.scores[i]))
+    box = _diff(o.boxes[k], t.boxes[i])
+    score = _diff(o.scores[k], t.scores[i])
     if box > tol.box:
         return f"box by {box:.3g} (> {tol.box:.3g})"
     if score > tol.score:
@@ -136,7 +147,7 @@ def _differs(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> st
         return f"class {c} vs {int(t.classes[i])}"
     for name, values in o.extras.items():
         if name in t.extras:
-            diff = float(np.abs(values[k] - t.extras[name][i]).max()) if values.size else 0.0
+            diff = _diff(values[k], t.extras[name][i])
             if diff > tol.extras.get(name, 0.0):
                 return f"{name} by {diff:.3g} (> {tol.extras.get(name, 0.0):.3g})"
     return ""

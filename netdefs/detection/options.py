@@ -27,8 +27,8 @@ def fraction(value: Any, flag_name: str) -> float:
 
 def count(value: Any, flag_name: str) -> int:
     """A count of at least 1 (``--max-det``, ``--top-k``)."""
-    if int(value) != value or value < 1:
-        raise NetdefError(f"{flag_name} {value}: must be an integer of at least 1")
+    if value < 1:
+        raise NetdefError(f"{flag_name} {value}: must be at least 1")
     return int(value)
 
 
