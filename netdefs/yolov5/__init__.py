@@ -11,14 +11,12 @@ the module path it mirrors (``model.2.cv1``) so ``check`` compares each block wi
 task, P5/P6, depth (bottlenecks per C3), width (channels), classes, anchors, strides, mask coefficients -- is
 read from the weights; a flag that contradicts them stops the build with a message saying what they contain.
 
-The package, split like torchvision's detection models: ``model.py`` is the network (the file to edit: the
-blocks and the P5/P6 layouts, every module index written out), ``arch.py`` reads what the weights contain,
-``config.py`` the options and engine metadata, ``decode.py`` the in-network post-processing (``--postprocess``:
-``native`` decodes in TensorRT layers and ends in TensorRT's NMS layer where the backend's builder has one, else
-at the candidates with NMS right after the engine; ``plugin``: the ``yolo_decode`` + ``nms`` plugins; ``none``:
-the raw head) and ``define``, ``torch_side.py`` the PyTorch model ``check`` compares with, ``app.py`` pre- and
-post-processing around the engine, ``source.py`` the ``yolov5:`` model source. Shared detection code (NMS, the
-post-NMS comparison, drawing, JSON) is netdefs/detection. docs/yolov5.md tells the whole story.
+The package, split like torchvision's detection models: ``model.py`` is the network (the file to edit: blocks
+and the P5/P6 layouts, every module index written out), ``arch.py`` reads what the weights contain, ``config.py``
+the options and engine metadata, ``decode.py`` ``define`` and the in-network post-processing (``--postprocess``
+native, plugin or none), ``torch_side.py`` the PyTorch model ``check`` compares with, ``app.py`` pre- and
+post-processing around the engine, ``source.py`` the ``yolov5:`` model source. What every detector shares (NMS,
+the post-NMS comparison, drawing, JSON) is netdefs/detection. docs/yolov5.md tells the whole story.
 """
 
 from __future__ import annotations

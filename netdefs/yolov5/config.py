@@ -27,6 +27,9 @@ MODELS = tuple(
         **{f"yolov5{v}-{t}": ("--variant", v, "--task", t) for t in ("seg", "cls") for v in VARIANTS},
     }.items()
 )
+#: what the engine metadata records of the model (in this order), and of its head
+MODEL_FIELDS = ("task", "variant", "p6", "depth_multiple", "width_multiple", "num_classes", "names")
+HEAD_FIELDS = ("anchors", "strides", "num_anchors", "num_masks")
 MAX_WH = exact.MAX_WH  # yolov5's class offset of its batched NMS
 MAX_NMS = 30000  # yolov5's max_nms: candidates per image that enter NMS
 
@@ -211,21 +214,13 @@ def _config_from_meta(args, meta: dict) -> Config:
 def _config_from_section(args, meta: dict, m: dict) -> Config:
     post = m["postprocess"]
     cfg = Config(
-        task=m["task"],
-        variant=m["variant"],
-        p6=m["p6"],
-        num_classes=m["num_classes"],
-        names=m["names"],
+        **{k: m[k] for k in (*MODEL_FIELDS[:3], *MODEL_FIELDS[5:], *HEAD_FIELDS)},
         imgsz=tuple(m["imgsz"]),
         postprocess=post["mode"],
         nms_in_engine=post["nms"] == "engine",
         conf=fraction(flag(args, "conf", post.get("conf", 0.25)), "--conf"),
         iou=fraction(flag(args, "iou", post.get("iou", 0.45)), "--iou"),
         max_det=int(flag(args, "max_det", post.get("max_det", 300))),
-        anchors=m["anchors"],
-        strides=m["strides"],
-        num_anchors=m["num_anchors"],
-        num_masks=m["num_masks"],
         depth_multiple=m.get("depth_multiple"),
         width_multiple=m.get("width_multiple"),
         outputs=[o["name"] for o in meta["outputs"]],
@@ -306,19 +301,10 @@ def meta(cfg: Config) -> dict:
         }
     return {
         "model": cfg.model_name,
-        "task": cfg.task,
-        "variant": cfg.variant,
-        "p6": cfg.p6,
-        "depth_multiple": cfg.depth_multiple,
-        "width_multiple": cfg.width_multiple,
-        "num_classes": cfg.num_classes,
-        "names": cfg.names,
+        **{k: getattr(cfg, k) for k in MODEL_FIELDS},
         "imgsz": list(cfg.imgsz),
         "input": INPUT,
-        "anchors": cfg.anchors,
-        "strides": cfg.strides,
-        "num_anchors": cfg.num_anchors,
-        "num_masks": cfg.num_masks,
+        **{k: getattr(cfg, k) for k in HEAD_FIELDS},
         "postprocess": post,
     }
 

@@ -98,11 +98,9 @@ def unpickling() -> Iterator[None]:
         yield
         return
     added = []
-    for alias, target in (("models", "yolov5.models"), ("utils", "yolov5.utils"), ("models.yolo", "yolov5.models.yolo"),
-                          ("models.common", "yolov5.models.common"),
-                          ("models.experimental", "yolov5.models.experimental")):  # fmt: skip
+    for alias in ("models", "utils", "models.yolo", "models.common", "models.experimental"):
         if alias not in sys.modules:
-            sys.modules[alias] = importlib.import_module(target)
+            sys.modules[alias] = importlib.import_module(f"yolov5.{alias}")
             added.append(alias)
     try:
         yield
