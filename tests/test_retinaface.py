@@ -13,7 +13,7 @@ import torch
 import gen_wts
 from netdefs import retinaface as rf
 from netdefs import sources as model_sources
-from netdefs.detection.compare import Tolerance, compare_detections
+from netdefs.detection.compare import Tolerance, compare_detections, same_detections
 from netdefs.retinaface import app, config, decode, source, torch_side
 from netdefs.retinaface import priors as coder
 from trtx import check, reference, sources
@@ -44,12 +44,11 @@ def define(weights, **cfg) -> tuple[Net, config.Config]:
     return net, configured
 
 
-def compare_faces(ours: list[dict], theirs: list[dict], box: float, score: float, landmarks: float):
-    """The faces of two pipelines: each of ours one of theirs within the tolerances (pixels), and each of theirs
-    found (netdefs.detection.compare with their faces as the candidates)."""
-    rule = config.Config("mnet", 640, 640).rule
-    tol = Tolerance(box=box, score=score, extras={"landmarks": landmarks})
-    return compare_detections([app.as_detections(f) for f in ours], [app.as_detections(f) for f in theirs], rule, tol)
+def compare_faces(ours: list[dict], theirs: list[dict], iou: float, score: float, landmarks: float):
+    """The faces of two pipelines: each of ours one of theirs (box IoU, score, landmarks in pixels), and each of
+    theirs found (netdefs.detection.compare.same_detections)."""
+    tol = Tolerance(box=0.0, score=score, extras={"landmarks": landmarks}, iou=iou)
+    return same_detections([app.as_detections(f) for f in ours], [app.as_detections(f) for f in theirs], tol)
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +294,7 @@ def test_trained_infer_matches_onnxruntime(trained_wts, tmp_path, capsys):
         assert (out / path.name).stat().st_size > 10_000  # the annotated image
     theirs = onnx_faces([cv2.imread(str(p)) for p in IMAGES], config.Config(arch="mnet", height=640, width=640))
     assert [len(f["scores"]) for f in theirs] == [2, 2] == [len(f["scores"]) for f in ours]
-    passed, message = compare_faces(ours, theirs, box=0.5, score=1e-3, landmarks=0.5)
+    passed, message = compare_faces(ours, theirs, iou=0.99, score=1e-3, landmarks=0.5)
     assert passed, message
     assert "zidane.jpg: 2 faces" in printed and "bus.jpg: 2 faces" in printed
 
@@ -316,7 +315,7 @@ def test_postprocess_modes_agree_on_trained_weights(trained_wts):
         out = {k: v.numpy() for k, v in reference.execute(net.network, feeds).items()}
         results[name] = app.postprocess(out, ctx, cfg)
     for name in ("native", "engine"):
-        passed, message = compare_faces(results[name], results["none"], box=5e-3, score=1e-5, landmarks=1e-3)
+        passed, message = compare_faces(results[name], results["none"], iou=0.9999, score=1e-5, landmarks=1e-3)
         assert passed, f"{name}: {message}"
     faces = results["native"][0]
     assert len(faces["scores"]) == 2
@@ -367,7 +366,7 @@ def test_plugin_references_equal_host_pipeline(trained_heads, conf):
     theirs = host_faces(trained_heads, cfg)
     assert [len(f["scores"]) for f in theirs] == out_num.tolist()
     assert min(out_num.tolist()) >= 2 and (num > 2 * out_num).all()
-    passed, message = compare_faces(ours, theirs, box=5e-3, score=1e-6, landmarks=1e-3)
+    passed, message = compare_faces(ours, theirs, iou=0.9999, score=1e-6, landmarks=1e-3)
     assert passed, message
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netdefs.detection.boxes import Detections, iou_bounds
+from netdefs.detection.boxes import Detections, box_iou, iou_bounds
 from netdefs.detection.nms import NmsRule
 
 #: IoU slack for float32 rounding of the IoU itself
@@ -41,11 +41,13 @@ BLOCK = 1024
 @dataclass(frozen=True)
 class Tolerance:
     """Largest differences that still count as equal: ``box`` (any corner coordinate, pixels), ``score``, and per
-    extra (``{"landmarks": 0.5}``)."""
+    extra (``{"landmarks": 0.5}``); with ``iou``, boxes match when their IoU is at least that instead (results of
+    two pipelines on the original image, where a box's size sets what a pixel means)."""
 
     box: float
     score: float
     extras: Mapping[str, float] = field(default_factory=dict)
+    iou: float | None = None
 
     @classmethod
     def relative(cls, rtol: float, rows: Sequence[Detections]) -> Tolerance:
@@ -93,6 +95,17 @@ def compare_detections(
                   f"{_g(tol, 'score')}){tie}: a greedy NMS of PyTorch's candidates")  # fmt: skip
 
 
+def same_detections(ours: Sequence[Detections], theirs: Sequence[Detections], tol: Tolerance) -> tuple[bool, str]:
+    """The final detections of two pipelines (ours and a reference implementation's, on the same images): each
+    of ours one of theirs within ``tol``, each of theirs found -- :func:`compare_detections` with theirs as the
+    candidates and an NMS that suppresses nothing."""
+    everything = NmsRule(conf=-np.inf, iou=2.0, max_det=max([len(t) for t in theirs] + [1]) + 1, class_aware=False)
+    passed, message = compare_detections(ours, theirs, everything, tol)
+    box = f"IoU >= {tol.iou}" if tol.iou is not None else f"box within {tol.box:.3g}"
+    found = f"{sum(map(len, ours))} detections, each one of theirs ({box}, score within {tol.score:.3g})"
+    return passed, found if passed else message
+
+
 def _g(tol: float | Tolerance, what: str) -> str:
     return f"{getattr(tol, what):.3g}" if isinstance(tol, Tolerance) else f"{tol:g} relative"
 
@@ -118,7 +131,8 @@ def _candidates_of(o: Detections, t: Detections, tol: Tolerance) -> tuple[np.nda
         near = by_score[lo:hi]
         near = [i for i in near[~used[near]] if not _differs(o, k, t, int(i), tol)]
         if not near:
-            problems.append(f"detection {_row(o, k)} is no PyTorch candidate within tolerance (box {tol.box:.3g}, "
+            box = f"box IoU >= {tol.iou}" if tol.iou is not None else f"box {tol.box:.3g}"
+            problems.append(f"detection {_row(o, k)} is no PyTorch candidate within tolerance ({box}, "
                             f"score {tol.score:.3g})")  # fmt: skip
             continue
         i = min(near, key=lambda i: _diff(t.boxes[i], o.boxes[k]))
@@ -136,7 +150,11 @@ def _diff(a: np.ndarray, b: np.ndarray) -> float:
 def _differs(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> str:
     box = _diff(o.boxes[k], t.boxes[i])
     score = _diff(o.scores[k], t.scores[i])
-    if box > tol.box:
+    if tol.iou is not None:
+        iou = float(box_iou(o.boxes[k], t.boxes[i])[0, 0])
+        if iou < tol.iou:
+            return f"box IoU {iou:.6f} (< {tol.iou})"
+    elif box > tol.box:
         return f"box by {box:.3g} (> {tol.box:.3g})"
     if score > tol.score:
         return f"score by {score:.3g} (> {tol.score:.3g})"

@@ -7,12 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from netdefs.common import as_numpy
+from netdefs.common import as_numpy, read_image
 from netdefs.detection.boxes import Detections
 from netdefs.detection.compare import compare_detections
 from netdefs.retinaface.config import INPUT, MEAN_BGR, Config
 from netdefs.retinaface.priors import MIN_SIZES, STEPS, VARIANCE, prior_levels
-from trtx.net import NetdefError
 
 #: boxes, scores and landmarks of matched faces agree within this fraction of the box scale / top score
 DETECTION_RTOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
@@ -86,14 +85,9 @@ def example_feeds(cfg: Config, image: str | None, batch: int, seed: int = 0) -> 
         rng = np.random.default_rng(seed)
         pixels = rng.uniform(0, 255, (batch, cfg.height, cfg.width, 3)).astype(np.float32)
         return {INPUT: (pixels - np.float32(MEAN_BGR)).transpose(0, 3, 1, 2).copy()}
-    import cv2
-
     from netdefs.retinaface.app import preprocess
 
-    img = cv2.imread(str(image), cv2.IMREAD_COLOR)
-    if img is None:
-        raise NetdefError(f"{image}: not a readable image")
-    return preprocess([img] * batch, cfg)[0]
+    return preprocess([read_image(image)] * batch, cfg)[0]
 
 
 def candidates(outputs: dict) -> list[Detections]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netdefs.common import as_numpy
+from netdefs.common import as_numpy, read_image
 from netdefs.detection.boxes import Detections, xywh2xyxy
 from netdefs.detection.compare import compare_detections
 from netdefs.yolov5.config import INPUT, Config
@@ -88,14 +88,9 @@ def example_feeds(cfg: Config, image: str | None, batch: int, seed: int = 0) -> 
     if image is None:
         rng = np.random.default_rng(seed)
         return {INPUT: rng.random((batch, 3, h, w), dtype=np.float32)}
-    import cv2
-
     from netdefs.yolov5.app import preprocess
 
-    img = cv2.imread(str(image), cv2.IMREAD_COLOR)
-    if img is None:
-        raise NetdefError(f"{image}: not a readable image")
-    return preprocess([img] * batch, cfg)[0]
+    return preprocess([read_image(image)] * batch, cfg)[0]
 
 
 def candidates(outputs: dict) -> list[Detections]:
