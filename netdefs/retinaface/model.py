@@ -5,7 +5,7 @@ Layers are named after biubug6's module paths (``body.stage1.1.3``, ``fpn.merge1
 
 from __future__ import annotations
 
-from netdefs.common import activation, add, concat, conv_bn_act, max_pool
+from netdefs.common import activation, add, concat, conv_bn_act, count_indices, max_pool
 from trtx.net import Net, NetdefError
 
 
@@ -75,9 +75,7 @@ def resnet50(net: Net, x, path: str) -> list:
     x = max_pool(net, x, f"{path}.maxpool", 3, 2, 1)
     outputs = []
     for stage, stride in zip((1, 2, 3, 4), (1, 2, 2, 2)):
-        blocks = 0
-        while f"{path}.layer{stage}.{blocks}.conv1.weight" in net.weights:
-            blocks += 1
+        blocks = count_indices(net.weights, f"{path}.layer{stage}.{{}}.conv1.weight")
         if blocks == 0:
             raise NetdefError(f"the weights have no {path}.layer{stage}.0.conv1.weight (ResNet-50 backbone)")
         for i in range(blocks):

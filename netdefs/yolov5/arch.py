@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from netdefs.common import count_indices, peek
 from trtx.net import NetdefError
 
 #: (depth_multiple, width_multiple) of the published variants; P6 variants (n6 ...) use the same
@@ -42,24 +43,6 @@ class Arch:
         return 5 + self.num_classes + self.num_masks
 
 
-def _peek(weights, key: str) -> np.ndarray:
-    """A weight without marking it read (configure only looks)."""
-    peek = getattr(weights, "peek", None)
-    return np.asarray(peek(key) if peek is not None else weights[key], dtype=np.float32).reshape(-1)
-
-
-def _size(weights, key: str) -> int:
-    return int(_peek(weights, key).size)
-
-
-def count(weights, pattern: str) -> int:
-    """How many consecutive j have ``pattern.format(j)`` in the weights."""
-    j = 0
-    while pattern.format(j) in weights:
-        j += 1
-    return j
-
-
 def read_arch(weights) -> Arch:
     """Task, P5/P6, depth, width, classes, anchors and strides of the YOLOv5 model the weights hold."""
     if "model.0.conv.weight" not in weights:
@@ -77,15 +60,15 @@ def read_arch(weights) -> Arch:
     for i in indices:
         for key in (f"model.{i}.bn.weight", f"model.{i}.cv3.bn.weight", f"model.{i}.cv2.bn.weight"):
             if key in weights:
-                channels[i] = _size(weights, key)
+                channels[i] = peek(weights, key).size
                 break
-    repeats = {i: n for i in indices if (n := count(weights, f"model.{i}.m.{{}}.cv1.conv.weight"))}
+    repeats = {i: n for i in indices if (n := count_indices(weights, f"model.{i}.m.{{}}.cv1.conv.weight"))}
     if f"model.{last}.linear.weight" in weights:  # Classify
-        nc = _size(weights, f"model.{last}.linear.bias")
+        nc = peek(weights, f"model.{last}.linear.bias").size
         p6 = last > 9
         return Arch("cls", p6, last, repeats, nc, channels)
     det = f"model.{last}"
-    nl = count(weights, det + ".m.{}.weight")
+    nl = count_indices(weights, det + ".m.{}.weight")
     if nl == 0:
         raise NetdefError(f"weights end with {det} but it is neither Detect/Segment ({det}.m.0.weight) nor "
                           f"Classify ({det}.linear.weight)")  # fmt: skip
@@ -95,14 +78,14 @@ def read_arch(weights) -> Arch:
     p6 = nl == 4
     task = "seg" if f"{det}.proto.cv3.conv.weight" in weights else "detect"
     if f"{det}.anchors" in weights:
-        anchors_grid_units = _peek(weights, f"{det}.anchors")
+        anchors_grid_units = peek(weights, f"{det}.anchors")
     elif f"{det}.anchor_grid" in weights:
         anchors_grid_units = None
     else:
         raise NetdefError(f"weights have neither {det}.anchors nor {det}.anchor_grid: the anchors are unknown")
     default_strides = [8 * 2**i for i in range(nl)]
     if f"{det}.strides" in weights:
-        strides_f = _peek(weights, f"{det}.strides")
+        strides_f = peek(weights, f"{det}.strides")
         if strides_f.size != nl or not np.array_equal(strides_f, np.round(strides_f)):
             raise NetdefError(f"{det}.strides holds {strides_f.tolist()}, not {nl} integer strides")
         strides = [int(s) for s in strides_f]
@@ -112,7 +95,7 @@ def read_arch(weights) -> Arch:
     else:
         strides = default_strides
     if f"{det}.anchor_grid" in weights:
-        grid = _peek(weights, f"{det}.anchor_grid")
+        grid = peek(weights, f"{det}.anchor_grid")
         if grid.size % (2 * nl):
             raise NetdefError(f"{det}.anchor_grid has {grid.size} values: not {nl} levels of (w, h) pairs")
         pixels = grid.reshape(nl, -1, 2)
@@ -125,9 +108,9 @@ def read_arch(weights) -> Arch:
             raise NetdefError(f"{det}.anchors has {anchors_grid_units.size} values: not {nl} levels of (w, h) pairs")
         pixels = anchors_grid_units.reshape(nl, -1, 2) * np.array(strides, np.float32)[:, None, None]
     na = pixels.shape[1]
-    nm = _size(weights, f"{det}.proto.cv3.bn.weight") if task == "seg" else 0
-    npr = _size(weights, f"{det}.proto.cv1.bn.weight") if task == "seg" else 0
-    per_level = _size(weights, f"{det}.m.0.bias")
+    nm = peek(weights, f"{det}.proto.cv3.bn.weight").size if task == "seg" else 0
+    npr = peek(weights, f"{det}.proto.cv1.bn.weight").size if task == "seg" else 0
+    per_level = peek(weights, f"{det}.m.0.bias").size
     if per_level % na or per_level // na - 5 - nm < 1:
         raise NetdefError(f"{det}.m.0.bias has {per_level} values: not {na} anchors x (5 + classes + {nm} masks)")
     nc = per_level // na - 5 - nm

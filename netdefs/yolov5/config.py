@@ -3,13 +3,12 @@ the metadata a build records."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netdefs.detection.nms import TRT_NMS_TOPK_LIMIT, NmsRule, nms_in_engine
-from netdefs.detection.options import flag, fraction, meta_section
+from netdefs.detection.options import flag, fraction, imgsz, meta_section, names_file
 from netdefs.yolov5.arch import VARIANTS, Arch, multiples, read_arch, variant_name
 from trtx import letterbox as lb
 from trtx import nms as exact
@@ -85,45 +84,15 @@ class Config:
         return NmsRule(self.conf, self.iou, self.max_det, MAX_NMS, class_offset=MAX_WH)
 
 
-def parse_imgsz(text: str | int | None, multiple: int = 32) -> tuple[int, int]:
-    """``640`` or ``480,640`` / ``480x640`` (height, width), each a positive multiple of ``multiple``."""
-    parts = [p for p in re.split(r"[,x ]", str(text).strip()) if p]
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        dims = []
-    if len(dims) == 1:
-        dims *= 2
-    if len(dims) != 2 or any(d <= 0 or d % multiple for d in dims):
-        raise NetdefError(
-            f"--imgsz {text}: the input size must be N or H,W with each a positive multiple of {multiple} "
-            f"(the model's largest stride)"
-        )
-    return dims[0], dims[1]
-
-
 def read_names(path: str | None, num_classes: int) -> list[str]:
-    """Class names from a .txt (one per line), .yaml/.json (``names``: list or {id: name}); default COCO's
-    80 names when the weights have 80 classes, ImageNet's for 1000, else ``class0``..."""
+    """Class names: ``--names`` (a .txt, .yaml or .json); default COCO's 80 names when the weights have 80
+    classes, ImageNet's for 1000, else ``class0``..."""
     if path is None:
         imagenet = Path(__file__).parent.with_name("imagenet_classes.txt")  # yolov5-cls models are ImageNet models
         if num_classes == 1000 and imagenet.is_file():
             return [line.strip() for line in imagenet.read_text().splitlines() if line.strip()][:1000]
         return list(COCO_NAMES) if num_classes == len(COCO_NAMES) else [f"class{i}" for i in range(num_classes)]
-    p = Path(path)
-    if not p.is_file():
-        raise NetdefError(f"--names {path}: no such file")
-    if p.suffix.lower() in (".yaml", ".yml", ".json"):
-        import yaml
-
-        doc = yaml.safe_load(p.read_text())
-        names = doc.get("names", doc) if isinstance(doc, dict) else doc
-        names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    else:
-        names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
-    if len(names) != num_classes:
-        raise NetdefError(f"--names {path} lists {len(names)} names but the weights have {num_classes} classes")
-    return [str(n) for n in names]
+    return names_file(path, num_classes)
 
 
 def configure(args, weights, meta: dict | None = None) -> Config:
@@ -185,7 +154,7 @@ def configure(args, weights, meta: dict | None = None) -> Config:
         model_spec=getattr(args, "model", None),
         arch=arch,
     )
-    cfg.imgsz = parse_imgsz(getattr(args, "imgsz", None) or default_size, cfg.max_stride)
+    cfg.imgsz = imgsz(getattr(args, "imgsz", None) or default_size, cfg.max_stride)
     _runtime_options(cfg, args)
     cfg.nms_in_engine = nms_in_engine(cfg.postprocess, command)
     from trtx_base import backend

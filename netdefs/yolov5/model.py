@@ -7,8 +7,7 @@ per C3) and widths come from the weights; what the model is (task, P5/P6) from :
 
 from __future__ import annotations
 
-from netdefs.common import activation, concat, flatten, global_avg_pool, max_pool, upsample_nearest
-from netdefs.yolov5.arch import count
+from netdefs.common import activation, concat, count_indices, flatten, global_avg_pool, max_pool, upsample_nearest
 from trtx.net import Net, NetdefError
 
 BN_EPS = 1e-3  # yolov5's initialize_weights() sets every BatchNorm2d to eps=1e-3 (Classify's excepted)
@@ -32,7 +31,7 @@ def bottleneck(net: Net, x, path: str, shortcut: bool = True):
 
 def c3(net: Net, x, path: str, shortcut: bool = True):
     """C3: cv3(cat(m(cv1(x)), cv2(x))); the number of bottlenecks comes from the weights."""
-    n = count(net.weights, f"{path}.m.{{}}.cv1.conv.weight")
+    n = count_indices(net.weights, f"{path}.m.{{}}.cv1.conv.weight")
     if n == 0:
         raise NetdefError(f"layer {path} (C3): the weights have no {path}.m.0.cv1.conv.weight")
     y = conv(net, x, f"{path}.cv1", 1)
