@@ -27,6 +27,8 @@ FAMILIES = (
     "efficientnet",
     "regnet",
     "convnext",
+    "vit",
+    "swin",
     "yolov5",
     "retinaface",
     "mtcnn",
