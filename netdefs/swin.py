@@ -70,8 +70,8 @@ def configure(args, weights, meta=None):
     arch = ARCHS[args.arch]
     cfg = imagenet.configure(args, weights, meta, classifier_bias="head.bias")
     cfg.attention = getattr(args, "attention", None) or "matmul"
-    if weights is None:  # an engine: its metadata has the input size
-        cfg.input_size, cfg.resize = meta["preprocess"]["crop"], meta["preprocess"]["resize"]
+    cfg.interpolation = "bicubic"  # torchvision's; the shared preprocessing resizes bilinear (as for EfficientNet)
+    if weights is None:  # an engine: imagenet.configure read the input size from its metadata
         return cfg
     found = structure(weights)
     expected = {k: arch[k] for k in found if k != "patch"}
@@ -318,23 +318,25 @@ def define(net: Net, cfg) -> None:
 
 # ---- the PyTorch side ------------------------------------------------------------------------------------
 def swin_transformer(cfg, *, init: bool = True):
-    """torchvision's SwinTransformer with ``cfg``'s structure, in eval mode (``init=False``: uninitialized
-    parameters, for weights loaded right after)."""
+    """torchvision's SwinTransformer with ``cfg``'s structure (``init=False``: parameters left uninitialized)."""
     from functools import partial
 
     import torch
     from torchvision.models import swin_transformer as tv
 
     v2 = dict(block=tv.SwinTransformerBlockV2, downsample_layer=tv.PatchMergingV2) if cfg.v2 else {}
-    kwargs = dict(patch_size=[cfg.patch] * 2, embed_dim=cfg.embed, depths=list(cfg.depths), num_heads=list(cfg.heads),
-                  window_size=[cfg.window] * 2, num_classes=cfg.num_classes, norm_layer=partial(torch.nn.LayerNorm,
-                  eps=EPS), **v2)  # fmt: skip
-    if init:
-        return tv.SwinTransformer(**kwargs).eval()
-    with torch.device("meta"):
-        model = tv.SwinTransformer(**kwargs)
-    model = model.to_empty(device="cpu").eval()
-    return model
+    return imagenet.instantiate(
+        tv.SwinTransformer,
+        init=init,
+        patch_size=[cfg.patch] * 2,
+        embed_dim=cfg.embed,
+        depths=list(cfg.depths),
+        num_heads=list(cfg.heads),
+        window_size=[cfg.window] * 2,
+        num_classes=cfg.num_classes,
+        norm_layer=partial(torch.nn.LayerNorm, eps=EPS),
+        **v2,
+    )
 
 
 def torch_model(cfg, weights):

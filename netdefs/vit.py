@@ -56,8 +56,7 @@ def configure(args, weights, meta=None):
     arch = ARCHS[args.arch]
     cfg = imagenet.configure(args, weights, meta, classifier_bias="heads.head.bias", heads=arch["heads"])
     cfg.attention = getattr(args, "attention", None) or "matmul"
-    if weights is None:  # an engine: its metadata has the input size
-        cfg.input_size, cfg.resize = meta["preprocess"]["crop"], meta["preprocess"]["resize"]
+    if weights is None:  # an engine: imagenet.configure read the input size from its metadata
         return cfg
     found = structure(weights)
     vars(cfg).update(found)
@@ -156,12 +155,12 @@ def define(net: Net, cfg) -> None:
 
 # ---- the PyTorch side ------------------------------------------------------------------------------------
 def vision_transformer(cfg, *, init: bool = True):
-    """torchvision's VisionTransformer with ``cfg``'s structure, in eval mode (``init=False``: uninitialized
-    parameters, for weights loaded right after)."""
-    import torch
+    """torchvision's VisionTransformer with ``cfg``'s structure (``init=False``: parameters left uninitialized)."""
     from torchvision.models.vision_transformer import VisionTransformer
 
-    kwargs = dict(
+    return imagenet.instantiate(
+        VisionTransformer,
+        init=init,
         image_size=cfg.input_size,
         patch_size=cfg.patch,
         num_layers=cfg.layers,
@@ -171,11 +170,6 @@ def vision_transformer(cfg, *, init: bool = True):
         num_classes=cfg.num_classes,
         representation_size=cfg.representation,
     )
-    if init:
-        return VisionTransformer(**kwargs).eval()
-    with torch.device("meta"):
-        model = VisionTransformer(**kwargs)
-    return model.to_empty(device="cpu").eval()
 
 
 def torch_model(cfg, weights):
