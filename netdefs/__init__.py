@@ -34,6 +34,7 @@ FAMILIES = (
     "mtcnn",
     "ocr",
     "ultralytics",
+    "rtdetr",
 )
 
 

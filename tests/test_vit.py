@@ -175,3 +175,25 @@ def test_small_vit_dynamic_batch_and_attention_layer_build():
         assert types.count("SOFTMAX") == (1 + cfg.layers if form == "matmul" else 1)  # + the prob head
         assert types.count("ATTENTION_OUTPUT") == (cfg.layers if form == "trt" else 0)
         assert len(build_serialized(net, BuildOptions(batch=BatchSpec.parse("1:2:4")))) > 100_000
+
+
+# ---- the larger archs at a small input (slow) --------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "size"), [("vit_b_32", 64), ("vit_l_16", 64)])
+def test_larger_vits_at_a_small_input(arch, size, tmp_path, capsys):
+    """vit_b_32 (2x2 patches) and vit_l_16 (24 layers, 16 heads, width 1024; 4x4 patches) at 64x64: the input
+    size comes from the weights' position embedding; build 1:2:4 and check within 1e-4."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path / f"{arch}.safetensors"
+    wts.save(state_dict_for_wts(vit.source_model(arch, image_size=size)), path)
+    engine = tmp_path / f"{arch}.engine"
+    argv = ["--arch", arch, "-w", str(path)]
+    assert cli.main(vit.NETDEF, ["build", *argv, "-o", str(engine), "--batch", "1:2:4"]) == 0
+    meta = json.loads(Path(f"{engine}.json").read_text())
+    assert meta["inputs"][0]["shape"] == [-1, 3, size, size] and meta["unused_weights"] == []
+    capsys.readouterr()
+    code, doc = _check_json(capsys, *argv, "--batch", "2")
+    assert code == 0 and doc["passed"] and doc["max_rel_err"] <= RTOL
+    assert len(doc["layers"]) == 8 * vit.ARCHS[arch]["layers"] + 7

@@ -312,10 +312,11 @@ def compare(
     with _fp32_torch(), _eval(torch_model):
         model = _fp32_model(torch_model, device)
         names = graph.names() if layers else set()
-        with _Hooks(model, names) as hooks:
+        picks = graph.topk_indices()
+        got = reference.execute(nw, net_feeds, device=str(device), keep="all" if layers else picks or None)
+        with _Hooks(model, names) as hooks, _FollowTopK([(n, got[n]) for n in picks], atol, rtol) as topk:
             with torch.no_grad():
                 expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))
-        got = reference.execute(nw, net_feeds, device=str(device), keep="all" if layers else None)
 
     result = CheckResult(outputs=[], layers=[], atol=atol, rtol=rtol, precision=precision)
     outputs = graph.outputs()
@@ -342,6 +343,7 @@ def compare(
             result.layers.append(_compare_hooked(graph, name, actual, hooks, atol, rtol, metric))
     net_outputs = {name: got[name] for name in outputs if name in got}
     result.network_outputs, result.expected_outputs = net_outputs, expected
+    result.extras.extend(topk.rows)
     for name, fn in (extras or {}).items():
         result.extras.append(_run_extra(name, fn, net_outputs, expected))
     _error_growth(graph, [*result.layers, *result.outputs])
@@ -421,6 +423,10 @@ class _Graph:
 
     def names(self) -> list[str]:
         return list(self.tensor_of)
+
+    def topk_indices(self) -> list[str]:
+        """The index outputs of the network's TopK layers, in network order."""
+        return [name for name, (_, _, kind) in self.producer.items() if kind == "TOPK" and name.endswith(":1")]
 
     def outputs(self) -> list[str]:
         return [self.nw.get_output(i).name for i in range(self.nw.num_outputs)]
@@ -551,6 +557,61 @@ class _Hooks:
     def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
+
+
+class _FollowTopK:
+    """PyTorch's top-k calls (``torch.topk``, ``Tensor.topk``), in call order, matched with the network's TopK
+    layers in network order (``picks``: their index outputs as the reference executor computed them). Where the
+    network picked other indices among values PyTorch itself sees as equal within tolerance -- a near-tie that
+    rounding resolved the other way -- PyTorch continues with the network's picks, so that the layers after a
+    data-dependent selection (RT-DETR's query selection) stay comparable. Different values are left alone and
+    reported; every matched call leaves an extra row (``rows``)."""
+
+    def __init__(self, picks: list[tuple[str, torch.Tensor]], atol: float, rtol: float) -> None:
+        self.picks, self.atol, self.rtol = picks, atol, rtol
+        self.rows: list[ExtraRow] = []
+        self._saved: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> _FollowTopK:
+        if self.picks:
+            self._saved = (torch.topk, torch.Tensor.topk)
+
+            def topk(x, *args, **kwargs):  # a plain function: as Tensor.topk it binds the tensor
+                return self._topk(x, *args, **kwargs)
+
+            torch.topk = torch.Tensor.topk = topk
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._saved is not None:
+            torch.topk, torch.Tensor.topk = self._saved
+
+    def _topk(self, x, k, dim=-1, largest=True, sorted=True):  # noqa: A002 (torch's signature)
+        values, index = self._saved[0](x, k, dim=dim, largest=largest, sorted=sorted)
+        call = len(self.rows)
+        if call >= len(self.picks):
+            return torch.return_types.topk((values, index))
+        name, picked = self.picks[call]
+        row = f"top-k {name.rsplit(':', 1)[0]}"
+        if tuple(picked.shape) != tuple(index.shape):
+            self.rows.append(ExtraRow(row, False, f"network picks {list(picked.shape)}, torch {list(index.shape)}"))
+            return torch.return_types.topk((values, index))
+        picked = picked.to(device=index.device, dtype=torch.int64)
+        if torch.equal(picked, index):
+            self.rows.append(ExtraRow(row, True, "the same indices"))
+            return torch.return_types.topk((values, index))
+        at_picked = x.gather(dim, picked)
+        err = float((at_picked - values).abs().max())
+        bound = self.atol + self.rtol * float(values.abs().max())
+        differ = int((picked != index).sum())
+        if err > bound:
+            self.rows.append(ExtraRow(row, False, f"{differ} of {index.numel()} indices differ and torch's values "
+                                      f"there differ by {err:.3e} > {bound:.3e}: not a tie"))  # fmt: skip
+            return torch.return_types.topk((values, index))
+        self.rows.append(ExtraRow(row, True, f"{differ} of {index.numel()} indices differ among near-ties (torch's "
+                                  f"values there within {err:.1e} <= {bound:.1e}); torch continued with the "
+                                  "network's"))  # fmt: skip
+        return torch.return_types.topk((at_picked, picked))
 
 
 def _clone(value: Any) -> Any:
