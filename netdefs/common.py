@@ -173,11 +173,13 @@ def gather(net: Net, x, indices, name: str, *, axis: int):
     return net.name(net.network.add_gather(x, idx, axis), name).get_output(0)
 
 
-def reshape(net: Net, x, dims: Sequence[int], name: str):
+def reshape(net: Net, x, dims: Sequence[int], name: str, *, transpose: Sequence[int] | None = None):
     """``x.reshape(dims)`` in TensorRT's notation: 0 copies that input dimension (the dynamic batch), -1 is
-    inferred."""
+    inferred; then, if given, ``.permute(transpose)``."""
     layer = net.network.add_shuffle(x)
     layer.reshape_dims = tuple(dims)
+    if transpose is not None:
+        layer.second_transpose = tuple(transpose)
     return net.name(layer, name).get_output(0)
 
 
@@ -395,22 +397,6 @@ def _shape_constant(net: Net, values: np.ndarray, like, name: str):
     return t if t.dtype == like.dtype else net.cast(t, like.dtype, f"{name}.cast")
 
 
-def reshape(net: Net, x, dims: Sequence[int], name: str, *, transpose: Sequence[int] | None = None):
-    """``x.reshape(dims)`` (0 copies x's dimension, -1 is inferred) then, if given, ``.permute(transpose)``."""
-    layer = net.network.add_shuffle(x)
-    layer.reshape_dims = tuple(dims)
-    if transpose is not None:
-        layer.second_transpose = tuple(transpose)
-    return net.name(layer, name).get_output(0)
-
-
-def permute(net: Net, x, order: Sequence[int], name: str):
-    """``x.permute(order)`` (torchvision.ops.Permute)."""
-    layer = net.network.add_shuffle(x)
-    layer.first_transpose = tuple(order)
-    return net.name(layer, name).get_output(0)
-
-
 def select(net: Net, x, axis: int, index: int, name: str):
     """``x.select(axis, index)`` (``qkv[0]``): a gather of one index, which drops the axis."""
     layer = net.network.add_gather(x, net.constant(np.array(index, np.int64), f"{name}.index"), axis)
@@ -420,10 +406,6 @@ def select(net: Net, x, axis: int, index: int, name: str):
 def scalar(net: Net, value: float, like, name: str):
     """A constant ``value`` of ``like``'s rank (all dims 1) and float dtype, to broadcast against ``like``."""
     return net.constant(np.full((1,) * len(like.shape), value, np.float32), name, np_dtype(like.dtype))
-
-
-def mul(net: Net, a, b, name: str):
-    return net.name(net.network.add_elementwise(a, b, net.trt.ElementWiseOperation.PROD), name).get_output(0)
 
 
 def matmul(net: Net, a, b, name: str, *, transpose_b: bool = False):
@@ -465,7 +447,7 @@ def scaled_dot_product_attention(net: Net, q, k, v, name: str, *, scale=None, ma
     """
     if scale is not None:
         factor = scalar(net, scale, q, f"{name}.scale") if isinstance(scale, (int, float)) else scale
-        q = mul(net, q, factor, f"{name}.q_scaled")
+        q = elementwise(net, q, factor, "PROD", f"{name}.q_scaled")
     if form == "trt":
         return _attention_layer(net, q, k, v, name, mask)
     if form != "matmul":

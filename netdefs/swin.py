@@ -31,12 +31,13 @@ from netdefs.common import (
     activation,
     add,
     add_attention_argument,
+    elementwise,
     flatten,
+    gather,
     global_avg_pool,
     layer_norm,
     merge_heads,
     mlp,
-    mul,
     permute,
     reshape,
     scaled_dot_product_attention,
@@ -110,8 +111,7 @@ def _describe(s: dict) -> str:
 def roll(net: Net, x, shift: int, axis: int, name: str):
     """``torch.roll(x, shift, axis)`` on a static axis: a gather of the rolled indices."""
     n = int(x.shape[axis])
-    index = net.constant((np.arange(n) - shift) % n, f"{name}.index", np.int64)
-    return net.name(net.network.add_gather(x, index, axis), name).get_output(0)
+    return gather(net, x, (np.arange(n) - shift) % n, name, axis=axis)
 
 
 def roll_hw(net: Net, x, shift: tuple[int, int], name: str):
@@ -180,28 +180,27 @@ def position_bias_v2(net: Net, path: str, window: int):
     bias = relative_position_bias(net, table, path, window)
     bias = activation(net, bias, "sigmoid", f"{path}.relative_position_bias.sigmoid")
     sixteen = net.constant(np.full((1, 1, 1, 1), 16.0, np.float32), f"{path}.relative_position_bias.16")
-    return mul(net, bias, sixteen, f"{path}.relative_position_bias.scaled")
+    return elementwise(net, bias, sixteen, "PROD", f"{path}.relative_position_bias.scaled")
 
 
 def normalize(net: Net, x, name: str, eps: float = 1e-12):
     """``F.normalize(x, dim=-1)``: x / max(‖x‖₂, eps)."""
     trt, nw = net.trt, net.network
-    squares = mul(net, x, x, f"{name}.square")
+    squares = elementwise(net, x, x, "PROD", f"{name}.square")
     total = nw.add_reduce(squares, trt.ReduceOperation.SUM, 1 << (len(x.shape) - 1), True)
     norm = nw.add_unary(net.name(total, f"{name}.sum").get_output(0), trt.UnaryOperation.SQRT)
     norm = net.name(norm, f"{name}.norm").get_output(0)
     floor = net.constant(np.full((1,) * len(x.shape), eps, np.float32), f"{name}.eps")
-    norm = net.name(nw.add_elementwise(norm, floor, trt.ElementWiseOperation.MAX), f"{name}.clamp").get_output(0)
-    return net.name(nw.add_elementwise(x, norm, trt.ElementWiseOperation.DIV), name).get_output(0)
+    return elementwise(net, x, elementwise(net, norm, floor, "MAX", f"{name}.clamp"), "DIV", name)
 
 
 def logit_scale(net: Net, path: str, heads: int):
     """``torch.clamp(logit_scale, max=log(100)).exp()`` as [1, heads, 1, 1]."""
-    trt, nw = net.trt, net.network
     scale = net.constant(net.array(f"{path}.logit_scale", (1, heads, 1, 1)), f"{path}.logit_scale")
     cap = net.constant(np.full((1, 1, 1, 1), math.log(100.0), np.float32), f"{path}.logit_scale.max")
-    scale = net.name(nw.add_elementwise(scale, cap, trt.ElementWiseOperation.MIN), f"{path}.logit_scale.clamp")
-    return net.name(nw.add_unary(scale.get_output(0), trt.UnaryOperation.EXP), f"{path}.logit_scale.exp").get_output(0)
+    scale = elementwise(net, scale, cap, "MIN", f"{path}.logit_scale.clamp")
+    exp = net.network.add_unary(scale, net.trt.UnaryOperation.EXP)
+    return net.name(exp, f"{path}.logit_scale.exp").get_output(0)
 
 
 # ---- blocks --------------------------------------------------------------------------------------------
@@ -243,7 +242,7 @@ def shifted_window_attention(net: Net, x, path: str, cfg, heads: int, shift: int
         bias = add(net, bias, mask, f"{path}.attn_mask.add")  # [1, nW, heads, N, N]
         bias = reshape(net, bias, (1, n_windows * heads, n, n), f"{path}.attn_mask.view")
         if not isinstance(scale, float):  # the per-head scale goes on q while heads are still an axis of their own
-            q, scale = mul(net, q, scale, f"{path}.q_scaled"), None
+            q, scale = elementwise(net, q, scale, "PROD", f"{path}.q_scaled"), None
         q, k, v = (reshape(net, t, (-1, n_windows * heads, n, int(t.shape[3])), f"{path}.{label}.windows")
                    for label, t in zip("qkv", (q, k, v)))  # fmt: skip
         y = scaled_dot_product_attention(net, q, k, v, f"{path}.attention", scale=scale, mask=bias, form=cfg.attention)

@@ -26,11 +26,11 @@ import numpy as np
 
 from netdefs.common import add_attention_argument
 from netdefs.rtdetr import model
+from netdefs.rtdetr.app import APP
 from netdefs.rtdetr.torch_side import TORCH
 from trtx.net import Net, NetdefError
 from trtx.netdef import Netdef
 
-INPUT = "images"
 OUTPUTS = ("boxes", "scores", "classes")
 #: arch -> (backbone, decoder module index, blocks of model.3 for the ResNets)
 ARCHS = {
@@ -93,7 +93,7 @@ def define(net: Net, cfg) -> None:
     """RTDETRDetectionModel.predict, then the outputs boxes / scores / classes."""
     backbone = ARCHS[cfg.arch][0]
     h, w = cfg.imgsz
-    x = net.input(INPUT, (-1, 3, h, w))
+    x = net.input("images", (-1, 3, h, w))
     boxes, scores, classes = NETWORKS[backbone](net, x, cfg.imgsz, cfg.attention)
     net.output(boxes, "boxes", np.float32)
     net.output(scores, "scores", np.float32)
@@ -130,6 +130,7 @@ NETDEF = Netdef(
     configure=configure,
     define=define,
     torch=TORCH,
+    app=APP,
     add_arguments=add_arguments,
     unused_reason=unused_reason,
     script="python -m netdefs rtdetr",

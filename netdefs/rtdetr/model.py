@@ -22,9 +22,9 @@ from netdefs.common import (
     add,
     concat,
     conv_bn_act,
+    elementwise,
     layer_norm,
     max_pool,
-    mul,
     multihead_attention,
     permute,
     reshape,
@@ -187,20 +187,14 @@ def mlp(net: Net, x, path: str, name: str | None = None):
 
 def inverse_sigmoid(net: Net, x, name: str, eps: float = 1e-5):
     """log(x / (1 - x)) with x clamped to [0, 1] and both parts to at least eps (ultralytics' inverse_sigmoid)."""
-    trt, nw = net.trt, net.network
-    E = trt.ElementWiseOperation
-
-    def op(a, b, kind, label):
-        return net.name(nw.add_elementwise(a, b, kind), f"{name}.{label}").get_output(0)
-
-    def const(value, label):
-        return net.constant(np.full((1,) * len(x.shape), value, np.float32), f"{name}.{label}", np.float32)
-
-    x = op(op(x, const(0.0, "zero"), E.MAX, "clamp_min"), const(1.0, "one"), E.MIN, "clamp")
-    x1 = op(x, const(eps, "eps"), E.MAX, "x1")
-    x2 = op(op(const(1.0, "one_"), x, E.SUB, "one_minus"), const(eps, "eps_"), E.MAX, "x2")
-    ratio = op(x1, x2, E.DIV, "ratio")
-    return net.name(nw.add_unary(ratio, trt.UnaryOperation.LOG), name).get_output(0)
+    rank = len(x.shape)
+    x = elementwise(net, x, _const(net, 0.0, rank, f"{name}.zero"), "MAX", f"{name}.clamp_min")
+    x = elementwise(net, x, _const(net, 1.0, rank, f"{name}.one"), "MIN", f"{name}.clamp")
+    x1 = elementwise(net, x, _const(net, eps, rank, f"{name}.eps"), "MAX", f"{name}.x1")
+    x2 = elementwise(net, _const(net, 1.0, rank, f"{name}.one_"), x, "SUB", f"{name}.one_minus")
+    x2 = elementwise(net, x2, _const(net, eps, rank, f"{name}.eps_"), "MAX", f"{name}.x2")
+    ratio = elementwise(net, x1, x2, "DIV", f"{name}.ratio")
+    return net.name(net.network.add_unary(ratio, net.trt.UnaryOperation.LOG), name).get_output(0)
 
 
 def ms_deform_attn(net: Net, query, refer_bbox, value, shapes: list[tuple[int, int]], path: str):
@@ -232,12 +226,11 @@ def ms_deform_attn(net: Net, query, refer_bbox, value, shapes: list[tuple[int, i
     ref = reshape(net, refer_bbox, (0, nq, 1, 1, 4), f"{path}.refer_bbox")
     xy = slice_nd(net, ref, f"{path}.refer_xy", (0, 0, 0, 0, 0), (None, nq, 1, 1, 2))
     wh = slice_nd(net, ref, f"{path}.refer_wh", (0, 0, 0, 0, 2), (None, nq, 1, 1, 2))
-    scaled = mul(net, offsets, _const(net, 1.0 / points, 5, f"{path}.inv_points"), f"{path}.offsets_scaled")
-    scaled = mul(net, mul(net, scaled, wh, f"{path}.offsets_wh"), _const(net, 0.5, 5, f"{path}.half"),
-                 f"{path}.offsets_half")  # fmt: skip
-    locations = add(net, xy, scaled, f"{path}.sampling_locations")  # [B, Q, heads, levels·points, 2]
-    grids = add(net, mul(net, locations, _const(net, 2.0, 5, f"{path}.two"), f"{path}.grid2"),
-                _const(net, -1.0, 5, f"{path}.minus_one"), f"{path}.grids")  # fmt: skip
+    step = _times(net, offsets, 1.0 / points, f"{path}.offsets_per_point")
+    step = _times(net, elementwise(net, step, wh, "PROD", f"{path}.offsets_wh"), 0.5, f"{path}.offsets_half")
+    locations = add(net, xy, step, f"{path}.sampling_locations")  # [B, Q, heads, levels·points, 2]
+    grids = _times(net, locations, 2.0, f"{path}.grids.double")  # grid_sample's [-1, 1]: 2 · location - 1
+    grids = add(net, grids, _const(net, -1.0, 5, f"{path}.minus_one"), f"{path}.grids")
     grids = reshape(net, permute(net, grids, (0, 2, 1, 3, 4), f"{path}.grids.permute"), (-1, nq, lp, 2),
                     f"{path}.grids.heads")  # fmt: skip  # [B·heads, Q, levels·points, 2]
     grids = net.to_compute(grids, f"{path}.grids.to_compute")
@@ -256,7 +249,7 @@ def ms_deform_attn(net: Net, query, refer_bbox, value, shapes: list[tuple[int, i
     samples = concat(net, sampled, f"{path}.samples", axis=3)  # [B·heads, d, Q, levels·points]
     weights = reshape(net, permute(net, weights, (0, 2, 1, 3), f"{path}.attention_weights.permute"),
                       (-1, 1, nq, lp), f"{path}.attention_weights.heads")  # fmt: skip
-    weighted = mul(net, samples, weights, f"{path}.weighted")
+    weighted = elementwise(net, samples, weights, "PROD", f"{path}.weighted")
     out = net.network.add_reduce(weighted, net.trt.ReduceOperation.SUM, 1 << 3, False)
     out = net.name(out, f"{path}.sum").get_output(0)  # [B·heads, d, Q]
     out = reshape(net, out, (-1, c, nq), f"{path}.view", transpose=(0, 2, 1))  # [B, Q, C]
@@ -319,7 +312,7 @@ def rtdetr_decoder(net: Net, maps: list, path: str, imgsz: tuple[int, int], form
 
     # query selection (_get_decoder_input)
     anchors, valid_mask = generate_anchors(shapes)
-    masked = mul(net, feats, net.constant(valid_mask, f"{path}.valid_mask"), f"{path}.valid_mask.mul")
+    masked = elementwise(net, feats, net.constant(valid_mask, f"{path}.valid_mask"), "PROD", f"{path}.valid_mask.mul")
     features = net.linear(masked, f"{path}.enc_output.0").get_output(0)
     features = net.alias(layer_norm(net, features, f"{path}.enc_output.1", eps=LN_EPS), f"{path}.enc_output")
     scores = net.linear(features, f"{path}.enc_score_head").get_output(0)  # [B, L, nc]
@@ -368,7 +361,7 @@ def postprocess(net: Net, boxes, logits, name: str, imgsz: tuple[int, int]):
     boxes = batch_gather(net, boxes, query, f"{name}.boxes")
     h, w = imgsz
     pixels = net.constant(np.array([[[w, h, w, h]]], np.float32), f"{name}.pixels", np.float32)
-    return mul(net, boxes, pixels, f"{name}.boxes_px"), values, cls
+    return elementwise(net, boxes, pixels, "PROD", f"{name}.boxes_px"), values, cls
 
 
 # ---- the yaml files ---------------------------------------------------------------------------------------------
@@ -453,6 +446,11 @@ def _width(net: Net, path: str) -> int:
         raise NetdefError(f"weights have no tensor {key!r} (layer {path})")
     peek = getattr(net.weights, "peek", None)
     return int(np.asarray(peek(key) if peek else net.weights[key]).size)
+
+
+def _times(net: Net, x, factor: float, name: str):
+    """``x · factor`` (fp32 constant)."""
+    return elementwise(net, x, _const(net, factor, len(x.shape), f"{name}.factor"), "PROD", name)
 
 
 def _const(net: Net, value: float, rank: int, name: str):

@@ -53,6 +53,32 @@ def example_feeds(cfg, image: str | None, batch: int, seed: int = 0) -> dict[str
     return {"images": rng.random((batch, 3, h, w), dtype=np.float32)}
 
 
+#: relative tolerance of boxes and scores in check's detection row, by precision
+DETECTION_RTOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
+
+
+def check_extra(cfg, outputs: dict, expected: dict, precision: str = "fp32") -> list[tuple[str, bool, str]]:
+    """The detections above ``--conf`` (RTDETRPredictor.postprocess) of the network and of PyTorch, compared with
+    the detection toolkit's comparison (PyTorch's 300 rows as the candidates, no suppression: a box is kept
+    unless a near-tie moved it past the conf or the top-k cut); and PyTorch's scores are not all equal."""
+    from netdefs.common import as_numpy
+    from netdefs.detection.boxes import Detections, xywh2xyxy
+    from netdefs.detection.compare import compare_detections
+    from netdefs.detection.nms import NmsRule
+    from netdefs.rtdetr.app import detections
+
+    if any(k not in outputs or k not in expected for k in ("boxes", "scores", "classes")):
+        return [("detections", False, "boxes, scores and classes are needed on both sides")]
+    ours = detections({k: as_numpy(v) for k, v in outputs.items()}, [cfg.imgsz] * len(outputs["boxes"]), cfg)
+    theirs = {k: as_numpy(expected[k]) for k in ("boxes", "scores", "classes")}
+    candidates = Detections.from_arrays(xywh2xyxy(theirs["boxes"]), theirs["scores"], theirs["classes"])
+    rule = NmsRule(conf=cfg.conf, iou=1.0, max_det=int(theirs["scores"].shape[1]))
+    passed, message = compare_detections(ours, candidates, rule, DETECTION_RTOL.get(precision, 1e-4))
+    spread = float(np.std(theirs["scores"]))
+    return [(f"detections (conf {cfg.conf:g})", passed, message),
+            ("scores not constant", spread > 1e-6, f"std of PyTorch's scores {spread:.3g}")]  # fmt: skip
+
+
 def source_model(arch: str | None = None):
     """A random-init RT-DETR (``gen_wts.py --model netdef:rtdetr[:arch]``): ultralytics' initialization, with the
     parameters it sets to one value (box heads' last layers and attention weights at zero, class biases at the
@@ -74,4 +100,4 @@ def source_model(arch: str | None = None):
     return model
 
 
-TORCH = TorchSide(model=torch_model, forward=torch_forward, feeds=example_feeds, source=source_model)
+TORCH = TorchSide(model=torch_model, forward=torch_forward, feeds=example_feeds, extra=check_extra, source=source_model)
