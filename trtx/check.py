@@ -560,15 +560,16 @@ class _Hooks:
 
 
 class _FollowTopK:
-    """PyTorch's top-k calls (``torch.topk``, ``Tensor.topk``), in call order, matched with the network's TopK
-    layers in network order (``picks``: their index outputs as the reference executor computed them). Where the
+    """PyTorch's top-k calls (``torch.topk``, ``Tensor.topk``), each matched with the first network TopK layer left
+    whose indices have its shape (``picks``: their index outputs as the reference executor computed them, in
+    network order; a call no layer matches is left alone: a top-k the network does not have). Where the
     network picked other indices among values PyTorch itself sees as equal within tolerance -- a near-tie that
     rounding resolved the other way -- PyTorch continues with the network's picks, so that the layers after a
     data-dependent selection (RT-DETR's query selection) stay comparable. Different values are left alone and
     reported; every matched call leaves an extra row (``rows``)."""
 
     def __init__(self, picks: list[tuple[str, torch.Tensor]], atol: float, rtol: float) -> None:
-        self.picks, self.atol, self.rtol = picks, atol, rtol
+        self.picks, self.atol, self.rtol = list(picks), atol, rtol
         self.rows: list[ExtraRow] = []
         self._saved: tuple[Any, Any] | None = None
 
@@ -588,14 +589,11 @@ class _FollowTopK:
 
     def _topk(self, x, k, dim=-1, largest=True, sorted=True):  # noqa: A002 (torch's signature)
         values, index = self._saved[0](x, k, dim=dim, largest=largest, sorted=sorted)
-        call = len(self.rows)
-        if call >= len(self.picks):
+        match = next((j for j, (_, p) in enumerate(self.picks) if tuple(p.shape) == tuple(index.shape)), None)
+        if match is None:  # no TopK layer of this shape (left): a top-k the network does not have
             return torch.return_types.topk((values, index))
-        name, picked = self.picks[call]
+        name, picked = self.picks.pop(match)
         row = f"top-k {name.rsplit(':', 1)[0]}"
-        if tuple(picked.shape) != tuple(index.shape):
-            self.rows.append(ExtraRow(row, False, f"network picks {list(picked.shape)}, torch {list(index.shape)}"))
-            return torch.return_types.topk((values, index))
         picked = picked.to(device=index.device, dtype=torch.int64)
         if torch.equal(picked, index):
             self.rows.append(ExtraRow(row, True, "the same indices"))
