@@ -184,14 +184,19 @@ def position_bias_v2(net: Net, path: str, window: int):
 
 
 def normalize(net: Net, x, name: str, eps: float = 1e-12):
-    """``F.normalize(x, dim=-1)``: x / max(‖x‖₂, eps)."""
+    """``F.normalize(x, dim=-1)``: x / max(‖x‖₂, eps), in fp32 whatever the precision: V2 zeroes the key bias, so
+    the keys of zero-padded patches are exactly 0, and fp16 would turn eps into 0 and 0 / 0 into NaN."""
     trt, nw = net.trt, net.network
-    squares = elementwise(net, x, x, "PROD", f"{name}.square")
+    x32 = net.to_fp32(x, f"{name}.to_fp32")
+    squares = elementwise(net, x32, x32, "PROD", f"{name}.square")
     total = nw.add_reduce(squares, trt.ReduceOperation.SUM, 1 << (len(x.shape) - 1), True)
     norm = nw.add_unary(net.name(total, f"{name}.sum").get_output(0), trt.UnaryOperation.SQRT)
     norm = net.name(norm, f"{name}.norm").get_output(0)
-    floor = net.constant(np.full((1,) * len(x.shape), eps, np.float32), f"{name}.eps")
-    return elementwise(net, x, elementwise(net, norm, floor, "MAX", f"{name}.clamp"), "DIV", name)
+    floor = net.constant(np.full((1,) * len(x.shape), eps, np.float32), f"{name}.eps", np.float32)
+    norm = elementwise(net, norm, floor, "MAX", f"{name}.clamp")
+    if x32.dtype == x.dtype:  # fp32 network: no cast back
+        return elementwise(net, x32, norm, "DIV", name)
+    return net.cast(elementwise(net, x32, norm, "DIV", f"{name}.fp32"), x.dtype, name)
 
 
 def logit_scale(net: Net, path: str, heads: int):

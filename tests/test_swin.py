@@ -100,13 +100,14 @@ def small_swin(arch: str, seed: int, window: int):
     return SimpleNamespace(arch=arch, num_classes=1000, attention="matmul", **swin.structure(weights)), weights
 
 
-def compare(cfg, weights, size: int, batch: int, seed: int):
+def compare(cfg, weights, size: int, batch: int, seed: int, precision: str = "fp32"):
     cfg.input_size = cfg.resize = size
-    net = Net(weights, name="swin")
+    net = Net(weights, name="swin", precision=precision)
     swin.define(net, cfg)
     assert net.unused_weights() == []
     feeds = {"data": np.random.default_rng(seed).standard_normal((batch, 3, size, size))}
-    return check.compare(net, swin.torch_model(cfg, weights), feeds, forward=swin.NETDEF.torch.forward)
+    return check.compare(net, swin.torch_model(cfg, weights), feeds, forward=swin.NETDEF.torch.forward,
+                         precision=precision)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -122,6 +123,16 @@ def test_small_swin_matches_torchvision(arch, size, window, batch):
     result = compare(cfg, weights, size, batch, seed=size)
     assert result.passed, result.table()
     assert result.max_rel_err <= RTOL and len(result.layers) > 100
+
+
+def test_small_swin_v2_fp16_with_padded_windows():
+    """fp16 V2 with padded windows: the keys of zero-padded patches are exactly 0 (V2 zeroes the key bias), and
+    F.normalize's eps must not round to 0 in fp16 (0 / 0); normalize computes in fp32, the network stays finite
+    and within check's fp16 tolerance."""
+    cfg, weights = small_swin("swin_v2_t", 11, 8)
+    result = compare(cfg, weights, 96, 1, seed=11, precision="fp16")
+    assert result.passed, result.table()
+    assert all(r.status != "non-finite values differ" for r in result.layers)
 
 
 def test_wrong_window_shift_is_the_first_divergent_layer(monkeypatch):
