@@ -23,7 +23,7 @@ import gen_wts
 import wts
 from netdefs import swin
 from netdefs.sources import state_dict_for_wts
-from trtx import check, cli
+from trtx import check, cli, reference
 from trtx.build import BatchSpec, BuildOptions, build_serialized
 from trtx.net import Net
 
@@ -172,6 +172,18 @@ def test_shift_mask_is_torchvisions(monkeypatch):
     tv.shifted_window_attention(zeros(1, 16, 16, 8), zeros(24, 8), zeros(8, 8), zeros(1, 1, 64, 64), [8, 8], 1,
                                 [4, 4], training=False)  # fmt: skip
     assert np.array_equal(seen["attn"][:, 0].numpy(), mask)
+
+
+@pytest.mark.skipif("ATTENTION_INPUT" not in reference.implemented_kinds(),
+                    reason="the reference executor has no ATTENTION layer yet (branch ref adds it)")  # fmt: skip
+@pytest.mark.parametrize(("arch", "size", "window"), [("swin_t", 64, 4), ("swin_v2_t", 96, 8)])
+def test_small_swin_attention_layer_matches_torchvision(arch, size, window):
+    """--attention trt with shifted windows: position bias + shift mask as the attention layer's add mask over
+    [B, nW·heads, N, N]."""
+    cfg, weights = small_swin(arch, 3, window)
+    cfg.attention = "trt"
+    result = compare(cfg, weights, size, 2, seed=3)
+    assert result.passed and result.max_rel_err <= RTOL, result.table()
 
 
 def test_both_attention_forms_build_with_a_dynamic_batch():

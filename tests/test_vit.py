@@ -22,10 +22,15 @@ import gen_wts
 import wts
 from netdefs import common, vit
 from netdefs.sources import state_dict_for_wts
-from trtx import check, cli, sources
+from trtx import check, cli, reference, sources
 from trtx.build import BatchSpec, BuildOptions, build_serialized
 from trtx.net import Net
 
+#: the reference executor runs TensorRT's attention layer (branch ref adds it): the --attention trt checks need it
+ATTENTION_IN_REFERENCE = "ATTENTION_INPUT" in reference.implemented_kinds()
+needs_attention_layer = pytest.mark.skipif(
+    not ATTENTION_IN_REFERENCE, reason="the reference executor has no ATTENTION layer yet (branch ref adds it)"
+)
 RTOL = 1e-4
 FP16_RTOL = 1e-2  # check's fp16 tolerance (relative RMS error), docs/check-and-inspect.md
 BUS = sources.sample_images() / "bus.jpg"
@@ -75,6 +80,15 @@ def test_check_vit_b_16_matches_torchvision(vit_b_16, capsys):
     (head,) = [r for r in doc["layers"] if r["name"] == "heads.head"]
     assert 1e-2 < head["max_abs_err"] / head["max_rel_err"] < 1e3  # max |logit|: neither vanishing nor exploding
     assert [e["passed"] for e in doc["extras"]] == [True, True]  # top-5, logits not constant
+
+
+@needs_attention_layer
+def test_check_vit_b_16_attention_layer(vit_b_16, capsys):
+    """--attention trt: TensorRT's attention layer in every block, the same 103 layers within 1e-4."""
+    code, doc = _check_json(capsys, "-w", str(vit_b_16), "--attention", "trt")
+    rows = doc["outputs"] + doc["layers"]
+    assert code == 0 and doc["passed"] and len(doc["layers"]) == 103
+    assert max(r["max_rel_err"] for r in rows) <= RTOL
 
 
 def test_fp16_vit_b_16_builds_and_checks(vit_b_16, tmp_path, capsys):
@@ -145,6 +159,16 @@ def test_small_vit_with_representation_layer():
     assert cfg.representation == 32
     _, result = compare(cfg, weights, 2, 3)
     assert result.passed and {"heads.pre_logits", "heads.act"} <= {r.name for r in result.layers}
+
+
+@needs_attention_layer
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_small_vit_attention_layer_matches_torchvision(precision):
+    cfg, weights = small_vit(6)
+    cfg.attention = "trt"
+    net, result = compare(cfg, weights, 2, 6, precision)
+    types = [net.network.get_layer(i).type.name for i in range(net.network.num_layers)]
+    assert types.count("ATTENTION_OUTPUT") == cfg.layers and result.passed, result.table()
 
 
 def test_broken_attention_scale_is_the_first_divergent_layer(monkeypatch):
