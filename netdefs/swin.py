@@ -31,6 +31,7 @@ from netdefs.common import (
     activation,
     add,
     add_attention_argument,
+    count_indices,
     elementwise,
     flatten,
     gather,
@@ -89,7 +90,7 @@ def structure(weights) -> dict:
         raise NetdefError("weights have no tensor 'features.0.0.weight': not a torchvision SwinTransformer state_dict")
     v2 = "features.1.0.attn.logit_scale" in weights
     embed = imagenet.size(weights, "features.0.2.weight")
-    depths = tuple(imagenet.count_indices(weights, f"features.{2 * s + 1}.{{}}.norm1.weight") for s in range(4))
+    depths = tuple(count_indices(weights, f"features.{2 * s + 1}.{{}}.norm1.weight") for s in range(4))
     table = "cpb_mlp.2.weight" if v2 else "relative_position_bias_table"
     heads = []
     for s in range(4):
@@ -208,6 +209,26 @@ def logit_scale(net: Net, path: str, heads: int):
     return net.name(exp, f"{path}.logit_scale.exp").get_output(0)
 
 
+def window_attention(net: Net, q, k, v, scale, position_bias, mask, path: str, form: str):
+    """softmax(q·kᵀ·scale + position bias [+ shift mask]) v on [B·nW, heads, N, head_dim]. The shift mask differs
+    per window while the batch is B·nW: shifted blocks attend as [B, nW·heads, N, N] (a reshape) with one mask
+    [1, nW·heads, N, N] = position bias + shift mask, which broadcasts over B (TensorRT's attention layer takes it
+    as its add mask too)."""
+    if mask is None:
+        return scaled_dot_product_attention(net, q, k, v, f"{path}.attention", scale=scale, mask=position_bias,
+                                            form=form)  # fmt: skip
+    windows, heads, n = mask.shape[0], int(q.shape[1]), int(q.shape[2])
+    bias = reshape(net, position_bias, (1, 1, heads, n, n), f"{path}.relative_position_bias.view")
+    bias = add(net, bias, net.constant(mask[None, :, None], f"{path}.attn_mask"), f"{path}.attn_mask.add")
+    bias = reshape(net, bias, (1, windows * heads, n, n), f"{path}.attn_mask.view")
+    if not isinstance(scale, float):  # the per-head scale goes on q while heads are still an axis of their own
+        q, scale = elementwise(net, q, scale, "PROD", f"{path}.q_scaled"), None
+    q, k, v = (reshape(net, t, (-1, windows * heads, n, int(t.shape[3])), f"{path}.{label}.windows")
+               for label, t in zip("qkv", (q, k, v)))  # fmt: skip
+    y = scaled_dot_product_attention(net, q, k, v, f"{path}.attention", scale=scale, mask=bias, form=form)
+    return reshape(net, y, (-1, heads, n, int(y.shape[3])), f"{path}.attention.view")
+
+
 # ---- blocks --------------------------------------------------------------------------------------------
 def shifted_window_attention(net: Net, x, path: str, cfg, heads: int, shift: int):
     """ShiftedWindowAttention(V2) at ``path`` on [B, H, W, C]: pad to whole windows, roll, partition, attention
@@ -221,7 +242,6 @@ def shifted_window_attention(net: Net, x, path: str, cfg, heads: int, shift: int
     shifts = (0 if win >= pad_h else shift, 0 if win >= pad_w else shift)
     x = roll_hw(net, x, (-shifts[0], -shifts[1]), f"{path}.roll")
     x = window_partition(net, x, win, f"{path}.partition")  # [B·nW, N, C]
-    n_windows = (pad_h // win) * (pad_w // win)
 
     if cfg.v2:  # the key bias is not used: zeroed on every forward (its weights may hold anything)
         bias = net.array(f"{path}.qkv.bias", (3 * c,)).copy()
@@ -240,21 +260,8 @@ def shifted_window_attention(net: Net, x, path: str, cfg, heads: int, shift: int
         scale = (c // heads) ** -0.5
         position_bias = position_bias_v1(net, path, win)
 
-    if any(shifts):  # per window: attend as [B, nW·heads, N, N], bias + shift mask [1, nW·heads, N, N]
-        n = win * win
-        mask = net.constant(shift_mask((pad_h, pad_w), win, shifts)[None, :, None], f"{path}.attn_mask")
-        bias = reshape(net, position_bias, (1, 1, heads, n, n), f"{path}.relative_position_bias.view")
-        bias = add(net, bias, mask, f"{path}.attn_mask.add")  # [1, nW, heads, N, N]
-        bias = reshape(net, bias, (1, n_windows * heads, n, n), f"{path}.attn_mask.view")
-        if not isinstance(scale, float):  # the per-head scale goes on q while heads are still an axis of their own
-            q, scale = elementwise(net, q, scale, "PROD", f"{path}.q_scaled"), None
-        q, k, v = (reshape(net, t, (-1, n_windows * heads, n, int(t.shape[3])), f"{path}.{label}.windows")
-                   for label, t in zip("qkv", (q, k, v)))  # fmt: skip
-        y = scaled_dot_product_attention(net, q, k, v, f"{path}.attention", scale=scale, mask=bias, form=cfg.attention)
-        y = reshape(net, y, (-1, heads, n, int(y.shape[3])), f"{path}.attention.view")
-    else:
-        y = scaled_dot_product_attention(net, q, k, v, f"{path}.attention", scale=scale, mask=position_bias,
-                                         form=cfg.attention)  # fmt: skip
+    mask = shift_mask((pad_h, pad_w), win, shifts) if any(shifts) else None
+    y = window_attention(net, q, k, v, scale, position_bias, mask, path, cfg.attention)
     y = merge_heads(net, y, f"{path}.merge_heads")  # [B·nW, N, C]
     y = net.linear(y, f"{path}.proj").get_output(0)
     y = window_reverse(net, y, win, (pad_h, pad_w), f"{path}.reverse")

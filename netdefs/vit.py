@@ -27,6 +27,7 @@ from netdefs.common import (
     add,
     add_attention_argument,
     concat,
+    count_indices,
     layer_norm,
     mlp,
     multihead_attention,
@@ -83,7 +84,7 @@ def structure(weights) -> dict:
         raise NetdefError(f"encoder.pos_embedding holds {patches} patches + the class token: not a square grid")
     return {
         "patch": patch,
-        "layers": imagenet.count_indices(weights, "encoder.layers.encoder_layer_{}.ln_1.weight"),
+        "layers": count_indices(weights, "encoder.layers.encoder_layer_{}.ln_1.weight"),
         "hidden": hidden,
         "mlp": imagenet.size(weights, "encoder.layers.encoder_layer_0.mlp.0.bias"),
         "input_size": side * patch,

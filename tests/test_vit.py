@@ -76,7 +76,7 @@ def test_check_vit_b_16_matches_torchvision(vit_b_16, capsys):
     assert max(r["max_rel_err"] for r in rows) <= RTOL
     names = {r["name"] for r in doc["layers"]}
     assert len(doc["layers"]) == 103
-    assert {f"encoder.layers.encoder_layer_{i}.self_attention" for i in range(12)} <= names
+    assert {f"encoder.layers.encoder_layer_{i}.self_attention:0" for i in range(12)} <= names
     (head,) = [r for r in doc["layers"] if r["name"] == "heads.head"]
     assert 1e-2 < head["max_abs_err"] / head["max_rel_err"] < 1e3  # max |logit|: neither vanishing nor exploding
     assert [e["passed"] for e in doc["extras"]] == [True, True]  # top-5, logits not constant
@@ -182,7 +182,7 @@ def test_broken_attention_scale_is_the_first_divergent_layer(monkeypatch):
     monkeypatch.setattr(common, "scaled_dot_product_attention", broken)
     _, result = compare(cfg, weights, 2, 4)
     assert not result.passed
-    assert result.first_divergent == "encoder.layers.encoder_layer_0.self_attention"
+    assert result.first_divergent == "encoder.layers.encoder_layer_0.self_attention:0"
     rows = {r.name: r for r in result.layers}
     assert rows["encoder.layers.encoder_layer_0.ln_1"].passed
 

@@ -15,16 +15,12 @@ scaling to the original image are ``RTDETRPredictor.postprocess``'s, after the e
 
 from __future__ import annotations
 
-import sys
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
-
 from types import SimpleNamespace
 
 import numpy as np
 
-from netdefs.common import add_attention_argument
+from netdefs.common import add_attention_argument, count_indices, peek
+from netdefs.detection import options
 from netdefs.rtdetr import model
 from netdefs.rtdetr.app import APP
 from netdefs.rtdetr.torch_side import TORCH
@@ -53,20 +49,16 @@ def structure(weights) -> tuple[str, int, int | None]:
     head = next((i for i in range(64) if f"model.{i}.enc_score_head.weight" in weights), None)
     if head is None:
         raise NetdefError("weights have no RTDETRDecoder (model.<i>.enc_score_head.weight)")
-    blocks = None
-    if backbone == "resnet":
-        blocks = 0
-        while f"model.3.layer.{blocks}.cv1.conv.weight" in weights:
-            blocks += 1
+    blocks = count_indices(weights, "model.3.layer.{}.cv1.conv.weight") if backbone == "resnet" else None
     return backbone, head, blocks
 
 
 def configure(args, weights, meta=None):
     """Structure and classes from the weights (checked against ``--arch``), input size from ``--imgsz``."""
     if weights is None:  # an engine: everything from its metadata
-        m = meta["rtdetr"]
+        m = options.meta_section(meta, "rtdetr")
         return SimpleNamespace(arch=args.arch, imgsz=tuple(m["imgsz"]), nc=m["nc"], head=m["head"],
-                               attention=m["attention"], conf=getattr(args, "conf", 0.25))  # fmt: skip
+                               attention=m["attention"], conf=options.flag(args, "conf", 0.25))  # fmt: skip
     found = structure(weights)
     if found != ARCHS[args.arch]:
         names = {v: k for k, v in ARCHS.items()}
@@ -77,16 +69,12 @@ def configure(args, weights, meta=None):
             f"{ARCHS[args.arch][1]} (check --arch)"
         )
     head = found[1]
-    layers = 0
-    while f"model.{head}.dec_score_head.{layers}.bias" in weights:
-        layers += 1
-    nc = int(np.asarray(weights[f"model.{head}.dec_score_head.{layers - 1}.bias"]).size)
-    size = getattr(args, "imgsz", None) or 640
-    if size % 32:
-        raise NetdefError(f"--imgsz {size} is not a multiple of 32 (the P5 stride)")
-    attention = getattr(args, "attention", None) or "matmul"
-    conf = getattr(args, "conf", 0.25)
-    return SimpleNamespace(arch=args.arch, imgsz=(size, size), nc=nc, head=head, attention=attention, conf=conf)
+    layers = count_indices(weights, f"model.{head}.dec_score_head.{{}}.bias")
+    nc = int(peek(weights, f"model.{head}.dec_score_head.{layers - 1}.bias").size)
+    size = options.imgsz(options.flag(args, "imgsz", 640))
+    attention = options.flag(args, "attention", "matmul")
+    conf = options.fraction(options.flag(args, "conf", 0.25), "--conf")
+    return SimpleNamespace(arch=args.arch, imgsz=size, nc=nc, head=head, attention=attention, conf=conf)
 
 
 def define(net: Net, cfg) -> None:
@@ -114,8 +102,8 @@ def unused_reason(cfg, key: str) -> str | None:
 
 def add_arguments(parser, command: str) -> None:
     if command in ("build", "check", "inspect", "infer", "bench"):
-        parser.add_argument("--imgsz", type=int, default=640,
-                            help="input height = width, a multiple of 32 (default: %(default)s)")  # fmt: skip
+        parser.add_argument("--imgsz", default="640",
+                            help="input size N or H,W, multiples of 32 (default: %(default)s)")  # fmt: skip
         add_attention_argument(parser)
     if command in ("infer", "bench", "check"):
         parser.add_argument("--conf", type=float, default=0.25,
@@ -133,10 +121,5 @@ NETDEF = Netdef(
     app=APP,
     add_arguments=add_arguments,
     unused_reason=unused_reason,
-    script="python -m netdefs rtdetr",
+    script="python netdefs/rtdetr.py",
 )
-
-if __name__ == "__main__":
-    from trtx.cli import main
-
-    sys.exit(main(NETDEF))

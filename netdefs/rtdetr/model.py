@@ -22,10 +22,12 @@ from netdefs.common import (
     add,
     concat,
     conv_bn_act,
+    count_indices,
     elementwise,
     layer_norm,
     max_pool,
     multihead_attention,
+    peek,
     permute,
     reshape,
     slice_nd,
@@ -198,62 +200,65 @@ def inverse_sigmoid(net: Net, x, name: str, eps: float = 1e-5):
 
 
 def ms_deform_attn(net: Net, query, refer_bbox, value, shapes: list[tuple[int, int]], path: str):
-    """MSDeformAttn at ``path`` with 4-value reference boxes: per head and level, ``n_points`` bilinear samples of
-    the projected value map at refer_xy + offset / n_points · refer_wh · 0.5 (TensorRT's grid-sample layer, as
-    F.grid_sample with zeros outside and unaligned corners), weighted by a softmax over levels x points."""
+    """MSDeformAttn at ``path`` with 4-value reference boxes: per head, level and point an offset and a weight from
+    the query (the weights a softmax over levels x points), sampling locations refer_xy + offset / n_points ·
+    refer_wh · 0.5, then :func:`multi_scale_deformable_attn` of the projected value, ``output_proj``. Offsets,
+    weights and locations in fp32."""
     heads, points, levels = DECODER_HEADS, DECODER_POINTS, len(shapes)
-    c = int(query.shape[-1])
-    d = c // heads
-    lp = levels * points
-    nq = int(query.shape[1])
+    nq, lp = int(query.shape[1]), levels * points
     length = sum(h * w for h, w in shapes)
     if int(value.shape[1]) != length:
         raise NetdefError(f"layer {path}: {int(value.shape[1])} value tokens for feature maps {shapes}")
     v = net.linear(value, f"{path}.value_proj").get_output(0)  # [B, L, C]
-    v = reshape(net, v, (0, length, heads, d), f"{path}.value.view", transpose=(0, 2, 3, 1))  # [B, heads, d, L]
-    v = reshape(net, v, (-1, d, length), f"{path}.value.heads")  # [B·heads, d, L]
-    offsets = net.linear(query, f"{path}.sampling_offsets").get_output(0)
-    offsets = reshape(net, net.to_fp32(offsets, f"{path}.sampling_offsets.to_fp32"), (0, nq, heads, lp, 2),
-                      f"{path}.sampling_offsets.view")  # fmt: skip
-    weights = net.linear(query, f"{path}.attention_weights").get_output(0)
-    weights = reshape(net, net.to_fp32(weights, f"{path}.attention_weights.to_fp32"), (0, nq, heads, lp),
-                      f"{path}.attention_weights.view")  # fmt: skip
-    soft = net.network.add_softmax(weights)
+    offsets = net.to_fp32(net.linear(query, f"{path}.sampling_offsets").get_output(0), f"{path}.offsets.to_fp32")
+    offsets = reshape(net, offsets, (0, nq, heads, lp, 2), f"{path}.sampling_offsets.view")
+    weights = net.to_fp32(net.linear(query, f"{path}.attention_weights").get_output(0), f"{path}.weights.to_fp32")
+    soft = net.network.add_softmax(reshape(net, weights, (0, nq, heads, lp), f"{path}.attention_weights.view"))
     soft.axes = 1 << 3
     weights = net.to_compute(net.name(soft, f"{path}.attention_weights.softmax").get_output(0))
-
-    # sampling locations in fp32: xy + offsets / n_points · wh · 0.5, refer_bbox [B, Q, 4] as [B, Q, 1, 1, 4]
-    ref = reshape(net, refer_bbox, (0, nq, 1, 1, 4), f"{path}.refer_bbox")
+    ref = reshape(net, refer_bbox, (0, nq, 1, 1, 4), f"{path}.refer_bbox")  # refer_bbox[:, :, None, None, :]
     xy = slice_nd(net, ref, f"{path}.refer_xy", (0, 0, 0, 0, 0), (None, nq, 1, 1, 2))
     wh = slice_nd(net, ref, f"{path}.refer_wh", (0, 0, 0, 0, 2), (None, nq, 1, 1, 2))
     step = _times(net, offsets, 1.0 / points, f"{path}.offsets_per_point")
     step = _times(net, elementwise(net, step, wh, "PROD", f"{path}.offsets_wh"), 0.5, f"{path}.offsets_half")
     locations = add(net, xy, step, f"{path}.sampling_locations")  # [B, Q, heads, levels·points, 2]
-    grids = _times(net, locations, 2.0, f"{path}.grids.double")  # grid_sample's [-1, 1]: 2 · location - 1
-    grids = add(net, grids, _const(net, -1.0, 5, f"{path}.minus_one"), f"{path}.grids")
-    grids = reshape(net, permute(net, grids, (0, 2, 1, 3, 4), f"{path}.grids.permute"), (-1, nq, lp, 2),
-                    f"{path}.grids.heads")  # fmt: skip  # [B·heads, Q, levels·points, 2]
-    grids = net.to_compute(grids, f"{path}.grids.to_compute")
+    out = multi_scale_deformable_attn(net, v, shapes, locations, weights, f"{path}.sample")
+    return net.alias(net.linear(out, f"{path}.output_proj").get_output(0), path)
 
+
+def multi_scale_deformable_attn(net: Net, value, shapes: list[tuple[int, int]], locations, weights, name: str):
+    """ultralytics' multi_scale_deformable_attn_pytorch: ``value`` [B, L, C] split per head and level into
+    [B·heads, head_dim, H, W] maps, each sampled at its ``n_points`` locations (in [0, 1], as grid_sample's
+    [-1, 1]) by TensorRT's grid-sample layer (bilinear, zeros outside, unaligned corners), the samples of all
+    levels weighted by ``weights`` [B, Q, heads, levels·points] and summed -> [B, Q, C]."""
+    heads, points = DECODER_HEADS, DECODER_POINTS
+    c, nq, lp = int(value.shape[2]), int(locations.shape[1]), int(locations.shape[3])
+    d, length = c // heads, int(value.shape[1])
+    value = reshape(net, value, (0, length, heads, d), f"{name}.value.view", transpose=(0, 2, 3, 1))  # [B, h, d, L]
+    value = reshape(net, value, (-1, d, length), f"{name}.value.heads")  # [B·heads, d, L]
+    grids = _times(net, locations, 2.0, f"{name}.grids.double")  # 2 · location - 1
+    grids = add(net, grids, _const(net, -1.0, 5, f"{name}.minus_one"), f"{name}.grids")
+    grids = reshape(net, permute(net, grids, (0, 2, 1, 3, 4), f"{name}.grids.permute"), (-1, nq, lp, 2),
+                    f"{name}.grids.heads")  # fmt: skip  # [B·heads, Q, levels·points, 2]
+    grids = net.to_compute(grids, f"{name}.grids.to_compute")
     sampled, start = [], 0
     for level, (h, w) in enumerate(shapes):
-        v_l = slice_nd(net, v, f"{path}.value.{level}", (0, 0, start), (None, d, h * w))
-        v_l = reshape(net, v_l, (-1, d, h, w), f"{path}.value.{level}.map")
-        g_l = slice_nd(net, grids, f"{path}.grids.{level}", (0, 0, level * points, 0), (None, nq, points, 2))
+        v_l = slice_nd(net, value, f"{name}.value.{level}", (0, 0, start), (None, d, h * w))
+        v_l = reshape(net, v_l, (-1, d, h, w), f"{name}.value.{level}.map")
+        g_l = slice_nd(net, grids, f"{name}.grids.{level}", (0, 0, level * points, 0), (None, nq, points, 2))
         layer = net.network.add_grid_sample(v_l, g_l)
         layer.interpolation_mode = net.trt.InterpolationMode.LINEAR
         layer.sample_mode = net.trt.SampleMode.FILL
         layer.align_corners = False
-        sampled.append(net.name(layer, f"{path}.grid_sample.{level}").get_output(0))  # [B·heads, d, Q, points]
+        sampled.append(net.name(layer, f"{name}.grid_sample.{level}").get_output(0))  # [B·heads, d, Q, points]
         start += h * w
-    samples = concat(net, sampled, f"{path}.samples", axis=3)  # [B·heads, d, Q, levels·points]
-    weights = reshape(net, permute(net, weights, (0, 2, 1, 3), f"{path}.attention_weights.permute"),
-                      (-1, 1, nq, lp), f"{path}.attention_weights.heads")  # fmt: skip
-    weighted = elementwise(net, samples, weights, "PROD", f"{path}.weighted")
-    out = net.network.add_reduce(weighted, net.trt.ReduceOperation.SUM, 1 << 3, False)
-    out = net.name(out, f"{path}.sum").get_output(0)  # [B·heads, d, Q]
-    out = reshape(net, out, (-1, c, nq), f"{path}.view", transpose=(0, 2, 1))  # [B, Q, C]
-    return net.alias(net.linear(out, f"{path}.output_proj").get_output(0), path)
+    samples = concat(net, sampled, f"{name}.samples", axis=3)  # [B·heads, d, Q, levels·points]
+    weights = reshape(net, permute(net, weights, (0, 2, 1, 3), f"{name}.weights.permute"), (-1, 1, nq, lp),
+                      f"{name}.weights.heads")  # fmt: skip
+    out = net.network.add_reduce(elementwise(net, samples, weights, "PROD", f"{name}.weighted"),
+                                 net.trt.ReduceOperation.SUM, 1 << 3, False)  # fmt: skip
+    out = net.name(out, f"{name}.sum").get_output(0)  # [B·heads, d, Q]
+    return reshape(net, out, (-1, c, nq), f"{name}.view", transpose=(0, 2, 1))  # [B, Q, C]
 
 
 def decoder_layer(net: Net, embed, refer_bbox, feats, shapes, query_pos, path: str, form: str = "matmul"):
@@ -430,13 +435,11 @@ def rtdetr_resnet(net: Net, x, imgsz: tuple[int, int], form: str = "matmul"):
 
 # ---- small helpers ------------------------------------------------------------------------------------------
 def _count(net: Net, template: str, leaf: str) -> int:
-    """How many consecutive j from 0 have ``template.format(j) + "." + leaf`` in the weights."""
-    j = 0
-    while f"{template.format(j)}.{leaf}" in net.weights:
-        j += 1
-    if j == 0:
+    """How many consecutive j from 0 have ``template.format(j) + "." + leaf`` in the weights (at least one)."""
+    n = count_indices(net.weights, f"{template}.{leaf}")
+    if n == 0:
         raise NetdefError(f"weights have no tensor {template.format(0)}.{leaf!r}")
-    return j
+    return n
 
 
 def _width(net: Net, path: str) -> int:
@@ -444,8 +447,7 @@ def _width(net: Net, path: str) -> int:
     key = f"{path}.bn.weight"
     if key not in net.weights:
         raise NetdefError(f"weights have no tensor {key!r} (layer {path})")
-    peek = getattr(net.weights, "peek", None)
-    return int(np.asarray(peek(key) if peek else net.weights[key]).size)
+    return int(peek(net.weights, key).size)
 
 
 def _times(net: Net, x, factor: float, name: str):
