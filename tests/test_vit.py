@@ -58,8 +58,8 @@ def test_build_vit_b_16_dynamic_batch(vit_b_16, attention, tmp_path):
     assert cli.main(vit.NETDEF, argv) == 0
     meta = json.loads(Path(f"{engine}.json").read_text())
     assert engine.stat().st_size == meta["engine_bytes"] > 300_000_000  # 86M fp32 parameters
-    assert meta["inputs"] == [{"name": "data", "shape": [-1, 3, 224, 224], "dtype": "float32"}]
-    assert meta["outputs"] == [{"name": "prob", "shape": [-1, 1000], "dtype": "float32"}]
+    assert [(t["name"], t["shape"], t["dtype"]) for t in meta["inputs"]] == [("data", [-1, 3, 224, 224], "float32")]
+    assert [(t["name"], t["shape"], t["dtype"]) for t in meta["outputs"]] == [("prob", [-1, 1000], "float32")]
     assert meta["batch"] == {"min": 1, "opt": 4, "max": 8} and meta["unused_weights"] == []
     assert meta["attention"] == attention and meta["arch"] == "vit_b_16"
     cfg = vit.configure(SimpleNamespace(arch="vit_b_16"), None, meta)  # infer -e: from the metadata alone

@@ -311,10 +311,11 @@ def compare(
     net_feeds, torch_feeds = _feeds(nw, feeds, device)
     with _fp32_torch(), _eval(torch_model):
         model = _fp32_model(torch_model, device)
-        names = graph.names() if layers else set()
+        hooks = _Hooks(model, graph.names() if layers else set())
+        # the network first: PyTorch then follows its top-k picks where near-ties decided them (_FollowTopK)
         picks = graph.topk_indices()
         got = reference.execute(nw, net_feeds, device=str(device), keep="all" if layers else picks or None)
-        with _Hooks(model, names) as hooks, _FollowTopK([(n, got[n]) for n in picks], atol, rtol) as topk:
+        with hooks, _FollowTopK([(n, got[n]) for n in picks], atol, rtol) as topk:
             with torch.no_grad():
                 expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))
 

@@ -27,7 +27,6 @@ from netdefs.rtdetr.torch_side import TORCH
 from trtx.net import Net, NetdefError
 from trtx.netdef import Netdef
 
-OUTPUTS = ("boxes", "scores", "classes")
 #: arch -> (backbone, decoder module index, blocks of model.3 for the ResNets)
 ARCHS = {
     "rtdetr-l": ("hgnet", 28, None),
