@@ -24,6 +24,15 @@ def peek(weights, key: str) -> np.ndarray:
     return np.asarray(fn(key) if fn is not None else weights[key], dtype=np.float32).reshape(-1)
 
 
+def conv_width(net: Net, path: str) -> int:
+    """Output channels of the Conv (+ BatchNorm ``bn``) block at ``path``, from its batch norm's size: what a
+    block needs before it builds the conv (DWConv's groups = gcd(c1, c2)). The weight is not marked read."""
+    key = f"{path}.bn.weight"
+    if key not in net.weights:
+        raise NetdefError(f"weights have no tensor {key!r} (layer {path})")
+    return int(peek(net.weights, key).size)
+
+
 def count_indices(weights, template: str) -> int:
     """How many consecutive ``i`` from 0 have ``template.format(i)`` in the weights."""
     n = 0

@@ -22,12 +22,12 @@ from netdefs.common import (
     add,
     concat,
     conv_bn_act,
+    conv_width,
     count_indices,
     elementwise,
     layer_norm,
     max_pool,
     multihead_attention,
-    peek,
     permute,
     reshape,
     slice_nd,
@@ -53,7 +53,7 @@ def conv(net: Net, x, path: str, k: int = 1, s: int = 1, p: int | None = None, g
 
 def dwconv(net: Net, x, path: str, k: int = 1, s: int = 1, act: str = "silu"):
     """DWConv: Conv with groups = gcd(c1, c2) (c2 from the weights)."""
-    c1, c2 = int(x.shape[1]), _width(net, path)
+    c1, c2 = int(x.shape[1]), conv_width(net, path)
     return conv(net, x, path, k, s, g=math.gcd(c1, c2), act=act)
 
 
@@ -440,14 +440,6 @@ def _count(net: Net, template: str, leaf: str) -> int:
     if n == 0:
         raise NetdefError(f"weights have no tensor {template.format(0)}.{leaf!r}")
     return n
-
-
-def _width(net: Net, path: str) -> int:
-    """Output channels of the Conv at ``path``, from its batch norm."""
-    key = f"{path}.bn.weight"
-    if key not in net.weights:
-        raise NetdefError(f"weights have no tensor {key!r} (layer {path})")
-    return int(peek(net.weights, key).size)
 
 
 def _times(net: Net, x, factor: float, name: str):
