@@ -136,6 +136,24 @@ def test_weights_of_another_arch_are_refused(rtdetr_l, tmp_path, capsys):
     assert "(check --arch)" in err and not (tmp_path / "x.engine").exists()
 
 
+def test_class_names_travel_with_the_weights(rtdetr_l, tmp_path, capsys):
+    """A checkpoint's own class names (gen_wts.py writes them as ``model.28.names``) label the detections and are
+    read, not reported unused."""
+    from netdefs.ultralytics.source import encode_names
+
+    state = {k: np.asarray(v) for k, v in wts.load(rtdetr_l).items()}
+    names = [f"thing {i}" for i in range(80)]
+    state["model.28.names"] = encode_names(names)
+    path = tmp_path / "named.safetensors"
+    wts.save(state, path)
+    weights = wts.load(path)
+    cfg = _cfg(weights)
+    assert cfg.names == names
+    net = Net(weights, name="rtdetr-l")
+    rtdetr.define(net, cfg)
+    assert "model.28.names" not in net.unused_weights() and net.meta["rtdetr"]["names"] == names
+
+
 def test_ultralytics_source_builds_offline(tmp_path):
     """``gen_wts.py --model ultralytics:rtdetr-l`` (ultralytics' RTDETR wrapper, YOLO_OFFLINE) writes weights the
     netdef defines its network from, reading all but the training-only ones."""

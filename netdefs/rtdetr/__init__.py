@@ -21,9 +21,11 @@ import numpy as np
 
 from netdefs.common import add_attention_argument, count_indices, peek
 from netdefs.detection import options
+from netdefs.detection.names import class_names
 from netdefs.rtdetr import model
 from netdefs.rtdetr.app import APP
 from netdefs.rtdetr.torch_side import TORCH
+from netdefs.ultralytics.source import decode_names
 from trtx.net import Net, NetdefError
 from trtx.netdef import Netdef
 
@@ -56,7 +58,7 @@ def configure(args, weights, meta=None):
     """Structure and classes from the weights (checked against ``--arch``), input size from ``--imgsz``."""
     if weights is None:  # an engine: everything from its metadata
         m = options.meta_section(meta, "rtdetr")
-        return SimpleNamespace(arch=args.arch, imgsz=tuple(m["imgsz"]), nc=m["nc"], head=m["head"],
+        return SimpleNamespace(arch=args.arch, imgsz=tuple(m["imgsz"]), nc=m["nc"], head=m["head"], names=m["names"],
                                attention=m["attention"], conf=options.flag(args, "conf", 0.25))  # fmt: skip
     found = structure(weights)
     if found != ARCHS[args.arch]:
@@ -71,9 +73,13 @@ def configure(args, weights, meta=None):
     layers = count_indices(weights, f"model.{head}.dec_score_head.{{}}.bias")
     nc = int(peek(weights, f"model.{head}.dec_score_head.{layers - 1}.bias").size)
     size = options.imgsz(options.flag(args, "imgsz", 640))
+    key = f"model.{head}.names"  # a checkpoint's own class names (gen_wts.py writes them)
+    names = decode_names(peek(weights, key), key) if key in weights else class_names(nc)
+    if len(names) != nc:
+        raise NetdefError(f"{key}: {len(names)} class names for {nc} classes")
     attention = options.flag(args, "attention", "matmul")
     conf = options.fraction(options.flag(args, "conf", 0.25), "--conf")
-    return SimpleNamespace(arch=args.arch, imgsz=size, nc=nc, head=head, attention=attention, conf=conf)
+    return SimpleNamespace(arch=args.arch, imgsz=size, nc=nc, head=head, names=names, attention=attention, conf=conf)
 
 
 def define(net: Net, cfg) -> None:
@@ -85,7 +91,10 @@ def define(net: Net, cfg) -> None:
     net.output(boxes, "boxes", np.float32)
     net.output(scores, "scores", np.float32)
     net.output(classes, "classes", np.int32)
-    net.meta["rtdetr"] = {"imgsz": list(cfg.imgsz), "nc": cfg.nc, "head": cfg.head, "attention": cfg.attention}
+    if f"model.{cfg.head}.names" in net.weights:  # read by configure: not an unused weight
+        net.weights[f"model.{cfg.head}.names"]
+    net.meta["rtdetr"] = {"imgsz": list(cfg.imgsz), "nc": cfg.nc, "head": cfg.head, "names": cfg.names,
+                          "attention": cfg.attention}  # fmt: skip
     net.meta.update(task="detect", num_classes=cfg.nc)
 
 

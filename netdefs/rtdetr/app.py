@@ -17,7 +17,6 @@ import numpy as np
 from netdefs.common import as_numpy
 from netdefs.detection import draw, results
 from netdefs.detection.boxes import Detections, xywh2xyxy
-from netdefs.detection.names import class_names
 from trtx.net import NetdefError
 from trtx.netdef import App
 
@@ -74,19 +73,18 @@ def postprocess(outputs: dict[str, Any], sizes: list[tuple[int, int]], cfg) -> l
 
 def render(image: np.ndarray, result: dict, cfg) -> np.ndarray:
     """The detections drawn on a copy of the BGR image (ultralytics' colors and labels)."""
-    names = class_names(cfg.nc)
-    labels = [draw.label(names[int(c)], float(s)) for c, s in zip(result["classes"], result["scores"])]
+    labels = [draw.label(cfg.names[int(c)], float(s)) for c, s in zip(result["classes"], result["scores"])]
     return draw.boxes(image.copy(), result["boxes"], labels, [draw.color(c) for c in result["classes"]])
 
 
 def result_json(result: dict, cfg) -> dict:
     """COCO-style: bbox [x, y, w, h] in original pixels, category_id (0-based class), category, score."""
-    dets = results.coco_detections(result["boxes"], result["scores"], result["classes"], class_names(cfg.nc))
+    dets = results.coco_detections(result["boxes"], result["scores"], result["classes"], cfg.names)
     return {"model": cfg.arch, "detections": dets}
 
 
 def summary(result: dict, cfg) -> str:
-    return results.summary(result["classes"], class_names(cfg.nc))
+    return results.summary(result["classes"], cfg.names)
 
 
 APP = App(preprocess=preprocess, postprocess=postprocess, render=render, result_json=result_json, summary=summary)
