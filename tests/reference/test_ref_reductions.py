@@ -186,3 +186,34 @@ def test_cumulative(device, exclusive, reverse):
         (True, True): [[9, 7, 4, 0], [3, 2, 1, 0]],
     }[(exclusive, reverse)]
     assert y.tolist() == expected
+
+
+def test_ragged_softmax_hand_case(device):
+    """RaggedSoftMax.html: rows of 5 with bounds 5 and 3; past the bound the output is 0."""
+    c = Case()
+    x = c.input("x", (1, 2, 5))
+    bounds = c.input("bounds", (1, 2, 1), np.int32)
+    c.output(c.nw.add_ragged_softmax(x, bounds))
+    xv = np.array([[[1.0, 1.0, 1.0, 1.0, 0.5], [3.0, 4.0, -20.0, 10.0, 5.0]]], np.float32)
+    y = c.run({"x": xv, "bounds": np.array([[[5], [3]]], np.int32)}, device)["y"]
+    expected = [[[0.21, 0.21, 0.21, 0.21, 0.13], [0.26, 0.73, 0.01, 0.0, 0.0]]]
+    # the page shows two digits, cut rather than rounded (0.2689 as 0.26), and e^-20 / Σ as 0.01
+    torch.testing.assert_close(y.cpu(), torch.tensor(expected), rtol=0, atol=0.0101)
+    assert y[0, 1, 3:].tolist() == [0.0, 0.0]
+    assert_close(y[0, 1, :3], torch.softmax(torch.tensor([3.0, 4.0, -20.0]), 0))
+
+
+def test_ragged_softmax_random_bounds(device):
+    c = Case()
+    x = c.input("x", (3, 4, 6))
+    bounds = c.input("bounds", (3, 4, 1), np.int32)
+    c.output(c.nw.add_ragged_softmax(x, bounds))
+    xv = rand(3, 4, 6, low=-5, high=5)
+    bv = np.random.default_rng().integers(1, 7, size=(3, 4, 1)).astype(np.int32)
+    y = c.run({"x": xv, "bounds": bv}, device)["y"]
+    expected = np.zeros_like(xv)
+    for idx in np.ndindex(3, 4):
+        n = int(bv[idx][0])
+        e = np.exp(xv[idx][:n] - xv[idx][:n].max())
+        expected[idx][:n] = e / e.sum()
+    assert_close(y, expected)

@@ -39,11 +39,12 @@ from trtx.reference.core import (
     to_declared,
     torch_dtype,
 )
+from trtx.reference.regions import Graph, Region
 
-#: layer kinds never folded: plugins (a user's code), assertions (checked on every run)
-_NEVER_FOLD = {"PLUGIN", "PLUGIN_V2", "PLUGIN_V3", "ASSERTION"}
+#: layer kinds never folded: plugins (a user's code), assertions (checked on every run), loops and conditionals
+_NEVER_FOLD = {"PLUGIN", "PLUGIN_V2", "PLUGIN_V3", "ASSERTION", "LOOP", "CONDITIONAL"}
 #: kinds whose output shape depends on input *values*, not just shapes (besides the shape inputs below)
-_VALUE_SHAPED = {"NON_ZERO", "NMS", "PLUGIN", "PLUGIN_V2", "PLUGIN_V3"}
+_VALUE_SHAPED = {"NON_ZERO", "NMS", "PLUGIN", "PLUGIN_V2", "PLUGIN_V3", "LOOP", "CONDITIONAL"}
 #: kind -> input indices read as shape values (a reshape's dims, a slice's start/size/stride, ...)
 _SHAPE_INPUTS = {
     "SHUFFLE": {1},
@@ -108,62 +109,15 @@ def exact_float32():
 # ---- reading the network ------------------------------------------------------------------------
 
 
-def schedule(network, needed: set[str] | None) -> list:
-    """Typed layers in dependency order; only those needed for ``needed`` tensors (None = every layer)."""
-    all_layers = list(L.layers(network))
-    producer: dict[str, int] = {}
-    for i, layer in enumerate(all_layers):
-        for o in range(layer.num_outputs):
-            name = layer.get_output(o).name
-            if name in producer:
-                raise ReferenceExecutionError(
-                    f"tensor name {name!r} is produced by both layer {all_layers[producer[name]].name!r} and "
-                    f"layer {layer.name!r}; tensor names must be unique"
-                )
-            producer[name] = i
-    order: list[int] = []
-    state: dict[int, int] = {}  # 1 = visiting, 2 = done
-
-    def visit(i: int) -> None:
-        stack = [(i, False)]
-        while stack:
-            j, expanded = stack.pop()
-            if expanded:
-                state[j] = 2
-                order.append(j)
-                continue
-            if state.get(j) == 2:
-                continue
-            if state.get(j) == 1:
-                raise ReferenceExecutionError(f"layer {all_layers[j].name!r} is part of a cycle")
-            state[j] = 1
-            stack.append((j, True))
-            layer = all_layers[j]
-            for k in range(layer.num_inputs):
-                t = layer.get_input(k)
-                if t is not None and t.name in producer and state.get(producer[t.name]) != 2:
-                    if state.get(producer[t.name]) == 1:
-                        raise ReferenceExecutionError(f"layer {layer.name!r} is part of a cycle (loop layers?)")
-                    stack.append((producer[t.name], False))
-
-    if needed is None:
-        roots: list[int] = list(range(len(all_layers)))
-    else:  # the layers producing what was asked for, plus every assertion (they guard the whole run)
-        asserts = {i for i, layer in enumerate(all_layers) if L.enum_name(L.layer_type(layer)) == "ASSERTION"}
-        roots = sorted({producer[n] for n in needed if n in producer} | asserts)
-    for i in roots:
-        visit(i)
-    return [all_layers[i] for i in order]
-
-
 @dataclass(eq=False)
-class _Node:
-    """One layer of the plan: its op, its reusable LayerCall, input/output slots and declared outputs."""
+class Node:
+    """One layer of the plan: its op, its reusable LayerCall, input/output slots and declared outputs. A loop or a
+    conditional is one node too: ``call`` None, ``op(values, check)`` runs its own steps."""
 
     kind: str
     where: str
     op: Any
-    call: LayerCall
+    call: LayerCall | None
     ins: list[int]  # -1: input not set
     outs: list[int]
     #: per output: (torch dtype, TensorRT dtype name, declared dims, name)
@@ -171,8 +125,8 @@ class _Node:
 
 
 @dataclass(eq=False)
-class _Step:
-    node: _Node
+class Step:
+    node: Node
     frees: tuple[int, ...]  # slots whose last use this is: dropped before the op runs
     donate: tuple[int, ...]  # input positions the op may overwrite, if no other reference exists at run time
 
@@ -182,7 +136,7 @@ class _Entry:
     """What the plan remembers about one input shape."""
 
     values: dict[int, torch.Tensor] = field(default_factory=dict)  # folded shape tensors
-    program: list[_Step] | None = None  # the steps left once they are folded
+    program: list[Step] | None = None  # the steps left once they are folded
     runs: int = 0
     graph: Any = None  # (CUDAGraph, static feeds, static results) once captured
     graph_failed: str | None = None
@@ -190,7 +144,7 @@ class _Entry:
 
 def _feed_tensor(name: str, value, dims: tuple[int, ...], dtype: torch.dtype, trt_name: str, device) -> torch.Tensor:
     if isinstance(value, np.ndarray) or np.isscalar(value):
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        value = torch.from_numpy(np.asarray(value, order="C"))  # 0-D stays 0-D (ascontiguousarray would not)
     if not isinstance(value, torch.Tensor):
         raise ReferenceExecutionError(
             f"feed {name!r}: expected a numpy array or torch tensor, got {type(value).__name__}"
@@ -253,16 +207,15 @@ class Plan:
 
         keep_all = isinstance(keep, str) and keep == "all"
         kept: list[str] = [] if keep is None or keep_all else ([keep] if isinstance(keep, str) else list(keep))
-        layers = schedule(nw, None if keep_all else set(self.outputs) | set(kept))
-        known = set(self.inputs) | {
-            layer.get_output(o).name for layer in L.layers(nw) for o in range(layer.num_outputs)
-        }
-        unknown_keep = [n for n in kept if n not in known]
+        self._keep_all = keep_all
+        self._graph = Graph(list(L.layers(nw)))
+        unknown_keep = [n for n in kept if n not in self.inputs and n not in self._graph.producer]
         if unknown_keep:
             raise ReferenceExecutionError(f"keep names tensors the network does not have: {unknown_keep}")
 
         self._slot: dict[str, int] = {name: i for i, name in enumerate(self.inputs)}
-        self._nodes = [self._node(layer) for layer in layers]
+        top = self._graph.top(None if keep_all else set(self.outputs) | set(kept))
+        self._nodes = [self._item(item) for item in top]
         for name in self.outputs + kept:
             if name not in self._slot:
                 raise ReferenceExecutionError(f"tensor {name!r} is neither a network input nor produced by a layer")
@@ -271,37 +224,49 @@ class Plan:
             list(range(len(self._names))) if keep_all else
             [self._slot[n] for n in dict.fromkeys(self.outputs + [n for n in kept if n not in self.outputs])]
         )  # fmt: skip
-        self._keep_all = keep_all
         self._analyze()
 
     # ---- compile ----------------------------------------------------------------------------------
 
-    def _node(self, layer) -> _Node:
+    def _item(self, item) -> Node:
+        if isinstance(item, Region):
+            from trtx.reference import control  # noqa: PLC0415  -- control builds its nodes with this module's
+
+            return control.loop(self, item) if item.kind == "LOOP" else control.conditional(self, item)
+        return self._node(self._graph.layers[item])
+
+    def _input_slot(self, name: str | None, where: str, k: int) -> int:
+        if name is None:
+            return -1
+        if name not in self._slot:
+            raise ReferenceExecutionError(
+                f"{where}: input {k} {name!r} is neither a network input nor produced by any layer"
+            )
+        return self._slot[name]
+
+    def _output(self, t, where: str) -> tuple[int, tuple]:
+        """(slot, meta) of a layer output: declared dtype and shape."""
+        meta = (torch_dtype(t.dtype, f"{where} output {t.name!r}"), L.enum_name(t.dtype), L.dims(t.shape), t.name)
+        return self._slot.setdefault(t.name, len(self._slot)), meta
+
+    def _node(self, layer) -> Node:
         kind_enum = L.layer_type(layer)
         kind = L.enum_name(kind_enum)
         where = f"layer {layer.name!r} ({kind})"
         ins = []
         for k in range(layer.num_inputs):
             t = layer.get_input(k)
-            if t is None:
-                ins.append(-1)
-            elif t.name not in self._slot:
-                raise ReferenceExecutionError(
-                    f"{where}: input {k} {t.name!r} is neither a network input nor produced by any layer"
-                )
-            else:
-                ins.append(self._slot[t.name])
+            ins.append(self._input_slot(None if t is None else t.name, where, k))
         op = registry().get(kind_enum)
         if op is None:
             raise NotImplementedInReference(f"{where}: layer type {kind} is not implemented by the reference executor")
-        meta, outs = [], []
+        outs, meta = [], []
         for o in range(layer.num_outputs):
-            t = layer.get_output(o)
-            meta.append((torch_dtype(t.dtype, f"{where} output {t.name!r}"), L.enum_name(t.dtype), L.dims(t.shape),
-                         t.name))  # fmt: skip
-            outs.append(self._slot.setdefault(t.name, len(self._slot)))
+            slot, m = self._output(layer.get_output(o), where)
+            outs.append(slot)
+            meta.append(m)
         call = LayerCall(layer, kind, None, self.device, [m[0] for m in meta], host=self._host)
-        return _Node(kind, where, op, call, ins, outs, meta)
+        return Node(kind, where, op, call, ins, outs, meta)
 
     def _analyze(self) -> None:
         """Constant folding, shape folding, liveness."""
@@ -312,7 +277,7 @@ class Plan:
         per_shape: set[int] = set()  # values fixed by the input shapes (shape tensors)
         static_shape = set(feeds)  # tensors whose shape the input shapes fix
         self._const: dict[int, torch.Tensor] = {}
-        general: list[_Node] = []
+        general: list[Node] = []
         for node in self._nodes:
             ins = [i for i in node.ins if i >= 0]
             foldable = self.optimize and node.kind not in _NEVER_FOLD
@@ -345,7 +310,7 @@ class Plan:
             if not (node.outs and set(node.outs) <= per_shape)
         )
 
-    def _fold(self, node: _Node) -> None:
+    def _fold(self, node: Node) -> None:
         values = self._run_node(node, [self._const[i] if i >= 0 else None for i in node.ins], check=True)
         for slot, value in zip(node.outs, values):
             self._const[slot] = value
@@ -356,10 +321,10 @@ class Plan:
         if value.numel() <= 64 and value.dtype in _HOST_DTYPES:
             self._host[id(value)] = (value, value.reshape(-1).tolist())
 
-    def _program(self, nodes: list[_Node], protect: Iterable[int] = ()) -> list[_Step]:
+    def _program(self, nodes: list[Node], protect: Iterable[int] = ()) -> list[Step]:
         """Steps for ``nodes``, each with the slots that die at it (freed) and the inputs it may overwrite."""
         if not self.optimize or self._keep_all:
-            return [_Step(node, (), ()) for node in nodes]
+            return [Step(node, (), ()) for node in nodes]
         pinned = self._pinned | set(protect)
         last: dict[int, int] = {}
         for s, node in enumerate(nodes):
@@ -369,8 +334,10 @@ class Plan:
         steps = []
         for s, node in enumerate(nodes):
             dying = tuple(sorted({i for i in node.ins if i >= 0 and last[i] == s and i not in pinned}))
-            donate = tuple(k for k, i in enumerate(node.ins) if i in dying and node.ins.count(i) == 1)
-            steps.append(_Step(node, dying, donate))
+            donate = ()
+            if node.call is not None:
+                donate = tuple(k for k, i in enumerate(node.ins) if i in dying and node.ins.count(i) == 1)
+            steps.append(Step(node, dying, donate))
         return steps
 
     # ---- run -----------------------------------------------------------------------------------
@@ -409,6 +376,8 @@ class Plan:
         out = {}
         for slot in self._returned:
             value = values[slot]
+            if value is None:  # inside a conditional branch not taken, or a loop that ran no iteration
+                continue
             if slot in self._const or slot in self._per_shape:
                 value = value.clone()  # the plan's own copy stays untouched
             out[self._names[slot]] = value
@@ -438,24 +407,29 @@ class Plan:
         entry.runs += 1
         return values
 
-    def _steps(self, program: list[_Step], values: list, check: bool, record: dict | None) -> None:
+    def _steps(self, program: list[Step], values: list, check: bool, record: dict | None) -> None:
         per_shape = self._per_shape
         device = self.device
         for step in program:
             node = step.node
-            args = [values[i] if i >= 0 else None for i in node.ins]
-            for i in step.frees:
-                values[i] = None
             call = node.call
-            call.inputs = args
-            if step.donate:
-                call.donated = tuple(k for k in step.donate if _exclusive(args[k]))
-            try:
-                results = node.op(call)
-            finally:
-                call.inputs = None
-                call.donated = ()
-            args = None
+            if call is None:  # a loop or a conditional
+                results = node.op(values, check)
+                for i in step.frees:
+                    values[i] = None
+            else:
+                args = [values[i] if i >= 0 else None for i in node.ins]
+                for i in step.frees:
+                    values[i] = None
+                call.inputs = args
+                if step.donate:
+                    call.donated = tuple(k for k in step.donate if _exclusive(args[k]))
+                try:
+                    results = node.op(call)
+                finally:
+                    call.inputs = None
+                    call.donated = ()
+                args = None
             if len(results) != len(node.outs):
                 raise ReferenceExecutionError(
                     f"{node.where}: op returned {len(results)} outputs, layer has {len(node.outs)}"
@@ -473,12 +447,12 @@ class Plan:
                     record[slot] = value
             results = value = None
 
-    def _run_node(self, node: _Node, args: list, check: bool) -> list[torch.Tensor]:
+    def _run_node(self, node: Node, args: list, check: bool) -> list[torch.Tensor]:
         values: list = [None] * len(self._names)
         for i, value in zip(node.ins, args):
             if i >= 0:
                 values[i] = value
-        self._steps([_Step(node, (), ())], values, check=check, record=None)
+        self._steps([Step(node, (), ())], values, check=check, record=None)
         return [values[slot] for slot in node.outs]
 
     # ---- CUDA graphs ---------------------------------------------------------------------------
@@ -495,7 +469,7 @@ class Plan:
         for static, value in zip(static_feeds, fed):
             static.copy_(value)
         graph.replay()
-        return {self._names[slot]: static_values[slot].clone() for slot in self._returned}
+        return {self._names[slot]: static_values[slot].clone() for slot in self._returned if slot in static_values}
 
     def _capture(self, entry: _Entry, fed: list[torch.Tensor]):
         static_feeds = [value.clone() for value in fed]
@@ -507,7 +481,7 @@ class Plan:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
             values = self._run(entry, static_feeds)
-        static_values = {slot: values[slot] for slot in self._returned}
+        static_values = {slot: values[slot] for slot in self._returned if values[slot] is not None}
         return graph, static_feeds, static_values
 
     # ---- introspection -------------------------------------------------------------------------
