@@ -103,6 +103,9 @@ def bench_one(name: str, batch: int, args) -> dict:
             return model(x)
 
     fns = {"eager": eager, "reference": lambda: plan(feeds)}
+    if plan.fast_math:  # the same plan without the fusions that change roundings
+        exact_plan = reference.compile(net, device, cuda_graphs=not args.no_graphs, fast_math=False)
+        fns["exact"] = lambda: exact_plan(feeds)
     if args.plain:
         fns["plain"] = lambda: plain(feeds)
     load_before = os.getloadavg()[0]
@@ -117,6 +120,7 @@ def bench_one(name: str, batch: int, args) -> dict:
         "spread": {k: (min(v), max(v)) for k, v in times.items()},
         "ratio": med["reference"] / med["eager"],
         "plain_ratio": med["plain"] / med["eager"] if "plain" in med else None,
+        "exact_ratio": med["exact"] / med["eager"] if "exact" in med else None,
         "exact": exact,
         "plan_vs_plain": plan_vs_plain,
         "compile_s": compile_s,
@@ -126,6 +130,7 @@ def bench_one(name: str, batch: int, args) -> dict:
 
 
 def report(rows: list[dict], args) -> str:
+    fused = any(r["exact_ratio"] is not None for r in rows)
     if args.device.startswith("cuda"):
         where = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     else:
@@ -137,13 +142,15 @@ def report(rows: list[dict], args) -> str:
         f"- {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {where}; torch {torch.__version__}; fp32, TF32 off",
         f"- command: `python bench/reference_bench.py {' '.join(sys.argv[1:])}`",
         f"- median of {args.iters} calls after {args.warmup} warm-up rounds, interleaved; ms per call (min-max)",
-        "- ratio = reference / eager (lower is better); 'exact' = the plan's outputs (1st and 2nd call) are "
-        "bit-identical to the plain executor's (optimize=False)",
+        "- ratio = reference / eager (lower is better); 'bit-identical' = the plan's outputs (1st and 2nd call) "
+        "equal the plain executor's (optimize=False) bit for bit; 'no fusion' = the plan with fast_math=False "
+        "(CUDA only; fast_math is off on the CPU)",
         "",
         "| model | batch | eager ms | reference ms | ratio | "
+        + ("no fusion ms | ratio | " if fused else "")
         + ("plain ms | plain ratio | " if args.plain else "")
-        + "exact | plan vs plain max rel | compile s | load avg (before, after) |",
-        "|---|---|---|---|---|" + ("---|---|" if args.plain else "") + "---|---|---|---|",
+        + "bit-identical | plan vs plain max rel | compile s | load avg (before, after) |",
+        "|---|---|---|---|---|" + "---|---|" * (fused + args.plain) + "---|---|---|---|",
     ]
     for r in rows:
 
@@ -151,9 +158,10 @@ def report(rows: list[dict], args) -> str:
             return f"{r['ms'][k]:.2f} ({r['spread'][k][0]:.1f}-{r['spread'][k][1]:.1f})"
 
         plain = f"{cell('plain')} | {r['plain_ratio']:.2f}x | " if args.plain else ""
+        exact = (f"{cell('exact')} | {r['exact_ratio']:.2f}x | " if r["exact_ratio"] else "- | - | ") if fused else ""
         lines.append(
             f"| {r['model']} {r['imgsz']} | {r['batch']} | {cell('eager')} | {cell('reference')} | "
-            f"**{r['ratio']:.2f}x** | {plain}{'yes' if r['exact'] else 'no'} | {r['plan_vs_plain']:.1e} | "
+            f"**{r['ratio']:.2f}x** | {exact}{plain}{'yes' if r['exact'] else 'no'} | {r['plan_vs_plain']:.1e} | "
             f"{r['compile_s']:.2f} | {r['load'][0]:.2f}, {r['load'][1]:.2f} |"
         )
     plan = rows[-1]["plan"] if rows else {}
