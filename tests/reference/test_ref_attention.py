@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from refcase import DEVICES, Case, assert_close, rand, t
 
-from trtx.reference import NotImplementedInReference
+from trtx.reference import NotImplementedInReference, ReferenceExecutionError
 
 pytestmark = pytest.mark.parametrize("device", DEVICES)
 
@@ -189,3 +189,132 @@ def test_attention_refuses_what_is_undocumented(device):
     c.output(_attention(c, q, k, v, norm="NONE", causal="UPPER_LEFT"))
     with pytest.raises(NotImplementedInReference, match="normalization NONE"):
         c.run({"q": rand(1, 1, 2, 4), "k": rand(1, 1, 2, 4), "v": rand(1, 1, 2, 4)}, device, build=False)
+
+
+def _onnx_rope(x, cos, sin, positions, interleaved: bool, rotary: int) -> np.ndarray:
+    """ONNX RotaryEmbedding (opset 23), run by onnx's own reference evaluator: an independent oracle."""
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    names = ["x", "cos", "sin"] + (["pos"] if positions is not None else [])
+    node = helper.make_node("RotaryEmbedding", names, ["y"], interleaved=int(interleaved),
+                            rotary_embedding_dim=rotary)  # fmt: skip
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names[:3]]
+    if positions is not None:
+        inputs.append(helper.make_tensor_value_info("pos", TensorProto.INT64, None))
+    graph = helper.make_graph([node], "rope", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    feeds = {"x": x, "cos": cos, "sin": sin} | ({"pos": positions} if positions is not None else {})
+    return ReferenceEvaluator(model).run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("rotary", [0, 4])
+@pytest.mark.parametrize("with_positions", [False, True])
+def test_rotary_embedding_matches_onnx(device, interleaved, rotary, with_positions):
+    """RotaryEmbedding.html: per-token cos/sin [b, s, r/2], or a cache [positions, r/2] indexed by position ids."""
+    b, d, s, h = 2, 3, 4, 8
+    half = (rotary or h) // 2
+    c = Case()
+    x = c.input("x", (b, d, s, h))
+    rows = (10, half) if with_positions else (b, s, half)
+    cos, sin = c.input("cos", rows), c.input("sin", rows)
+    layer = c.nw.add_rotary_embedding(x, cos, sin, interleaved, rotary)
+    angles = rand(*rows, low=0, high=6.3)
+    feeds = {"x": rand(b, d, s, h), "cos": np.cos(angles), "sin": np.sin(angles)}
+    if with_positions:
+        layer.set_input(3, c.input("pos", (b, s), np.int64))
+        feeds["pos"] = np.random.default_rng().integers(0, 10, size=(b, s)).astype(np.int64)
+    c.output(layer)
+    y = c.run(feeds, device)["y"]
+    expected = _onnx_rope(feeds["x"], feeds["cos"], feeds["sin"], feeds.get("pos"), interleaved, rotary)
+    assert_close(y, expected)
+    if rotary:
+        assert torch.equal(y[..., rotary:].cpu(), torch.from_numpy(feeds["x"][..., rotary:]))  # passed through
+
+
+def test_rotary_embedding_hand_case(device):
+    """A quarter turn (cos 0, sin 1) maps the pair (x1, x2) to (-x2, x1)."""
+    c = Case()
+    x = c.input("x", (1, 1, 1, 4))
+    layer = c.nw.add_rotary_embedding(x, c.const(np.zeros((1, 1, 2), np.float32)),
+                                      c.const(np.ones((1, 1, 2), np.float32)), False, 0)  # fmt: skip
+    c.output(layer)
+    y = c.run({"x": np.array([1, 2, 3, 4], np.float32).reshape(1, 1, 1, 4)}, device)["y"]
+    assert y.reshape(-1).tolist() == [-3.0, -4.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_kv_cache_update(device, packed):
+    """KVCacheUpdate.html (LINEAR): output[i, :, write[i] + s, :] = update[i, :, s, :]; the rest of the cache
+    is kept, and the caller's cache tensor is not written (TensorRT would update it in place)."""
+    c = Case()
+    cache = c.input("cache", (2, 3, 10, 8))
+    update = c.input("update", (7, 3, 8) if packed else (2, 3, 4, 8))
+    write = c.input("write", (2,), np.int32)
+    layer = c.nw.add_kv_cache_update(cache, update, write, c.trt.KVCacheMode.LINEAR)
+    if packed:  # 3 new tokens for sequence 0, 4 for sequence 1
+        layer.update_form = c.trt.AttentionIOForm.PACKED_NHD
+        layer.update_lengths = c.const(np.array([0, 3, 7], np.int32))
+    c.output(layer)
+    cv, uv = rand(2, 3, 10, 8), rand(*((7, 3, 8) if packed else (2, 3, 4, 8)))
+    wv = np.array([0, 5], np.int32)
+    y = c.run({"cache": cv.copy(), "update": uv, "write": wv}, device)["y"]
+    expected = cv.copy()
+    for i, start in enumerate(wv):
+        piece = uv[[0, 3, 7][i] : [0, 3, 7][i + 1]].transpose(1, 0, 2) if packed else uv[i]
+        expected[i, :, start : start + piece.shape[1]] = piece
+    assert torch.equal(y.cpu(), torch.from_numpy(expected))
+
+
+def test_kv_cache_update_overrun_is_an_error(device):
+    c = Case()
+    cache, update = c.input("cache", (1, 1, 4, 2)), c.input("update", (1, 1, 3, 2))
+    c.output(c.nw.add_kv_cache_update(cache, update, c.input("write", (1,), np.int32), c.trt.KVCacheMode.LINEAR))
+    with pytest.raises(ReferenceExecutionError, match="overruns 4"):
+        c.run({"cache": rand(1, 1, 4, 2), "update": rand(1, 1, 3, 2), "write": np.array([2], np.int32)}, device,
+              build=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("act", ["NONE", "SILU"])
+@pytest.mark.parametrize("extras", ["", "biases", "fp8"])
+def test_moe(device, act, extras):
+    """MoE.html: each token's output is the score-weighted sum of its top-k experts, each a gated linear unit.
+    TensorRT-RTX builds MoE only for SM100+ targets (the builder refuses on this machine's, checked once)."""
+    b, s, hidden, inner, n, k = 2, 3, 8, 6, 4, 2
+    c = Case()
+    h, e, sc = c.input("h", (b, s, hidden)), c.input("e", (b, s, k), np.int32), c.input("s", (b, s, k))
+    layer = c.nw.add_moe(h, e, sc)
+    wg, wu, wd = rand(n, hidden, inner), rand(n, hidden, inner), rand(n, inner, hidden)
+    layer.set_gated_weights(c.const(wg), c.const(wu), c.const(wd), getattr(c.trt.MoEActType, act))
+    bg, bu, bd = rand(n, inner), rand(n, inner), rand(n, hidden)
+    if extras == "biases":
+        layer.set_gated_biases(c.const(bg), c.const(bu), c.const(bd))
+    scale = np.array([0.01, 0.02, 0.005, 0.03], np.float32)
+    if extras == "fp8":
+        layer.set_quantization_static(c.const(scale), c.trt.fp8)
+    c.output(layer)
+    if device == "cpu" and act == "SILU" and not extras:
+        with pytest.raises(Exception, match="decompose"):
+            c.build({})
+    hv, ev, sv = (
+        rand(b, s, hidden),
+        np.random.default_rng().integers(0, n, size=(b, s, k)).astype(np.int32),
+        rand(b, s, k),
+    )
+    y = c.run({"h": hv, "e": ev, "s": sv}, device, build=False)["y"]
+    expected = np.zeros((b, s, hidden), np.float64)
+    for i, j, m in np.ndindex(b, s, k):
+        x, ex = hv[i, j].astype(np.float64), ev[i, j, m]
+        g, u = x @ wg[ex], x @ wu[ex]
+        if extras == "biases":
+            g, u = g + bg[ex], u + bu[ex]
+        if act == "SILU":
+            g = g / (1 + np.exp(-g))
+        mul = g * u
+        if extras == "fp8":
+            q = torch.from_numpy((mul / scale[ex]).astype(np.float32)).clamp(-448, 448).to(torch.float8_e4m3fn)
+            mul = q.double().numpy() * scale[ex]
+        out = mul @ wd[ex] + (bd[ex] if extras == "biases" else 0)
+        expected[i, j] += sv[i, j, m] * out
+    assert_close(y, expected.astype(np.float32), rtol=1e-4)

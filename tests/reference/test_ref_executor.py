@@ -99,3 +99,19 @@ def test_only_needed_layers_run(device):
     assert_close(execute(c.nw, {"x": xv}, device=device)["y"], -torch.relu(t(xv, device)))
     with pytest.raises(NotImplementedInReference, match="RANDOM_NORMAL"):
         execute(c.nw, {"x": xv}, device=device, keep="all")
+
+
+def test_every_layer_type_is_implemented_or_refused_with_a_reason(device):
+    """The backend's LayerType members are all covered: run by an op or a loop/conditional region, or refused by
+    name (with the reason in the error and in docs/reference.md)."""
+    from pathlib import Path
+
+    from trtx.reference import REFUSED, implemented_kinds
+    from trtx_base import backend
+
+    kinds = {m for m in dir(backend.trt.LayerType) if m.isupper()}
+    assert kinds - set(implemented_kinds()) <= set(REFUSED), sorted(kinds - set(implemented_kinds()) - set(REFUSED))
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "reference.md").read_text()
+    refused = doc[doc.index("## Refused layer types") :]
+    for kind in REFUSED:
+        assert f"**{kind}**" in refused, kind

@@ -17,6 +17,7 @@ from trtx.reference import (  # noqa: F401  (register ops)
     tensor,
 )
 from trtx.reference.core import (
+    REFUSED,
     FrozenLayer,
     LayerCall,
     NotImplementedInReference,
@@ -28,6 +29,7 @@ from trtx.reference.core import (
 from trtx.reference.plan import Plan, compile, execute  # noqa: A004
 
 __all__ = [
+    "REFUSED",
     "FrozenLayer",
     "LayerCall",
     "NotImplementedInReference",

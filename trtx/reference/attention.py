@@ -1,5 +1,7 @@
-"""IAttention (``add_attention`` / ``add_attention_v2``): docs.nvidia.com/deeplearning/tensorrt/latest/_static/
-operators/Attention.html and the "Fused Attention" chapter of the TensorRT developer guide.
+"""Transformer layers: IAttention (``add_attention`` / ``add_attention_v2``), RotaryEmbedding, KVCacheUpdate, MoE.
+
+Attention: docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/Attention.html and the "Fused
+Attention" chapter of the TensorRT developer guide.
 
 The network holds an attention as two layers: ``ATTENTION_INPUT`` takes query, key, value and the optional
 mask (3), normalization quantize scale (4), query lengths (5) and key/value lengths (6); ``ATTENTION_OUTPUT``
@@ -133,3 +135,96 @@ def attention_input(call: LayerCall) -> list[torch.Tensor]:
 @implements("ATTENTION_OUTPUT")
 def attention_output(call: LayerCall) -> list[torch.Tensor]:
     return [call.x(0)]
+
+
+@implements("ROTARY_EMBEDDING")
+def rotary_embedding(call: LayerCall) -> list[torch.Tensor]:
+    """RotaryEmbedding.html: x [b, d, s, h]; cos/sin [b, s, r/2], or [positions, r/2] indexed by position ids
+    [b, s] (input 3); the first r = rotary_embedding_dim (0: h) elements of h rotate in pairs -- (i, i + r/2), or
+    adjacent (2i, 2i + 1) when interleaved: (x1, x2) -> (x1·cos - x2·sin, x2·cos + x1·sin)."""
+    x, cos, sin = call.x(0), call.x(1), call.x(2)
+    positions = call.optional(3)
+    if positions is not None:
+        positions = positions.to(torch.int64)
+        cos, sin = cos[positions], sin[positions]
+    rotary = int(call.layer.rotary_embedding_dim) or x.shape[-1]
+    if x.dim() != 4 or rotary % 2 or rotary > x.shape[-1]:
+        raise call.error(f"input {tuple(x.shape)} with rotary_embedding_dim {rotary}: needs [b, d, s, h], even r <= h")
+    want = (x.shape[0], x.shape[2], rotary // 2)
+    if cos.shape != want or sin.shape != want:
+        raise call.error(f"cos/sin caches {tuple(cos.shape)}/{tuple(sin.shape)} must be {want} (per token)")
+    cos, sin = cos[:, None], sin[:, None]  # over the heads
+    rot, rest = x[..., :rotary], x[..., rotary:]
+    if call.layer.interleaved:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        turned = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
+    else:
+        x1, x2 = rot[..., : rotary // 2], rot[..., rotary // 2 :]
+        turned = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    return [torch.cat([turned, rest], dim=-1)]
+
+
+@implements("KV_CACHE_UPDATE")
+def kv_cache_update(call: LayerCall) -> list[torch.Tensor]:
+    """KVCacheUpdate.html, LINEAR: output[i, :, write[i] + s, :] = update[i, :, s, :]. TensorRT writes into the
+    cache input itself (the output shares its memory); the reference returns an updated copy and leaves the
+    caller's cache tensor as it was."""
+    layer = call.layer
+    if layer.cache_mode.name != "LINEAR":
+        raise call.unsupported("cache_mode", layer.cache_mode)
+    cache, update = call.x(0), call.x(1)
+    starts = call.ints(call.input(2))
+    batch = cache.shape[0]
+    if len(starts) != batch:
+        raise call.error(f"{len(starts)} write indices for a batch of {batch}")
+    if layer.update_form.name == "PACKED_NHD":
+        cum = _lengths(call, 3, update.shape[0], "update")
+        if len(cum) != batch + 1:
+            raise call.error(f"update lengths {cum} must have batch + 1 = {batch + 1} entries")
+        pieces = [update[cum[i] : cum[i + 1]].transpose(0, 1) for i in range(batch)]  # [heads, s_i, h]
+    else:
+        pieces = list(update)
+    out = cache.clone()
+    for i, (start, piece) in enumerate(zip(starts, pieces)):
+        if start < 0 or start + piece.shape[1] > cache.shape[2]:
+            raise call.error(f"batch item {i}: writing {piece.shape[1]} positions at {start} overruns {cache.shape[2]}")
+        out[i, :, start : start + piece.shape[1]] = piece
+    return [out]
+
+
+@implements("MOE")
+def moe(call: LayerCall) -> list[torch.Tensor]:
+    """MoE.html: out[t] = Σ_k score[t, k] · expert_{e[t, k]}(h[t]), each expert a gated linear unit
+    down(act(h·Wg + bg) ⊙ (h·Wu + bu)) + bd, act NONE or SILU; static FP8 quantization of the ⊙ product (input 9,
+    per tensor or per expert: Quantize.html's FP8 rule, then dequantized)."""
+    layer = call.layer
+    h, experts, scores = call.x(0), call.input(1).to(torch.int64), call.x(2)
+    if call.optional(3) is None:
+        raise call.error("has no expert weights (set_gated_weights)")
+    gate, up, down = call.x(3), call.x(4), call.x(5)
+    biases = [call.optional(k) for k in (6, 7, 8)]
+    act = layer.activation_type.name
+    if act not in ("NONE", "SILU"):
+        raise call.unsupported("activation_type", layer.activation_type)
+    n = gate.shape[0]
+    if experts.numel() and (int(experts.min()) < 0 or int(experts.max()) >= n):
+        raise call.error(f"expert indices must be in [0, {n}), got {int(experts.min())}..{int(experts.max())}")
+    x = h.unsqueeze(-2)  # [b, s, 1, H] against the top-k experts' [b, s, k, H, I]
+    g = (x.unsqueeze(-2) @ gate[experts]).squeeze(-2)
+    u = (x.unsqueeze(-2) @ up[experts]).squeeze(-2)
+    if biases[0] is not None:
+        g, u = g + biases[0].float()[experts], u + biases[1].float()[experts]
+    if act == "SILU":
+        g = torch.nn.functional.silu(g)
+    mul = g * u
+    scale = call.optional(9)
+    if scale is not None:
+        if layer.quantization_to_type.name != "FP8":
+            raise call.unsupported("quantization_to_type", layer.quantization_to_type)
+        s = scale.float().reshape(-1)
+        s = s[experts].unsqueeze(-1) if s.numel() == n and n > 1 else s.reshape(())
+        mul = (mul / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float() * s
+    y = (mul.unsqueeze(-2) @ down[experts]).squeeze(-2)
+    if biases[2] is not None:
+        y = y + biases[2].float()[experts]
+    return [(scores.unsqueeze(-1) * y).sum(-2)]

@@ -56,8 +56,31 @@ def registry() -> dict:
     return {getattr(trt.LayerType, k): fn for k, fn in _OPS.items() if hasattr(trt.LayerType, k)}
 
 
+#: boundary layers of loops and conditionals: the plan runs them as regions (trtx/reference/control.py)
+REGION_KINDS = (
+    "TRIP_LIMIT",
+    "RECURRENCE",
+    "ITERATOR",
+    "LOOP_OUTPUT",
+    "CONDITION",
+    "CONDITIONAL_INPUT",
+    "CONDITIONAL_OUTPUT",
+)
+
+#: layer types the executor refuses, and why (docs/reference.md lists them too)
+REFUSED = {
+    "DYNAMIC_QUANTIZE": "it outputs NVFP4/MXFP8 data with FP8/E8M0 block scales, and DynamicQuantize.html does not say "
+    "how a block's scale is derived from its values (its rounding to the scale type, the double-quantization scale): "
+    "there is nothing to check an implementation against; nor does the executor carry FP4 tensors",
+    "DIST_COLLECTIVE": "a collective over several GPUs (NCCL ranks); the executor runs a network on one device",
+    "PLUGIN": "the legacy IPluginLayer (IPluginV1), which no backend of this project can create; plugin layers are "
+    "PLUGIN_V2/PLUGIN_V3",
+}
+
+
 def implemented_kinds() -> list[str]:
-    return sorted(_OPS)
+    """LayerType member names the executor runs: its ops and the loop/conditional boundary layers."""
+    return sorted(set(_OPS) | set(REGION_KINDS))
 
 
 # ---- dtypes -------------------------------------------------------------------------------------

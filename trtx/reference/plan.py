@@ -32,6 +32,7 @@ import torch
 
 from trtx import layers as L
 from trtx.reference.core import (
+    REFUSED,
     LayerCall,
     NotImplementedInReference,
     ReferenceExecutionError,
@@ -89,6 +90,7 @@ _CAPTURABLE = {
     "ATTENTION_INPUT",
     "ATTENTION_OUTPUT",
     "RAGGED_SOFTMAX",
+    "ROTARY_EMBEDDING",
 }
 
 
@@ -265,7 +267,10 @@ class Plan:
             ins.append(self._input_slot(None if t is None else t.name, where, k))
         op = registry().get(kind_enum)
         if op is None:
-            raise NotImplementedInReference(f"{where}: layer type {kind} is not implemented by the reference executor")
+            why = f": {REFUSED[kind]}" if kind in REFUSED else ""
+            raise NotImplementedInReference(
+                f"{where}: layer type {kind} is not implemented by the reference executor{why}"
+            )
         outs, meta = [], []
         for o in range(layer.num_outputs):
             slot, m = self._output(layer.get_output(o), where)

@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trtx import layers as L
-from trtx.reference.core import ReferenceExecutionError
+from trtx.reference.core import REGION_KINDS, ReferenceExecutionError
 
-LOOP_BOUNDARY = ("TRIP_LIMIT", "RECURRENCE", "ITERATOR", "LOOP_OUTPUT")
-CONDITIONAL_BOUNDARY = ("CONDITION", "CONDITIONAL_INPUT", "CONDITIONAL_OUTPUT")
+LOOP_BOUNDARY = REGION_KINDS[:4]
+CONDITIONAL_BOUNDARY = REGION_KINDS[4:]
 
 
 @dataclass(eq=False)
