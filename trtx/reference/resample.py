@@ -126,7 +126,23 @@ def _resize_setup(call: LayerCall, x: torch.Tensor, sizes: list[int]):
         rank = len(axes)
         index = [idx[:, 0].reshape((-1,) + (1,) * (rank - 1 - j)) for j, (_, idx, _) in enumerate(axes)]
         gather = (slice(None),) * axes[0][0] + tuple(index)
+        if _interpolate_copies(x, sizes, gather):
+            gather = tuple(sizes[2:])
     return axes, gather
+
+
+def _interpolate_copies(x: torch.Tensor, sizes: list[int], gather: tuple) -> bool:
+    """Whether torch's nearest interpolation picks exactly the elements ``x[gather]`` does (its own kernel, one
+    pass): checked on a probe whose values are the element indices."""
+    spatial = x.shape[2:]
+    if not x.dtype.is_floating_point or x.dim() not in (3, 4, 5) or list(x.shape[:2]) != sizes[:2]:
+        return False
+    count = math.prod(spatial)
+    if count >= 1 << 24 or 0 in sizes or count == 0:  # float32 holds the indices exactly below 2^24
+        return False
+    probe = torch.arange(count, dtype=torch.float32, device=x.device).reshape((1, 1) + tuple(spatial))
+    picked = F.interpolate(probe, size=tuple(sizes[2:]), mode="nearest")
+    return torch.equal(picked, probe[gather])
 
 
 def _resize_axis(x: torch.Tensor, axis: int, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -147,6 +163,8 @@ def resize(call: LayerCall) -> list[torch.Tensor]:
     sizes = output_size(call, x)
     axes, gather = call.memo(("resize", x.shape, x.dtype, tuple(sizes)), lambda: _resize_setup(call, x, sizes))
     if gather is not None:
+        if isinstance(gather[0], int):  # torch's nearest interpolation copies the same elements
+            return [F.interpolate(x, size=gather, mode="nearest")]
         return [x[gather]]
     for axis, idx, w in axes:
         x = _resize_axis(x, axis, idx, w)
