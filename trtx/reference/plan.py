@@ -57,40 +57,19 @@ _SHAPE_INPUTS = {
     "SQUEEZE": {1},
     "UNSQUEEZE": {1},
 }
-#: kinds a CUDA graph may capture: their ops never read a device value back to the host once their shape
-#: inputs are folded (everything else, e.g. NMS, NonZero, gathers that check their indices, runs eagerly)
-_CAPTURABLE = {
-    "ACTIVATION",
-    "CAST",
-    "CONCATENATION",
-    "CONVOLUTION",
-    "DECONVOLUTION",
-    "DEQUANTIZE",
-    "EINSUM",
-    "ELEMENTWISE",
-    "IDENTITY",
-    "LRN",
-    "MATRIX_MULTIPLY",
-    "NORMALIZATION",
-    "PADDING",
-    "PARAMETRIC_RELU",
-    "POOLING",
-    "QUANTIZE",
-    "REDUCE",
-    "RESIZE",
-    "SCALE",
-    "SELECT",
-    "SHUFFLE",
-    "SLICE",
-    "SOFTMAX",
-    "SQUEEZE",
-    "UNARY",
-    "UNSQUEEZE",
-    "SILU",
-    "ATTENTION_INPUT",
-    "ATTENTION_OUTPUT",
-    "RAGGED_SOFTMAX",
-    "ROTARY_EMBEDDING",
+#: kinds whose ops read device values on the host on every call (a CUDA graph cannot capture that); any other op
+#: that turns out to do so makes the capture fail, and that input shape runs eagerly
+_HOST_READS = {
+    "ASSERTION",
+    "NMS",
+    "NON_ZERO",
+    "PLUGIN",
+    "PLUGIN_V2",
+    "PLUGIN_V3",
+    "LOOP",
+    "CONDITIONAL",
+    "KV_CACHE_UPDATE",
+    "MOE",
 }
 
 
@@ -318,7 +297,7 @@ class Plan:
         self._pinned = feeds | set(self._const) | returned  # never freed, never overwritten
         self._general = self._program(general, protect=per_shape)
         self._capturable = all(
-            node.kind in _CAPTURABLE and all(o in static_shape for o in node.outs)
+            node.kind not in _HOST_READS and all(o in static_shape for o in node.outs)
             for node in general
             if not (node.outs and set(node.outs) <= per_shape)
         )
@@ -330,8 +309,10 @@ class Plan:
             self._remember_host(value)
 
     def _remember_host(self, value: torch.Tensor) -> None:
-        """Small folded tensors (shape values, scales) get a host copy ``LayerCall.values`` reads without a sync."""
-        if value.numel() <= 64 and value.dtype in _HOST_DTYPES:
+        """Folded integer tensors (shape values, indices) and small float ones (scales) get a host copy that
+        ``LayerCall.values``/``known`` read without a device round trip."""
+        limit = 64 if value.dtype.is_floating_point else 1 << 16
+        if value.numel() <= limit and value.dtype in _HOST_DTYPES:
             self._host[id(value)] = (value, value.reshape(-1).tolist())
 
     def _program(self, nodes: list[Node], protect: Iterable[int] = ()) -> list[Step]:
