@@ -1,8 +1,9 @@
 """A network read once, run many times: :func:`compile` -> :class:`Plan`, and :func:`execute` on top of it.
 
-Compiling reads the ``INetworkDefinition`` once: the layers the requested tensors need, in dependency order, each
-with its op, its typed layer behind a :class:`~trtx.reference.core.FrozenLayer` (attributes read once) and the
-dtype/shape TensorRT declares for each output. Then, with ``optimize=True`` (the default):
+Compiling reads the ``INetworkDefinition`` once: the layers the requested tensors need, in dependency order (loops
+and conditionals as one node each, :mod:`trtx.reference.regions`), each with its op, its typed layer behind a
+:class:`~trtx.reference.core.FrozenLayer` (attributes read once) and the dtype/shape TensorRT declares for each
+output. Then, with ``optimize=True`` (the default):
 
 * **constant folding**: layers whose inputs are all constants (constant weights, their Q/DQ, fills) run once, at
   compile time; layers computing shape tensors (``IShapeLayer`` and what is computed from it) run once per input
@@ -11,7 +12,9 @@ dtype/shape TensorRT declares for each output. Then, with ``optimize=True`` (the
   nothing else uses any more (``LayerCall.donated``: the same kernel writing to another buffer, so the bits are
   those of the plain run).
 * **CUDA graphs** (CUDA, ``cuda_graphs=True``): the run for one input shape is captured on its second call and
-  replayed after that; one graph per input shape, the ``cache_size`` most recently used kept.
+  replayed after that; one graph per input shape, the ``cache_size`` most recently used kept. Networks with a
+  layer that reads device values on the host run eagerly.
+* **fast_math** (default on CUDA only): x · sigmoid(x) fused to one SiLU -- the same function, rounded once.
 
 ``optimize=False`` is the plain executor: every layer runs on every call, in order, into fresh tensors, and every
 computed tensor stays alive until the run ends. Both use the same op functions, so on the CPU their outputs are
