@@ -33,7 +33,7 @@ MODELS = {"yolov5s": ("yolov5:yolov5s", 640, "images"), "resnet50": ("torchvisio
 def build(name: str, imgsz: int):
     """(PyTorch model, trtx Net, input name) for ``name``, weights random with seed 0."""
     import wts
-    from trtx import sources
+    from netdefs import sources
     from trtx.net import Net
 
     spec, _, _ = MODELS[name]

@@ -125,8 +125,7 @@ def yolov5n():
     """yolov5n at 128 (random weights): convolutions, batch norms, SiLU, C3, SPPF, upsampling, concatenations,
     the decode -- the plan's optimizations all at work on a real network."""
     import wts
-    from netdefs import yolov5
-    from trtx import sources
+    from netdefs import sources, yolov5
     from trtx.net import Net
 
     model = sources.build_model("yolov5:yolov5n", seed=0)
