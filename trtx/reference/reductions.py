@@ -104,6 +104,9 @@ def topk(call: LayerCall) -> list[torch.Tensor]:
     largest = layer.op.name == "MAX"
     if layer.op.name not in ("MAX", "MIN"):
         raise call.unsupported("op", layer.op)
+    if k == 1:  # one pass, and equal values resolve to the first index (topk leaves that open)
+        values, indices = (torch.max if largest else torch.min)(x, dim=axes[0], keepdim=True)
+        return [values, indices]
     values, indices = torch.topk(x, k, dim=axes[0], largest=largest, sorted=True)
     return [values, indices]
 

@@ -210,6 +210,17 @@ def _wrap(call: LayerCall, idx: torch.Tensor, n: int) -> torch.Tensor:
     return idx
 
 
+def _arithmetic(call: LayerCall, idx: torch.Tensor) -> tuple[int, int, int] | None:
+    """(start, stride >= 1, count) when ``idx`` is one of the plan's folded index tensors and evenly rising."""
+    known = call.known(idx)
+    if not known:
+        return None
+    stride = known[1] - known[0] if len(known) > 1 else 1
+    if stride < 1 or any(b - a != stride for a, b in zip(known, known[1:])):
+        return None
+    return known[0], stride, len(known)
+
+
 @implements("GATHER")
 def gather(call: LayerCall) -> list[torch.Tensor]:
     layer = call.layer
@@ -218,10 +229,18 @@ def gather(call: LayerCall) -> list[torch.Tensor]:
     batch = int(layer.num_elementwise_dims)
     if mode == "DEFAULT":
         axis = _axis(call, int(layer.axis), data.dim())
-        idx = _wrap(call, idx, data.shape[axis])
         if batch == 0:
+            step = _arithmetic(call, idx)
+            if step is not None:  # evenly spaced constant indices: a strided view reads the same elements
+                _wrap(call, idx, data.shape[axis])
+                start, stride, count = step
+                view = data.narrow(axis, start, (count - 1) * stride + 1) if count else data.narrow(axis, 0, 0)
+                view = view[(slice(None),) * axis + (slice(None, None, stride),)] if stride > 1 else view
+                return [view.reshape(data.shape[:axis] + idx.shape + data.shape[axis + 1 :])]
+            idx = _wrap(call, idx, data.shape[axis])
             out_shape = data.shape[:axis] + idx.shape + data.shape[axis + 1 :]
             return [data.index_select(axis, idx.reshape(-1)).reshape(out_shape)]
+        idx = _wrap(call, idx, data.shape[axis])
         if batch == 1 and axis >= 1 and idx.shape[0] == data.shape[0]:
             rows = [data[b].index_select(axis - 1, idx[b].reshape(-1)) for b in range(data.shape[0])]
             out = [r.reshape(data.shape[1:axis] + idx.shape[1:] + data.shape[axis + 1 :]) for r in rows]
