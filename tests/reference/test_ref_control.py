@@ -196,6 +196,7 @@ def test_loop_keep_all_returns_last_iteration(device):
     out = compile(c.nw, device, keep="all")({"x": xv})
     assert_close(out["total"], xv.sum(0))
     assert_close(out["y"], xv.sum(0))
+    assert_close(compile(c.nw, device, keep=["total"])({"x": xv})["total"], xv.sum(0))  # kept by name too
 
 
 def _conditional(c: Case, x, cond):

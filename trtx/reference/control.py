@@ -101,8 +101,10 @@ class _Loop:
             i += 1
         results = [self._output(out, values, state, stacked[k]) for k, out in enumerate(self.outputs)]
         if not plan._keep_all:
+            returned = plan._returned_set
             for slot in self.inside:
-                values[slot] = None
+                if slot not in returned:  # a kept tensor inside keeps its last iteration's value
+                    values[slot] = None
         return results
 
     def _take(self, it: _Iterator, source: torch.Tensor, i: int, count: int | None) -> torch.Tensor:

@@ -213,6 +213,7 @@ class Plan:
             list(range(len(self._names))) if keep_all else
             [self._slot[n] for n in dict.fromkeys(self.outputs + [n for n in kept if n not in self.outputs])]
         )  # fmt: skip
+        self._returned_set = set(self._returned)
         with torch.no_grad(), exact_float32():  # folding runs ops
             self._analyze()
 
