@@ -53,7 +53,14 @@ def implements(*kinds: str):
 def registry() -> dict:
     """``{trt.LayerType.X: op}`` for the ops this backend's LayerType has."""
     trt = backend.trt
-    return {getattr(trt.LayerType, k): fn for k, fn in _OPS.items() if hasattr(trt.LayerType, k)}
+    key = (id(trt), len(_OPS))
+    cached = _REGISTRY.get(key)
+    if cached is None:
+        cached = _REGISTRY[key] = {getattr(trt.LayerType, k): fn for k, fn in _OPS.items() if hasattr(trt.LayerType, k)}
+    return cached
+
+
+_REGISTRY: dict[tuple[int, int], dict] = {}  # (backend module, ops registered) -> registry()
 
 
 #: boundary layers of loops and conditionals: the plan runs them as regions (trtx/reference/control.py)
@@ -164,7 +171,7 @@ class LayerCall:
     into them (:meth:`scratch`). The plan decides that; an op never has to.
     """
 
-    __slots__ = ("layer", "raw", "kind", "inputs", "device", "out_dtypes", "donated", "_memo", "_host")
+    __slots__ = ("layer", "raw", "kind", "inputs", "device", "out_dtypes", "donated", "trt", "_memo", "_host")
 
     def __init__(
         self,
@@ -175,6 +182,7 @@ class LayerCall:
         out_dtypes: list[torch.dtype] | None = None,
         *,
         host: dict | None = None,
+        trt=None,
     ) -> None:
         self.raw = layer
         self.layer = FrozenLayer(layer)
@@ -183,13 +191,10 @@ class LayerCall:
         self.device = device
         self.out_dtypes = out_dtypes if out_dtypes is not None else []
         self.donated: tuple[int, ...] = ()
+        self.trt = trt if trt is not None else backend.trt  # the TensorRT module (enums), looked up once
         self._memo: dict = {}
         #: id(tensor) -> (tensor, its values as a list): host copies of the plan's small folded tensors
         self._host = host if host is not None else {}
-
-    @property
-    def trt(self):
-        return backend.trt
 
     @property
     def name(self) -> str:

@@ -44,6 +44,7 @@ from trtx.reference.core import (
     torch_dtype,
 )
 from trtx.reference.regions import Graph, Region
+from trtx_base import backend
 
 #: layer kinds never folded: plugins (a user's code), assertions (checked on every run), loops and conditionals
 _NEVER_FOLD = {"PLUGIN", "PLUGIN_V2", "PLUGIN_V3", "ASSERTION", "LOOP", "CONDITIONAL"}
@@ -184,6 +185,7 @@ class Plan:
         self.fast_math = self.optimize and (self.device.type == "cuda" if fast_math is None else bool(fast_math))
         self.cache_size = max(int(cache_size), 1)
         self._host: dict[int, tuple[torch.Tensor, list[int]]] = {}
+        self._trt = backend.trt
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
 
         self.inputs: list[str] = [nw.get_input(i).name for i in range(nw.num_inputs)]
@@ -214,6 +216,8 @@ class Plan:
             [self._slot[n] for n in dict.fromkeys(self.outputs + [n for n in kept if n not in self.outputs])]
         )  # fmt: skip
         self._returned_set = set(self._returned)
+        #: return copies of the plan's own tensors (folded constants and shape tensors); a one-run plan need not
+        self._protect = True
         with torch.no_grad(), exact_float32():  # folding runs ops
             self._analyze()
 
@@ -224,7 +228,7 @@ class Plan:
             from trtx.reference import control  # noqa: PLC0415  -- control builds its nodes with this module's
 
             return control.loop(self, item) if item.kind == "LOOP" else control.conditional(self, item)
-        return self._node(self._graph.layers[item])
+        return self._node(self._graph.layers[item], self._graph.kind_enums[item])
 
     def _input_slot(self, name: str | None, where: str, k: int) -> int:
         if name is None:
@@ -240,8 +244,7 @@ class Plan:
         meta = (torch_dtype(t.dtype, f"{where} output {t.name!r}"), L.enum_name(t.dtype), L.dims(t.shape), t.name)
         return self._slot.setdefault(t.name, len(self._slot)), meta
 
-    def _node(self, layer) -> Node:
-        kind_enum = L.layer_type(layer)
+    def _node(self, layer, kind_enum) -> Node:
         kind = L.enum_name(kind_enum)
         where = f"layer {layer.name!r} ({kind})"
         ins = []
@@ -259,7 +262,7 @@ class Plan:
             slot, m = self._output(layer.get_output(o), where)
             outs.append(slot)
             meta.append(m)
-        call = LayerCall(layer, kind, None, self.device, [m[0] for m in meta], host=self._host)
+        call = LayerCall(layer, kind, None, self.device, [m[0] for m in meta], host=self._host, trt=self._trt)
         return Node(kind, where, op, call, ins, outs, meta)
 
     def _analyze(self) -> None:
@@ -376,7 +379,7 @@ class Plan:
             value = values[slot]
             if value is None:  # inside a conditional branch not taken, or a loop that ran no iteration
                 continue
-            if slot in self._const or slot in self._per_shape:
+            if self._protect and (slot in self._const or slot in self._per_shape):
                 value = value.clone()  # the plan's own copy stays untouched
             out[self._names[slot]] = value
         return out
@@ -528,7 +531,7 @@ def _fuse_silu(nodes: list[Node], returned: set[int]) -> list[Node]:
                 ):
                     out.remove(sig)
                     call = LayerCall(node.call.raw, "SILU", None, node.call.device, node.call.out_dtypes,
-                                     host=node.call._host)  # fmt: skip
+                                     host=node.call._host, trt=node.call.trt)  # fmt: skip
                     node = Node("SILU", f"{node.where} = SiLU of {sig.where}", _silu, call, [x], node.outs, node.meta)
                     break
         out.append(node)
@@ -572,4 +575,6 @@ def execute(
     Returns the marked outputs, plus the tensors named in ``keep`` (``"all"`` = every tensor computed),
     each in the dtype the network declares for it, on ``device``. To run a network more than once, compile it.
     """
-    return Plan(network, device, keep=keep, cuda_graphs=False, cache_size=1)(feeds)
+    plan = Plan(network, device, keep=keep, cuda_graphs=False, cache_size=1)
+    plan._protect = False  # used once: its constants may go to the caller as they are
+    return plan(feeds)

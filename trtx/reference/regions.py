@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from trtx import layers as L
 from trtx.reference.core import REGION_KINDS, ReferenceExecutionError
+from trtx_base import backend
 
 LOOP_BOUNDARY = REGION_KINDS[:4]
 CONDITIONAL_BOUNDARY = REGION_KINDS[4:]
@@ -46,7 +47,9 @@ class Graph:
 
     def __init__(self, layers: list) -> None:
         self.layers = layers
-        self.kinds = [L.enum_name(L.layer_type(layer)) for layer in layers]
+        layer_type_of = backend.trt.ILayer.type.__get__  # (typed activation/pooling layers shadow .type)
+        self.kind_enums = [layer_type_of(layer) for layer in layers]
+        self.kinds = [L.enum_name(kind) for kind in self.kind_enums]
         self.inputs: list[list[str | None]] = []
         self.outputs: list[list[str]] = []
         self.producer: dict[str, int] = {}
