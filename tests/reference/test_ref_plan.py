@@ -122,7 +122,7 @@ def test_fast_math_fuses_silu_on_request():
 
 @pytest.fixture(scope="module")
 def yolov5n():
-    """yolov5n at 128 (random weights): convolutions, batch norms, SiLU, C3, SPPF, upsampling, concatenations,
+    """yolov5n at 64 (random weights): convolutions, batch norms, SiLU, C3, SPPF, upsampling, concatenations,
     the decode -- the plan's optimizations all at work on a real network."""
     import wts
     from netdefs import sources, yolov5
@@ -131,7 +131,7 @@ def yolov5n():
     model = sources.build_model("yolov5:yolov5n", seed=0)
     weights = wts.WeightMap(sources.state_dict_for_wts(model, "yolov5:yolov5n"))
     net = Net(weights)
-    yolov5.define(net, yolov5.configure(argparse.Namespace(command="check", imgsz="128"), weights))
+    yolov5.define(net, yolov5.configure(argparse.Namespace(command="check", imgsz="64"), weights))
     return model, net
 
 
@@ -140,7 +140,7 @@ def test_yolov5n_plan_is_bit_identical_to_the_plain_executor(yolov5n):
     plan, plain = reference.compile(net), reference.compile(net, optimize=False)
     assert plan.describe()["capturable"]  # on CUDA it would become one graph per input shape
     for batch in (2, 1, 2):
-        x = torch.rand(batch, 3, 128, 128)
+        x = torch.rand(batch, 3, 64, 64)
         got, want = plan({"images": x}), plain({"images": x})
         for name in want:
             same(got[name], want[name], what=name)
@@ -161,7 +161,7 @@ def test_cuda_graph_captured_then_replayed(yolov5n):
     eager = reference.compile(net, "cuda", cuda_graphs=False)
     assert plan.describe()["capturable"]
     for batch in (1, 1, 1, 2, 2, 3, 3):
-        x = torch.rand(batch, 3, 128, 128, device="cuda")
+        x = torch.rand(batch, 3, 64, 64, device="cuda")
         got, want = plan({"images": x}), eager({"images": x})
         for name in want:
             same(got[name], want[name], exact=False, what=name)
