@@ -56,7 +56,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, iters: int, warmup: int, device: str) -> dict[str, list[float]]:
+def interleaved(fns: dict, iters: int, warmup: int, device: str, clock=time.perf_counter) -> dict[str, list[float]]:
     """ms per call of each function, called in turn ``iters`` times after ``warmup`` rounds."""
     for _ in range(warmup):
         for fn in fns.values():
@@ -66,10 +66,10 @@ def interleaved(fns: dict, iters: int, warmup: int, device: str) -> dict[str, li
     for _ in range(iters):
         for name, fn in fns.items():
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             _sync(device)
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            times[name].append((clock() - t0) * 1e3)
     return times
 
 
@@ -109,7 +109,8 @@ def bench_one(name: str, batch: int, args) -> dict:
     if args.plain:
         fns["plain"] = lambda: plain(feeds)
     load_before = os.getloadavg()[0]
-    times = interleaved(fns, args.iters, args.warmup, device)
+    clock = time.process_time if args.clock == "process" else time.perf_counter
+    times = interleaved(fns, args.iters, args.warmup, device, clock)
     load_after = os.getloadavg()[0]
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
@@ -141,7 +142,9 @@ def report(rows: list[dict], args) -> str:
         "",
         f"- {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {where}; torch {torch.__version__}; fp32, TF32 off",
         f"- command: `python bench/reference_bench.py {' '.join(sys.argv[1:])}`",
-        f"- median of {args.iters} calls after {args.warmup} warm-up rounds, interleaved; ms per call (min-max)",
+        f"- median of {args.iters} calls after {args.warmup} warm-up rounds, interleaved; ms per call (min-max), "
+        f"{'CPU time of this process' if args.clock == 'process' else 'wall time'}; torch threads "
+        f"{torch.get_num_threads()}",
         "- ratio = reference / eager (lower is better); 'bit-identical' = the plan's outputs (1st and 2nd call) "
         "equal the plain executor's (optimize=False) bit for bit; 'no fusion' = the plan with fast_math=False "
         "(CUDA only; fast_math is off on the CPU)",
@@ -178,12 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default: 3)")
     parser.add_argument("--plain", action="store_true", help="also time the plain executor (optimize=False)")
     parser.add_argument("--no-graphs", action="store_true", help="CUDA: run the plan without CUDA graphs")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, the number of cores)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "process"),
+        default="wall",
+        help="wall: elapsed time (default); process: this process's CPU time (steadier on a shared CPU with "
+        "--threads 1)",
+    )
     parser.add_argument("--out", help="also write the markdown report to this file")
     args = parser.parse_args(argv)
     gpu = args.device.startswith("cuda")
     if gpu and not torch.cuda.is_available():
         print("reference_bench: --device cuda needs a CUDA device", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.batch = args.batch or ([1, 16] if gpu else [1, 4])
     args.iters = args.iters or (50 if gpu else 10)
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -266,5 +266,6 @@ class LayerCall:
     def scratch(self, index: int, t: torch.Tensor) -> torch.Tensor | None:
         """``t`` (input ``index`` or a compute copy of it) if the op may overwrite it with its result, else None."""
         if t is not self.inputs[index] or index in self.donated:
-            return t if t.is_contiguous() else None
+            dense = t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last) if t.dim() == 4 else None
+            return t if (dense if dense is not None else t.is_contiguous()) else None
         return None

@@ -18,6 +18,7 @@ from trtx.reference.core import LayerCall, implements
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
 def _pad_last(x: torch.Tensor, pads: list[tuple[int, int]], value: float = 0.0) -> torch.Tensor:
@@ -112,18 +113,22 @@ def _conv_setup(call: LayerCall, x: torch.Tensor):
     pads = [(pre, post + extra) for pre, post, extra in forward_padding(call, x.shape[2:], kernel, stride, dilation)]
     symmetric = all(pre == post for pre, post in pads)  # the convolution pads itself: no padded copy of x
     padding = tuple(pre for pre, _ in pads) if symmetric else 0
-    return shape, w, b, stride, dilation, int(layer.num_groups), (None if symmetric else pads), padding, nd
+    layout = _CHANNELS_LAST.get(nd) if call.device.type == "cpu" else None
+    if layout is not None and w is not None:
+        w = w.contiguous(memory_format=layout)
+    return shape, w, b, stride, dilation, int(layer.num_groups), (None if symmetric else pads), padding, nd, layout
 
 
 @implements("CONVOLUTION")
 def convolution(call: LayerCall) -> list[torch.Tensor]:
     x = call.x(0)
-    shape, w, b, stride, dilation, groups, pads, padding, nd = call.memo(
-        ("conv", x.shape), lambda: _conv_setup(call, x)
-    )
+    setup = call.memo(("conv", x.shape), lambda: _conv_setup(call, x))
+    shape, w, b, stride, dilation, groups, pads, padding, nd, layout = setup
     w, b = _conv_weights(call, x, shape, w, b)
     if pads is not None:
         x = _pad_last(x, pads)
+    if layout is not None:  # oneDNN's convolutions run fastest on channels-last tensors on the CPU
+        x = x.contiguous(memory_format=layout)
     return [_CONV[nd](x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)]
 
 
@@ -199,6 +204,10 @@ def pooling(call: LayerCall) -> list[torch.Tensor]:
     kind, window, stride, padded, max_padding, divisor, blend, nd = call.memo(
         ("pool", x.shape), lambda: _pool_setup(call, x)
     )
+    if kind == "MAX" and x.dim() == nd + 2:  # [N, C, spatial] as it is (channels-last stays channels-last)
+        if max_padding is not None:
+            return [_MAX_POOL[nd](x, window, stride, padding=max_padding)]
+        return [_MAX_POOL[nd](_pad_last(x, padded, value=-math.inf), window, stride)]
     lead = x.shape[:-nd]
     x = x.reshape((-1, 1) + tuple(x.shape[-nd:]))  # pool every leading dim independently
     if kind != "AVERAGE":
