@@ -266,6 +266,13 @@ class LayerCall:
     def scratch(self, index: int, t: torch.Tensor) -> torch.Tensor | None:
         """``t`` (input ``index`` or a compute copy of it) if the op may overwrite it with its result, else None."""
         if t is not self.inputs[index] or index in self.donated:
-            dense = t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last) if t.dim() == 4 else None
-            return t if (dense if dense is not None else t.is_contiguous()) else None
+            return t if _dense(t) else None
         return None
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Contiguous in the default or a channels-last layout (CPU convolutions give channels-last tensors)."""
+    if t.is_contiguous():
+        return True
+    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+    return layout is not None and t.is_contiguous(memory_format=layout)
