@@ -41,9 +41,9 @@ def build(name: str, imgsz: int):
     weights = wts.WeightMap(sources.state_dict_for_wts(model, spec))
     net = Net(weights)
     if name == "yolov5s":
-        from netdefs import yolov5
+        from netdefs.yolov5 import config, decode
 
-        yolov5.define(net, yolov5.configure(argparse.Namespace(command="bench", imgsz=str(imgsz)), weights))
+        decode.define(net, config.configure(argparse.Namespace(command="bench", imgsz=str(imgsz)), weights))
     else:
         from netdefs import resnet
 

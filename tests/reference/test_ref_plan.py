@@ -125,13 +125,14 @@ def yolov5n():
     """yolov5n at 64 (random weights): convolutions, batch norms, SiLU, C3, SPPF, upsampling, concatenations,
     the decode -- the plan's optimizations all at work on a real network."""
     import wts
-    from netdefs import sources, yolov5
+    from netdefs import sources
+    from netdefs.yolov5 import config, decode
     from trtx.net import Net
 
     model = sources.build_model("yolov5:yolov5n", seed=0)
     weights = wts.WeightMap(sources.state_dict_for_wts(model, "yolov5:yolov5n"))
     net = Net(weights)
-    yolov5.define(net, yolov5.configure(argparse.Namespace(command="check", imgsz="64"), weights))
+    decode.define(net, config.configure(argparse.Namespace(command="check", imgsz="64"), weights))
     return model, net
 
 
