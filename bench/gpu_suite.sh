@@ -33,4 +33,6 @@ run reference_cuda $py -m pytest -q -p no:cacheprovider -m gpu tests/reference
 run pipelines_gpu $py -m pytest -q -p no:cacheprovider -m gpu tests/test_yolov5_gpu.py tests/test_runtime.py
 # benchmarks (ratios against baselines measured in the same run)
 run benches sh -c "$py bench/letterbox_bench.py --out $out/letterbox.md; a=\$?; $py bench/plugins_bench.py --out $out/plugins.md; b=\$?; $py bench/yolov5_bench.py --device cuda --out $out/yolov5.md; c=\$?; exit \$((a|b|c))"
+# the reference executor's compiled plan (CUDA graphs) against PyTorch eager, yolov5s and resnet50, batch 1 and 16
+run reference_bench $py bench/reference_bench.py --device cuda --batch 1 16 --iters 50 --out $out/reference.md
 exit $status

@@ -4,9 +4,9 @@ Every stage is timed with its baseline in the same run (median wall time, CUDA s
 
 * preprocessing: OpenCV letterbox on the CPU + upload (ultralytics' way) vs the fused letterbox kernel
   (trtx.letterbox.GpuLetterbox, host images uploaded by it);
-* inference: the yolov5 package's PyTorch model (eager fp32, TF32 off) vs the network in the reference executor
-  on CUDA (only where a TensorRT Python module is installed to define it) vs the TensorRT engine (only where this
-  machine's backend executes one);
+* inference: the yolov5 package's PyTorch model (eager fp32, TF32 off) vs the network in the reference executor's
+  compiled plan on CUDA (only where a TensorRT Python module is installed to define it) vs the TensorRT engine
+  (only where this machine's backend executes one);
 * post-processing on the network's outputs as PyTorch computes them (cx, cy, w, h / score / class, on the GPU):
   yolov5's non_max_suppression (torchvision, on the GPU) on the PyTorch prediction vs trtx.nms (exact, CPU,
   after the device-to-host copy) vs trtx.nms.gpu_non_max_suppression (the nms plugin's kernels).
@@ -167,10 +167,12 @@ def _network(model, args):
     if args.device.startswith("cuda"):
         engine, why = _engine(net, max(args.batch))
 
+    plan = reference.compile(net, args.device)  # read once; CUDA graphs per input shape
+
     def stages(x):
         def infer_ref():
             with torch.no_grad():
-                return reference.execute(net.network, {"images": x}, device=args.device)
+                return plan({"images": x})
 
         result = {"infer_ref": infer_ref}
         if engine is not None:

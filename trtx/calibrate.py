@@ -79,8 +79,9 @@ def collect(
     define(net)
     points = list(net.quant_inputs)
     calibrator = Calibrator(method, percentile=percentile)
+    plan = reference.compile(net, device, keep=points)  # read once, run per batch
     for feeds in _progress(feeds_iter, total, f"calibrating ({method})"):
-        values = reference.execute(net.network, feeds, device=device, keep=points)
+        values = plan(feeds)
         for name in points:
             calibrator.observe(name, values[name])
     if not calibrator.histograms:
@@ -193,19 +194,21 @@ def sensitivity(
     define(fp32)
     points = list(fp32.quant_inputs)
     compared = _compared_outputs(fp32.network)
+    reference_plan = reference.compile(fp32, device, keep=compared)
     try:  # one batch when the network takes one (a fixed batch-1 input does not)
         batched = _batched(feeds)
-        expected = [reference.execute(fp32.network, f, device=device, keep=compared) for f in batched]
+        expected = [reference_plan(f) for f in batched]
         feeds = batched
     except reference.ReferenceExecutionError:
-        expected = [reference.execute(fp32.network, f, device=device, keep=compared) for f in feeds]
+        expected = [reference_plan(f) for f in feeds]
     result: dict[str, float] = {}
     for point in _progress(points, len(points), "int8 sensitivity"):
         net = Net(weights, precision="int8", calibration=amax, int8_fallback=set(points) - {point})
         define(net)
         errors = []
+        plan = reference.compile(net, device, keep=compared)
         for f, want in zip(feeds, expected):
-            got = reference.execute(net.network, f, device=device, keep=compared)
+            got = plan(f)
             for name in compared:
                 w = want[name].double().reshape(len(want[name]), -1)
                 d = torch.linalg.vector_norm(got[name].double().reshape(w.shape) - w, dim=1)

@@ -314,7 +314,9 @@ def compare(
         hooks = _Hooks(model, graph.names() if layers else set())
         # the network first: PyTorch then follows its top-k picks where near-ties decided them (_FollowTopK)
         picks = graph.topk_indices()
-        got = reference.execute(nw, net_feeds, device=str(device), keep="all" if layers else picks or None)
+        compared = [graph.tensor_of[name] for name in graph.names() if name in hooks.paths] if layers else []
+        kept = list(dict.fromkeys(compared + picks))  # only what is compared: the rest of the run reuses memory
+        got = reference.compile(nw, device, keep=kept)(net_feeds)
         with hooks, _FollowTopK([(n, got[n]) for n in picks], atol, rtol) as topk:
             with torch.no_grad():
                 expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))

@@ -114,8 +114,14 @@ def typed(layer):
 
 def layers(network) -> Iterator:
     """The network's layers in order, each :func:`typed`."""
+    trt = backend.trt
+    mapping, layer_type_of = _mapping(trt), trt.ILayer.type.__get__
     for i in range(network.num_layers):
-        yield typed(network.get_layer(i))
+        layer = network.get_layer(i)
+        cls = mapping.get(layer_type_of(layer))
+        if cls is not None and not isinstance(layer, cls):
+            layer.__class__ = cls
+        yield layer
 
 
 # ---- plain-Python readers -----------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Small networks for reference-executor conformance tests: build with the real builder, run the reference.
 
 Every case network is handed to the real TensorRT builder (``trtx.build.build_serialized``) before the reference
-runs it, so each test also proves TensorRT accepts the network it checks.
+runs it, so each test also proves TensorRT accepts the network it checks. Every case runs through the compiled
+plan twice (the first run for an input shape, then the folded/replayed one; a third call replays the CUDA graph)
+and through the plain executor (``optimize=False``): on the CPU all of them must agree bit for bit.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from trtx import reference
 from trtx.build import BatchSpec, BuildOptions, build_serialized
 from trtx.net import Net, trt_dtype
-from trtx.reference import execute
 from trtx_base import backend
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -67,7 +69,27 @@ class Case:
         # builder targets the local GPU, which it may not support (it refuses sm_90).
         if build and device == "cpu":
             self.build(feeds)
-        return execute(self.nw, feeds, device=device, keep=keep)
+        plan = reference.compile(self.nw, device, keep=keep)
+        out = plan(feeds)
+        runs = [plan(feeds), reference.compile(self.nw, device, keep=keep, optimize=False)(feeds)]
+        if device != "cpu":
+            runs.append(plan(feeds))  # the CUDA graph's replay
+        for other in runs:
+            assert list(other) == list(out)
+            for name, value in out.items():
+                same(other[name], value, exact=device == "cpu", what=name)
+        return out
+
+
+def same(actual: torch.Tensor, expected: torch.Tensor, exact: bool = True, what: str = "") -> None:
+    """Bit-identical (``exact``: NaNs and signed zeros included), else within fp32 rounding."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (what, actual.dtype, expected.dtype)
+    if exact:
+        a, b = actual.reshape(-1).contiguous().cpu(), expected.reshape(-1).contiguous().cpu()
+        if a.numel() and a.dtype.itemsize:
+            assert torch.equal(a.view(torch.uint8), b.view(torch.uint8)), f"{what}: not bit-identical"
+    else:
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, equal_nan=True, msg=what)
 
 
 def rand(*shape, dtype=np.float32, low=-2.0, high=2.0) -> np.ndarray:

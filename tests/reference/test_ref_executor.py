@@ -67,13 +67,16 @@ def test_unimplemented_attribute_names_layer_type_and_value(device):
 
 
 def test_unimplemented_layer_type_is_named(device):
+    """DYNAMIC_QUANTIZE is refused (docs/reference.md says why) by name, when the plan is compiled."""
     c = Case()
-    x = c.input("x", (2, 4))
-    rs = c.nw.add_ragged_softmax(x, c.const(np.array([[3], [4]], np.int32)))
-    rs.name = "ragged"
-    c.output(rs)
-    with pytest.raises(NotImplementedInReference, match=r"layer 'ragged' \(RAGGED_SOFTMAX\): layer type"):
-        execute(c.nw, {"x": rand(2, 4)}, device=device)
+    x = c.input("x", (2, 32))
+    dq = c.nw.add_dynamic_quantize(x, 1, 16, c.trt.fp4, c.trt.fp8)
+    dq.set_input(1, c.const(np.array(1.0, np.float32)))
+    dq.name = "nvfp4"
+    c.output(c.nw.add_dequantize(dq.get_output(0), dq.get_output(1), c.trt.float32))
+    c.build({})  # the builder takes it
+    with pytest.raises(NotImplementedInReference, match=r"layer 'nvfp4' \(DYNAMIC_QUANTIZE\): layer type"):
+        execute(c.nw, {"x": rand(2, 32)}, device=device)
 
 
 def test_layers_run_in_dependency_order(device):
@@ -96,3 +99,19 @@ def test_only_needed_layers_run(device):
     assert_close(execute(c.nw, {"x": xv}, device=device)["y"], -torch.relu(t(xv, device)))
     with pytest.raises(NotImplementedInReference, match="RANDOM_NORMAL"):
         execute(c.nw, {"x": xv}, device=device, keep="all")
+
+
+def test_every_layer_type_is_implemented_or_refused_with_a_reason(device):
+    """The backend's LayerType members are all covered: run by an op or a loop/conditional region, or refused by
+    name (with the reason in the error and in docs/reference.md)."""
+    from pathlib import Path
+
+    from trtx.reference import REFUSED, implemented_kinds
+    from trtx_base import backend
+
+    kinds = {m for m in dir(backend.trt.LayerType) if m.isupper()}
+    assert kinds - set(implemented_kinds()) <= set(REFUSED), sorted(kinds - set(implemented_kinds()) - set(REFUSED))
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "reference.md").read_text()
+    refused = doc[doc.index("## Refused layer types") :]
+    for kind in REFUSED:
+        assert f"**{kind}**" in refused, kind

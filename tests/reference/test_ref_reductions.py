@@ -125,6 +125,35 @@ def test_topk_hand_case(device):
     assert out["values"].tolist() == [[8, 5]] and out["indices"].tolist() == [[3, 1]]
 
 
+@pytest.mark.parametrize("op", ["MAX", "MIN"])
+def test_topk_one_takes_the_first_of_equal_values(device, op):
+    """k = 1 (a class argmax): the extreme value and, among equal ones, the first index (as torch.max/argmax)."""
+    c = Case()
+    x = c.input("x", (3, 6))
+    layer = c.nw.add_topk(x, getattr(c.trt.TopKOperation, op), 1, 1 << 1)
+    c.output(layer.get_output(0), "values")
+    c.output(layer.get_output(1), "indices")
+    xv = np.array([[1, 4, 4, 0, 4, 2], [7, 7, 7, 7, 7, 7], [-1, -3, 5, -3, 0, -3]], np.float32)
+    out = c.run({"x": xv}, device)
+    pick = np.argmax if op == "MAX" else np.argmin
+    assert out["indices"].reshape(-1).tolist() == pick(xv, axis=1).tolist()
+    assert out["values"].reshape(-1).tolist() == (xv.max(1) if op == "MAX" else xv.min(1)).tolist()
+
+
+def test_gather_of_evenly_spaced_constant_indices(device):
+    """Constant indices 1, 3, 5 (a strided view) and 0..3 (a slice) gather the same as any others."""
+    c = Case()
+    x = c.input("x", (2, 3, 8))
+    c.output(c.nw.add_gather(x, c.const(np.array([1, 3, 5], np.int32)), 2), "odd")
+    c.output(c.nw.add_gather(x, c.const(np.array([[0, 1], [2, 3]], np.int32)), 2), "block")
+    c.output(c.nw.add_gather(x, c.const(np.array([2, 0, 1], np.int32)), 1), "shuffled")
+    xv = rand(2, 3, 8)
+    out = c.run({"x": xv}, device)
+    assert np.array_equal(out["odd"].cpu().numpy(), xv[:, :, [1, 3, 5]])
+    assert np.array_equal(out["block"].cpu().numpy(), xv[:, :, [[0, 1], [2, 3]]])
+    assert np.array_equal(out["shuffled"].cpu().numpy(), xv[:, [2, 0, 1]])
+
+
 def test_layer_normalization(device):
     """Normalization.html: Y = (X - Mean(X, axes)) / sqrt(Var(X, axes) + eps) · S + B over the last axis."""
     c = Case()
@@ -186,3 +215,34 @@ def test_cumulative(device, exclusive, reverse):
         (True, True): [[9, 7, 4, 0], [3, 2, 1, 0]],
     }[(exclusive, reverse)]
     assert y.tolist() == expected
+
+
+def test_ragged_softmax_hand_case(device):
+    """RaggedSoftMax.html: rows of 5 with bounds 5 and 3; past the bound the output is 0."""
+    c = Case()
+    x = c.input("x", (1, 2, 5))
+    bounds = c.input("bounds", (1, 2, 1), np.int32)
+    c.output(c.nw.add_ragged_softmax(x, bounds))
+    xv = np.array([[[1.0, 1.0, 1.0, 1.0, 0.5], [3.0, 4.0, -20.0, 10.0, 5.0]]], np.float32)
+    y = c.run({"x": xv, "bounds": np.array([[[5], [3]]], np.int32)}, device)["y"]
+    expected = [[[0.21, 0.21, 0.21, 0.21, 0.13], [0.26, 0.73, 0.01, 0.0, 0.0]]]
+    # the page shows two digits, cut rather than rounded (0.2689 as 0.26), and e^-20 / Σ as 0.01
+    torch.testing.assert_close(y.cpu(), torch.tensor(expected), rtol=0, atol=0.0101)
+    assert y[0, 1, 3:].tolist() == [0.0, 0.0]
+    assert_close(y[0, 1, :3], torch.softmax(torch.tensor([3.0, 4.0, -20.0]), 0))
+
+
+def test_ragged_softmax_random_bounds(device):
+    c = Case()
+    x = c.input("x", (3, 4, 6))
+    bounds = c.input("bounds", (3, 4, 1), np.int32)
+    c.output(c.nw.add_ragged_softmax(x, bounds))
+    xv = rand(3, 4, 6, low=-5, high=5)
+    bv = np.random.default_rng().integers(1, 7, size=(3, 4, 1)).astype(np.int32)
+    y = c.run({"x": xv, "bounds": bv}, device)["y"]
+    expected = np.zeros_like(xv)
+    for idx in np.ndindex(3, 4):
+        n = int(bv[idx][0])
+        e = np.exp(xv[idx][:n] - xv[idx][:n].max())
+        expected[idx][:n] = e / e.sum()
+    assert_close(y, expected)

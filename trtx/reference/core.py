@@ -1,9 +1,13 @@
-"""The reference executor's engine room: tensor bookkeeping, the op registry, dtypes and errors.
+"""The reference executor's engine room: the op registry, one layer's invocation (:class:`LayerCall`), dtypes
+and errors. The plan that runs a whole network is :mod:`trtx.reference.plan`.
 
 Each layer type has one function ``op(call) -> list[torch.Tensor]`` registered with :func:`implements`. The
-function reads the layer's attributes through the backend's own layer class (``call.layer`` is
-:func:`trtx.layers.typed`), gets its inputs from ``call.inputs`` and raises through ``call.unsupported`` for any
-attribute value it does not implement.
+function reads the layer's attributes through the backend's own layer class (``call.layer``: the
+:func:`trtx.layers.typed` layer behind a :class:`FrozenLayer`, which reads each attribute once), gets its inputs
+from ``call.inputs`` and raises through ``call.unsupported`` for any attribute value it does not implement.
+A plan makes one ``LayerCall`` per layer and reuses it on every run, so an op may keep what it derives from the
+layer's attributes and its input *shapes* in ``call.memo`` (weights as device tensors, paddings, index maps):
+never anything derived from input *values*.
 
 Numerics: floating inputs are handed to ops as float32 (exact for fp16/bf16); every output is then rounded to
 the dtype the network declares for that tensor, so an fp16 network stores fp16 values between layers exactly as
@@ -12,9 +16,7 @@ TensorRT does, with fp32 math inside a layer.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -51,11 +53,41 @@ def implements(*kinds: str):
 def registry() -> dict:
     """``{trt.LayerType.X: op}`` for the ops this backend's LayerType has."""
     trt = backend.trt
-    return {getattr(trt.LayerType, k): fn for k, fn in _OPS.items() if hasattr(trt.LayerType, k)}
+    key = (id(trt), len(_OPS))
+    cached = _REGISTRY.get(key)
+    if cached is None:
+        cached = _REGISTRY[key] = {getattr(trt.LayerType, k): fn for k, fn in _OPS.items() if hasattr(trt.LayerType, k)}
+    return cached
+
+
+_REGISTRY: dict[tuple[int, int], dict] = {}  # (backend module, ops registered) -> registry()
+
+
+#: boundary layers of loops and conditionals: the plan runs them as regions (trtx/reference/control.py)
+REGION_KINDS = (
+    "TRIP_LIMIT",
+    "RECURRENCE",
+    "ITERATOR",
+    "LOOP_OUTPUT",
+    "CONDITION",
+    "CONDITIONAL_INPUT",
+    "CONDITIONAL_OUTPUT",
+)
+
+#: layer types the executor refuses, and why (docs/reference.md lists them too)
+REFUSED = {
+    "DYNAMIC_QUANTIZE": "it outputs NVFP4/MXFP8 data with FP8/E8M0 block scales, and DynamicQuantize.html does not say "
+    "how a block's scale is derived from its values (its rounding to the scale type, the double-quantization scale): "
+    "there is nothing to check an implementation against; nor does the executor carry FP4 tensors",
+    "DIST_COLLECTIVE": "a collective over several GPUs (NCCL ranks); the executor runs a network on one device",
+    "PLUGIN": "the legacy IPluginLayer (IPluginV1), which no backend of this project can create; plugin layers are "
+    "PLUGIN_V2/PLUGIN_V3",
+}
 
 
 def implemented_kinds() -> list[str]:
-    return sorted(_OPS)
+    """LayerType member names the executor runs: its ops and the loop/conditional boundary layers."""
+    return sorted(set(_OPS) | set(REGION_KINDS))
 
 
 # ---- dtypes -------------------------------------------------------------------------------------
@@ -103,20 +135,66 @@ def to_declared(t: torch.Tensor, dtype: torch.dtype, trt_name: str) -> torch.Ten
 
 # ---- one layer invocation -----------------------------------------------------------------------
 
+_MISSING = object()
 
-@dataclass
+
+class FrozenLayer:
+    """A typed layer whose attributes are read from the backend once and then remembered.
+
+    The network is static once a plan is compiled, so an attribute read (a pybind11 call, an enum, a numpy copy of
+    the weights) is done on the first access only. Methods (``get_input``, ``get_output``) pass through.
+    """
+
+    __slots__ = ("_layer", "_cache")
+
+    def __init__(self, layer) -> None:
+        object.__setattr__(self, "_layer", layer)
+        object.__setattr__(self, "_cache", {})
+
+    def __getattr__(self, name: str):
+        cache = self._cache
+        value = cache.get(name, _MISSING)
+        if value is _MISSING:
+            value = getattr(self._layer, name)
+            if not callable(value):
+                cache[name] = value
+        return value
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"a compiled layer is read-only ({name})")
+
+
 class LayerCall:
-    """What an op function sees: the typed layer, its input values (None where unset) and helpers."""
+    """What an op function sees: the layer, its input values (None where unset) and helpers.
 
-    layer: Any
-    kind: str
-    inputs: list[torch.Tensor | None]
-    device: torch.device
-    out_dtypes: list[torch.dtype] = field(default_factory=list)
+    ``donated`` lists the input indices whose tensors nothing else uses any more: the op may write its result
+    into them (:meth:`scratch`). The plan decides that; an op never has to.
+    """
 
-    @property
-    def trt(self):
-        return backend.trt
+    __slots__ = ("layer", "raw", "kind", "inputs", "device", "out_dtypes", "donated", "trt", "_memo", "_host")
+
+    def __init__(
+        self,
+        layer,
+        kind: str,
+        inputs: list[torch.Tensor | None] | None,
+        device: torch.device,
+        out_dtypes: list[torch.dtype] | None = None,
+        *,
+        host: dict | None = None,
+        trt=None,
+    ) -> None:
+        self.raw = layer
+        self.layer = FrozenLayer(layer)
+        self.kind = kind
+        self.inputs = inputs if inputs is not None else []
+        self.device = device
+        self.out_dtypes = out_dtypes if out_dtypes is not None else []
+        self.donated: tuple[int, ...] = ()
+        self.trt = trt if trt is not None else backend.trt  # the TensorRT module (enums), looked up once
+        self._memo: dict = {}
+        #: id(tensor) -> (tensor, its values as a list): host copies of the plan's small folded tensors
+        self._host = host if host is not None else {}
 
     @property
     def name(self) -> str:
@@ -146,177 +224,55 @@ class LayerCall:
         """Input ``index`` as a compute value (floats in float32)."""
         return compute(self.input(index))
 
+    def memo(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()`` once per ``key`` for the life of the plan (key it by every input shape the value depends on)."""
+        value = self._memo.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._memo[key] = make()
+        return value
+
     def weights(self, value, dtype: torch.dtype | None = None) -> torch.Tensor | None:
-        """Layer weights (numpy / trt.Weights) as a tensor on the device; None when empty."""
+        """Layer weights (numpy / trt.Weights) as a tensor on the device; None when empty. Converted once."""
+        key = ("weights", id(value), dtype)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is value:
+            return hit[1]
         array = L.weights(value)
         if array is None:
-            return None
-        t = torch.from_numpy(np.array(array, copy=True)).to(self.device)
-        t = compute(t)
-        return t.to(dtype) if dtype is not None else t
+            t = None
+        else:
+            t = compute(torch.from_numpy(np.array(array, copy=True)).to(self.device))
+            t = t.to(dtype) if dtype is not None else t
+        self._memo[key] = (value, t)  # holding ``value`` keeps its id from being reused
+        return t
+
+    def known(self, t: torch.Tensor) -> list | None:
+        """The values of ``t`` as a flat list if it is one of the plan's small folded tensors, else None."""
+        hit = self._host.get(id(t))
+        return hit[1] if hit is not None and hit[0] is t else None
+
+    def values(self, t: torch.Tensor) -> list:
+        """A small tensor's values as Python numbers (no device round trip for the plan's folded tensors)."""
+        known = self.known(t)
+        return known if known is not None else t.reshape(-1).tolist()
 
     def ints(self, t: torch.Tensor) -> list[int]:
         """A shape tensor's values as Python ints."""
-        return [int(v) for v in t.reshape(-1).tolist()]
+        return [int(v) for v in self.values(t)]
+
+    def floats(self, t: torch.Tensor) -> list[float]:
+        return [float(v) for v in self.values(t)]
+
+    def scratch(self, index: int, t: torch.Tensor) -> torch.Tensor | None:
+        """``t`` (input ``index`` or a compute copy of it) if the op may overwrite it with its result, else None."""
+        if t is not self.inputs[index] or index in self.donated:
+            return t if _dense(t) else None
+        return None
 
 
-# ---- the executor -------------------------------------------------------------------------------
-
-
-def _feed_tensor(name: str, value, tensor, device: torch.device) -> torch.Tensor:
-    declared = torch_dtype(tensor.dtype, f"network input {name!r}")
-    if isinstance(value, np.ndarray) or np.isscalar(value):
-        value = torch.from_numpy(np.ascontiguousarray(value))
-    if not isinstance(value, torch.Tensor):
-        raise ReferenceExecutionError(
-            f"feed {name!r}: expected a numpy array or torch tensor, got {type(value).__name__}"
-        )
-    kind = lambda dt: "bool" if dt == torch.bool else ("float" if dt.is_floating_point else "int")  # noqa: E731
-    if kind(value.dtype) != kind(declared):
-        raise ReferenceExecutionError(
-            f"feed {name!r} has dtype {value.dtype} but the network input is {L.enum_name(tensor.dtype)}"
-        )
-    shape = L.dims(tensor.shape)
-    if value.dim() != len(shape) or any(d >= 0 and d != v for d, v in zip(shape, value.shape)):
-        raise ReferenceExecutionError(
-            f"feed {name!r} has shape {tuple(value.shape)} but the network input is {shape} (-1 = any)"
-        )
-    return value.to(device=device, dtype=declared)
-
-
-def _check_output(where: str, index: int, value: torch.Tensor, tensor) -> None:
-    declared = L.dims(tensor.shape)
-    if len(declared) != value.dim() or any(d >= 0 and d != v for d, v in zip(declared, value.shape)):
-        raise ReferenceExecutionError(
-            f"{where}: output {index} ({tensor.name!r}) computed with shape {tuple(value.shape)} but "
-            f"TensorRT declares {declared}; the reference executor disagrees with TensorRT about this layer"
-        )
-
-
-def _schedule(network, needed: set[str] | None) -> list:
-    """Typed layers in dependency order; only those needed for ``needed`` tensors (None = every layer)."""
-    all_layers = list(L.layers(network))
-    producer: dict[str, int] = {}
-    for i, layer in enumerate(all_layers):
-        for o in range(layer.num_outputs):
-            name = layer.get_output(o).name
-            if name in producer:
-                raise ReferenceExecutionError(
-                    f"tensor name {name!r} is produced by both layer {all_layers[producer[name]].name!r} and "
-                    f"layer {layer.name!r}; tensor names must be unique"
-                )
-            producer[name] = i
-    order: list[int] = []
-    state: dict[int, int] = {}  # 1 = visiting, 2 = done
-
-    def visit(i: int) -> None:
-        stack = [(i, False)]
-        while stack:
-            j, expanded = stack.pop()
-            if expanded:
-                state[j] = 2
-                order.append(j)
-                continue
-            if state.get(j) == 2:
-                continue
-            if state.get(j) == 1:
-                raise ReferenceExecutionError(f"layer {all_layers[j].name!r} is part of a cycle")
-            state[j] = 1
-            stack.append((j, True))
-            layer = all_layers[j]
-            for k in range(layer.num_inputs):
-                t = layer.get_input(k)
-                if t is not None and t.name in producer and state.get(producer[t.name]) != 2:
-                    if state.get(producer[t.name]) == 1:
-                        raise ReferenceExecutionError(f"layer {layer.name!r} is part of a cycle (loop layers?)")
-                    stack.append((producer[t.name], False))
-
-    if needed is None:
-        roots: list[int] = list(range(len(all_layers)))
-    else:  # the layers producing what was asked for, plus every assertion (they guard the whole run)
-        asserts = {i for i, layer in enumerate(all_layers) if L.enum_name(L.layer_type(layer)) == "ASSERTION"}
-        roots = sorted({producer[n] for n in needed if n in producer} | asserts)
-    for i in roots:
-        visit(i)
-    return [all_layers[i] for i in order]
-
-
-@contextlib.contextmanager
-def _exact_float32():
-    """No TF32 inside the reference: cuDNN convolutions default to it on Ampere+ GPUs (≈1e-3 relative error)."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def execute(
-    network,
-    feeds: Mapping[str, np.ndarray | torch.Tensor],
-    device: str | torch.device = "cpu",
-    keep: Iterable[str] | str | None = None,
-) -> dict[str, torch.Tensor]:
-    """Run ``network`` (an ``INetworkDefinition``, or a :class:`trtx.net.Net`) in PyTorch.
-
-    ``feeds`` maps every network input name to its value; dynamic dimensions are taken from the feeds.
-    Returns the marked outputs, plus the tensors named in ``keep`` (``"all"`` = every tensor computed),
-    each in the dtype the network declares for it, on ``device``.
-    """
-    with _exact_float32():
-        return _execute(getattr(network, "network", network), feeds, torch.device(device), keep)
-
-
-def _execute(network, feeds, device: torch.device, keep) -> dict[str, torch.Tensor]:
-    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
-    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
-    missing = sorted(set(inputs) - set(feeds))
-    unknown = sorted(set(feeds) - set(inputs))
-    if missing or unknown:
-        raise ReferenceExecutionError(
-            f"feeds must name every network input exactly: missing {missing}, unknown {unknown} "
-            f"(inputs: {sorted(inputs)})"
-        )
-    values: dict[str, torch.Tensor] = {name: _feed_tensor(name, feeds[name], inputs[name], device) for name in inputs}
-
-    keep_all = isinstance(keep, str) and keep == "all"
-    kept: list[str] = [] if keep is None or keep_all else ([keep] if isinstance(keep, str) else list(keep))
-    known = set(inputs) | {layer.get_output(o).name for layer in L.layers(network) for o in range(layer.num_outputs)}
-    unknown_keep = [n for n in kept if n not in known]
-    if unknown_keep:
-        raise ReferenceExecutionError(f"keep names tensors the network does not have: {unknown_keep}")
-    needed = None if keep_all else set(outputs) | set(kept)
-    ops = registry()
-    for layer in _schedule(network, needed):
-        kind_enum = L.layer_type(layer)
-        kind = L.enum_name(kind_enum)
-        args = []
-        for k in range(layer.num_inputs):
-            t = layer.get_input(k)
-            if t is None:
-                args.append(None)
-            elif t.name not in values:
-                raise ReferenceExecutionError(
-                    f"layer {layer.name!r} ({kind}): input {k} {t.name!r} is neither a network input nor "
-                    f"produced by any layer"
-                )
-            else:
-                args.append(values[t.name])
-        where = f"layer {layer.name!r} ({kind})"
-        op = ops.get(kind_enum)
-        if op is None:
-            raise NotImplementedInReference(f"{where}: layer type {kind} is not implemented by the reference executor")
-        out_tensors = [layer.get_output(o) for o in range(layer.num_outputs)]
-        out_dtypes = [torch_dtype(t.dtype, f"{where} output {t.name!r}") for t in out_tensors]
-        results = op(LayerCall(layer, kind, args, device, out_dtypes))
-        if len(results) != len(out_tensors):
-            raise ReferenceExecutionError(f"{where}: op returned {len(results)} outputs, layer has {len(out_tensors)}")
-        for o, (value, tensor) in enumerate(zip(results, out_tensors)):
-            value = to_declared(value.to(device), out_dtypes[o], L.enum_name(tensor.dtype))
-            _check_output(where, o, value, tensor)
-            values[tensor.name] = value
-
-    names = list(values) if keep_all else outputs + [n for n in kept if n not in outputs]
-    return {n: values[n] for n in names}
+def _dense(t: torch.Tensor) -> bool:
+    """Contiguous in the default or a channels-last layout (CPU convolutions give channels-last tensors)."""
+    if t.is_contiguous():
+        return True
+    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+    return layout is not None and t.is_contiguous(memory_format=layout)

@@ -18,6 +18,7 @@ from trtx.reference.core import LayerCall, implements
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
 def _pad_last(x: torch.Tensor, pads: list[tuple[int, int]], value: float = 0.0) -> torch.Tensor:
@@ -56,25 +57,45 @@ def forward_padding(call: LayerCall, spatial, window, stride, dilation) -> list[
     return out
 
 
-def _conv_weights(call: LayerCall, transposed: bool):
+def _static_weights(call: LayerCall, c: int, transposed: bool):
+    """(kernel shape, kernel, bias) from the layer's weights (None where they come from inputs 1/2), checked."""
     layer = call.layer
     kernel = L.dims(layer.kernel_size_nd)
     groups = int(layer.num_groups)
     k = int(layer.num_output_maps)
-    x = call.x(0)
-    c = x.shape[1]
-    w = call.optional(1)
-    w = w.float() if w is not None else call.weights(layer.kernel)
-    if w is None:
-        raise call.error("has no kernel weights")
     shape = (c, k // groups, *kernel) if transposed else (k, c // groups, *kernel)
+    w = None if call.optional(1) is not None else call.weights(layer.kernel)
+    if call.optional(1) is None and w is None:
+        raise call.error("has no kernel weights")
+    b = None if call.optional(2) is not None else call.weights(layer.bias)
+    if w is not None:
+        w = _checked_kernel(call, w, shape, c, groups)
+    if b is not None:
+        b = _checked_bias(call, b, k)
+    return shape, w, b
+
+
+def _checked_kernel(call: LayerCall, w: torch.Tensor, shape, c: int, groups: int) -> torch.Tensor:
     if w.numel() != math.prod(shape):
         raise call.error(f"kernel has {w.numel()} values, expected {shape} for input channels {c}, groups {groups}")
-    b = call.optional(2)
-    b = b.float() if b is not None else call.weights(layer.bias)
-    if b is not None and b.numel() != k:
+    return w.reshape(shape).contiguous()
+
+
+def _checked_bias(call: LayerCall, b: torch.Tensor, k: int) -> torch.Tensor:
+    if b.numel() != k:
         raise call.error(f"bias has {b.numel()} values, expected {k}")
-    return x, w.reshape(shape), (b.reshape(k) if b is not None else None), kernel, groups
+    return b.reshape(k)
+
+
+def _conv_weights(call: LayerCall, x: torch.Tensor, shape, w, b):
+    """This run's kernel and bias: the layer's own (converted once) or inputs 1/2 (Q/DQ weights)."""
+    c = x.shape[1]
+    groups = int(call.layer.num_groups)
+    if w is None:
+        w = _checked_kernel(call, call.input(1).float(), shape, c, groups)
+    if b is None and call.optional(2) is not None:
+        b = _checked_bias(call, call.input(2).float(), int(call.layer.num_output_maps))
+    return w, b
 
 
 def _check_rank(call: LayerCall, x: torch.Tensor, nd: int) -> None:
@@ -82,24 +103,42 @@ def _check_rank(call: LayerCall, x: torch.Tensor, nd: int) -> None:
         raise call.unsupported(f"input rank {x.dim()} with a {nd}-D kernel (expected rank {nd + 2})")
 
 
+def _conv_setup(call: LayerCall, x: torch.Tensor):
+    layer = call.layer
+    kernel = L.dims(layer.kernel_size_nd)
+    nd = len(kernel)
+    _check_rank(call, x, nd)
+    shape, w, b = _static_weights(call, x.shape[1], transposed=False)
+    stride, dilation = L.dims(layer.stride_nd), L.dims(layer.dilation_nd)
+    pads = [(pre, post + extra) for pre, post, extra in forward_padding(call, x.shape[2:], kernel, stride, dilation)]
+    symmetric = all(pre == post for pre, post in pads)  # the convolution pads itself: no padded copy of x
+    padding = tuple(pre for pre, _ in pads) if symmetric else 0
+    layout = _CHANNELS_LAST.get(nd) if call.device.type == "cpu" else None
+    if layout is not None and w is not None:
+        w = w.contiguous(memory_format=layout)
+    return shape, w, b, stride, dilation, int(layer.num_groups), (None if symmetric else pads), padding, nd, layout
+
+
 @implements("CONVOLUTION")
 def convolution(call: LayerCall) -> list[torch.Tensor]:
-    x, w, b, kernel, groups = _conv_weights(call, transposed=False)
-    nd = len(kernel)
-    _check_rank(call, x, nd)
-    stride, dilation = L.dims(call.layer.stride_nd), L.dims(call.layer.dilation_nd)
-    pads = forward_padding(call, x.shape[2:], kernel, stride, dilation)
-    x = _pad_last(x, [(pre, post + extra) for pre, post, extra in pads])
-    return [_CONV[nd](x, w, b, stride=stride, dilation=dilation, groups=groups)]
+    x = call.x(0)
+    setup = call.memo(("conv", x.shape), lambda: _conv_setup(call, x))
+    shape, w, b, stride, dilation, groups, pads, padding, nd, layout = setup
+    w, b = _conv_weights(call, x, shape, w, b)
+    if pads is not None:
+        x = _pad_last(x, pads)
+    if layout is not None:  # oneDNN's convolutions run fastest on channels-last tensors on the CPU
+        x = x.contiguous(memory_format=layout)
+    return [_CONV[nd](x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)]
 
 
-@implements("DECONVOLUTION")
-def deconvolution(call: LayerCall) -> list[torch.Tensor]:
+def _deconv_setup(call: LayerCall, x: torch.Tensor):
     trt = call.trt
-    x, w, b, kernel, groups = _conv_weights(call, transposed=True)
+    layer = call.layer
+    kernel = L.dims(layer.kernel_size_nd)
     nd = len(kernel)
     _check_rank(call, x, nd)
-    layer = call.layer
+    shape, w, b = _static_weights(call, x.shape[1], transposed=True)
     stride, dilation = L.dims(layer.stride_nd), L.dims(layer.dilation_nd)
     mode = layer.padding_mode
     if mode in (trt.PaddingMode.EXPLICIT_ROUND_DOWN, trt.PaddingMode.EXPLICIT_ROUND_UP):
@@ -114,6 +153,14 @@ def deconvolution(call: LayerCall) -> list[torch.Tensor]:
         raise call.unsupported("padding_mode", mode)
     if any(c < 0 for pair in crops for c in pair):
         raise call.unsupported(f"negative deconvolution padding {crops}")
+    return shape, w, b, stride, dilation, int(layer.num_groups), crops, nd
+
+
+@implements("DECONVOLUTION")
+def deconvolution(call: LayerCall) -> list[torch.Tensor]:
+    x = call.x(0)
+    shape, w, b, stride, dilation, groups, crops, nd = call.memo(("deconv", x.shape), lambda: _deconv_setup(call, x))
+    w, b = _conv_weights(call, x, shape, w, b)
     y = _CONV_T[nd](x, w, None, stride=stride, dilation=dilation, groups=groups)
     y = _pad_last(y, [(-pre, -post) for pre, post in crops])
     if b is not None:
@@ -121,43 +168,56 @@ def deconvolution(call: LayerCall) -> list[torch.Tensor]:
     return [y]
 
 
-@implements("POOLING")
-def pooling(call: LayerCall) -> list[torch.Tensor]:
+def _pool_setup(call: LayerCall, x: torch.Tensor):
     trt = call.trt
     layer = call.layer
     kind = layer.type  # IPoolingLayer.type is the PoolingType
+    if kind not in (trt.PoolingType.MAX, trt.PoolingType.AVERAGE, trt.PoolingType.MAX_AVERAGE_BLEND):
+        raise call.unsupported("type", kind)
     window = L.dims(layer.window_size_nd)
     nd = len(window)
-    x = call.x(0)
     if x.dim() < nd + 1:
         raise call.unsupported(f"input rank {x.dim()} with a {nd}-D window")
     stride = L.dims(layer.stride_nd)
-    pads = forward_padding(call, x.shape[-nd:], window, stride, (1,) * nd)
-    lead = x.shape[:-nd]
-    x = x.reshape((-1, 1) + tuple(x.shape[-nd:]))  # pool every leading dim independently
-    outs = {}
-    if kind in (trt.PoolingType.MAX, trt.PoolingType.MAX_AVERAGE_BLEND):
-        xp = _pad_last(x, [(pre, post + extra) for pre, post, extra in pads], value=-math.inf)
-        outs["max"] = _MAX_POOL[nd](xp, window, stride)
-    if kind in (trt.PoolingType.AVERAGE, trt.PoolingType.MAX_AVERAGE_BLEND):
-        sums = _window_sum(_pad_last(x, [(pre, post + extra) for pre, post, extra in pads]), window, stride)
-        ones = torch.ones((1, 1) + tuple(x.shape[-nd:]), dtype=x.dtype, device=x.device)
+    spatial = tuple(x.shape[-nd:])
+    pads = forward_padding(call, spatial, window, stride, (1,) * nd)
+    padded = [(pre, post + extra) for pre, post, extra in pads]
+    divisor = None
+    if kind != trt.PoolingType.MAX:
+        ones = torch.ones((1, 1) + spatial, dtype=torch.float32, device=call.device)
         if layer.average_count_excludes_padding:
-            mask = _pad_last(ones, [(pre, post + extra) for pre, post, extra in pads])
+            mask = _pad_last(ones, padded)
         else:  # the window's overlap with the padded input; EXPLICIT_ROUND_UP's extra cells are not input
             mask = _pad_last(
                 _pad_last(ones, [(pre, post) for pre, post, _ in pads], value=1.0), [(0, e) for *_, e in pads]
             )
-        outs["avg"] = sums / _window_sum(mask, window, stride)
-    if kind == trt.PoolingType.MAX:
-        y = outs["max"]
-    elif kind == trt.PoolingType.AVERAGE:
-        y = outs["avg"]
-    elif kind == trt.PoolingType.MAX_AVERAGE_BLEND:
-        blend = float(layer.blend_factor)
-        y = (1 - blend) * outs["max"] + blend * outs["avg"]
-    else:
-        raise call.unsupported("type", kind)
+        divisor = _window_sum(mask, window, stride)
+    # max pooling pads with -inf itself when the padding is symmetric and at most half the window
+    own = all(pre == post and 2 * pre <= w for (pre, post), w in zip(padded, window))
+    max_padding = tuple(pre for pre, _ in padded) if own else None
+    return kind.name, window, stride, padded, max_padding, divisor, float(layer.blend_factor), nd
+
+
+@implements("POOLING")
+def pooling(call: LayerCall) -> list[torch.Tensor]:
+    x = call.x(0)
+    kind, window, stride, padded, max_padding, divisor, blend, nd = call.memo(
+        ("pool", x.shape), lambda: _pool_setup(call, x)
+    )
+    if kind == "MAX" and x.dim() == nd + 2:  # [N, C, spatial] as it is (channels-last stays channels-last)
+        if max_padding is not None:
+            return [_MAX_POOL[nd](x, window, stride, padding=max_padding)]
+        return [_MAX_POOL[nd](_pad_last(x, padded, value=-math.inf), window, stride)]
+    lead = x.shape[:-nd]
+    x = x.reshape((-1, 1) + tuple(x.shape[-nd:]))  # pool every leading dim independently
+    if kind != "AVERAGE":
+        if max_padding is not None:
+            y = _MAX_POOL[nd](x, window, stride, padding=max_padding)
+        else:
+            y = _MAX_POOL[nd](_pad_last(x, padded, value=-math.inf), window, stride)
+    if kind != "MAX":
+        avg = _window_sum(_pad_last(x, padded), window, stride) / divisor.to(x.dtype)
+        y = avg if kind == "AVERAGE" else (1 - blend) * y + blend * avg
     return [y.reshape(tuple(lead) + tuple(y.shape[-nd:]))]
 
 

@@ -20,7 +20,7 @@ def plugin(call: LayerCall) -> list[torch.Tensor]:
     reference_for_layer = getattr(core, "reference_for_layer", None)
     if reference_for_layer is None:
         raise NotImplementedInReference(f"{call.where()}: plugins.core has no reference_for_layer")
-    fn = reference_for_layer(call.layer)
+    fn = reference_for_layer(call.raw)
     if fn is None:
         raise NotImplementedInReference(f"{call.where()}: its plugin registers no torch reference")
     outputs = list(fn(list(call.inputs)))

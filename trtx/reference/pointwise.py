@@ -46,13 +46,24 @@ def _activation(name: str, x: torch.Tensor, a: float, b: float) -> torch.Tensor 
     return None
 
 
+#: activations computed by one torch function that can write into a given tensor (``out=``)
+_ACTIVATION_OUT = {"SIGMOID": torch.sigmoid, "TANH": torch.tanh}
+
+
 @implements("ACTIVATION")
 def activation(call: LayerCall) -> list[torch.Tensor]:
     kind = call.layer.type  # IActivationLayer.type is the ActivationType
+    name = kind.name
     x = call.x(0)
-    if not x.dtype.is_floating_point and kind.name != "RELU":
-        raise call.unsupported(f"type={kind.name} on {x.dtype} input")
-    y = _activation(kind.name, x, float(call.layer.alpha), float(call.layer.beta))
+    if not x.dtype.is_floating_point and name != "RELU":
+        raise call.unsupported(f"type={name} on {x.dtype} input")
+    buffer = call.scratch(0, x) if x.dtype.is_floating_point else None
+    if buffer is not None:
+        if name == "RELU":
+            return [torch.clamp_min(x, 0, out=buffer)]
+        if name in _ACTIVATION_OUT:
+            return [_ACTIVATION_OUT[name](x, out=buffer)]
+    y = _activation(name, x, float(call.layer.alpha), float(call.layer.beta))
     if y is None:
         raise call.unsupported("type", kind)
     return [y]
@@ -76,18 +87,31 @@ _ELEMENTWISE = {
     "GREATER": torch.gt,
     "LESS": torch.lt,
 }
+#: float ops whose result has the inputs' dtype: they may write into an input of the result's shape
+_ELEMENTWISE_OUT = {"SUM": torch.add, "PROD": torch.mul, "MAX": torch.maximum, "MIN": torch.minimum, "SUB": torch.sub}
+
+
+def _broadcast(call: LayerCall, a: torch.Size, b: torch.Size) -> tuple[int, ...]:
+    if len(a) != len(b):
+        raise call.error(f"inputs have ranks {len(a)} and {len(b)}; TensorRT broadcasts only equal ranks")
+    for i, (da, db) in enumerate(zip(a, b)):
+        if da != db and 1 not in (da, db):
+            raise call.error(f"dimension {i} of shapes {tuple(a)} and {tuple(b)} cannot broadcast")
+    return tuple(max(da, db) if 0 not in (da, db) else 0 for da, db in zip(a, b))
 
 
 @implements("ELEMENTWISE")
 def elementwise(call: LayerCall) -> list[torch.Tensor]:
     op = call.layer.op.name
     a, b = call.x(0), call.x(1)
-    if a.dim() != b.dim():
-        raise call.error(f"inputs have ranks {a.dim()} and {b.dim()}; TensorRT broadcasts only equal ranks")
-    for i, (da, db) in enumerate(zip(a.shape, b.shape)):
-        if da != db and 1 not in (da, db):
-            raise call.error(f"dimension {i} of shapes {tuple(a.shape)} and {tuple(b.shape)} cannot broadcast")
+    shape = call.memo(("broadcast", a.shape, b.shape), lambda: _broadcast(call, a.shape, b.shape))
     floating = a.dtype.is_floating_point
+    if floating and op in _ELEMENTWISE_OUT and a.dtype == b.dtype:
+        for index, t in ((0, a), (1, b)):
+            if t.shape == shape:
+                buffer = call.scratch(index, t)
+                if buffer is not None:
+                    return [_ELEMENTWISE_OUT[op](a, b, out=buffer)]
     if op == "DIV":
         y = a / b if floating else _int_div(a, b)
     elif op == "FLOOR_DIV":
@@ -137,11 +161,9 @@ def unary(call: LayerCall) -> list[torch.Tensor]:
     return [fn(call.x(0))]
 
 
-@implements("SCALE")
-def scale(call: LayerCall) -> list[torch.Tensor]:
-    """output = (input · scale + shift) ^ power, coefficients per tensor, channel or element."""
+def _scale_setup(call: LayerCall, x: torch.Tensor):
+    """(shift, scale, power) shaped for ``x`` (None: absent or the identity), and the batch-norm form if any."""
     layer = call.layer
-    x = call.x(0)
     mode = layer.mode.name
     axis = int(layer.channel_axis)
     if mode == "UNIFORM":
@@ -153,19 +175,40 @@ def scale(call: LayerCall) -> list[torch.Tensor]:
     else:
         raise call.unsupported("mode", layer.mode)
     count = math.prod(shape)
-    coefficients = {}
+    coefficients = []
     for name in ("shift", "scale", "power"):
         w = call.weights(getattr(layer, name))
         if w is not None and w.numel() != count:
             raise call.error(f"{name} has {w.numel()} values, mode {mode} needs {count} (shape {shape})")
-        coefficients[name] = None if w is None else w.reshape(shape)
-    y = x
-    if coefficients["scale"] is not None:
-        y = y * coefficients["scale"]
-    if coefficients["shift"] is not None:
-        y = y + coefficients["shift"]
-    if coefficients["power"] is not None:
-        y = torch.pow(y, coefficients["power"])
+        coefficients.append(None if w is None else w.reshape(shape))
+    shift, scale, power = coefficients
+    if power is not None and bool((power == 1).all()):
+        power = None  # x ** 1 == x exactly: skip the slowest op of the three
+    affine = None
+    if mode == "CHANNEL" and axis == 1 and x.dim() >= 2 and x.dtype == torch.float32:
+        weight = scale.reshape(-1) if scale is not None else torch.ones(count, device=call.device)
+        bias = shift.reshape(-1) if shift is not None else torch.zeros(count, device=call.device)
+        if bool(torch.isfinite(weight).all()):  # batch norm with mean 0, variance 1: x · scale + shift
+            affine = (weight, bias, torch.zeros(count, device=call.device), torch.ones(count, device=call.device))
+    return shift, scale, power, affine
+
+
+@implements("SCALE")
+def scale(call: LayerCall) -> list[torch.Tensor]:
+    """output = (input · scale + shift) ^ power, coefficients per tensor, channel or element."""
+    x = call.x(0)
+    shift, factor, power, affine = call.memo(("scale", x.shape, x.dtype), lambda: _scale_setup(call, x))
+    if affine is not None:
+        weight, bias, zeros, ones = affine
+        y = torch.nn.functional.batch_norm(x, zeros, ones, weight, bias, False, 0.0, 0.0)
+    else:
+        y = x
+        if factor is not None:
+            y = y * factor
+        if shift is not None:
+            y = y + shift
+    if power is not None:
+        y = torch.pow(y, power)
     return [y]
 
 

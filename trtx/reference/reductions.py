@@ -1,7 +1,8 @@
-"""Contractions and reductions: MatrixMultiply, Einsum, SoftMax, Reduce, TopK, Normalization, Cumulative.
+"""Contractions and reductions: MatrixMultiply, Einsum, SoftMax, Reduce, TopK, Normalization, Cumulative,
+RaggedSoftMax.
 
 Semantics: docs.nvidia.com/deeplearning/tensorrt/latest/_static/operators/{MatrixMultiply,Einsum,SoftMax,Reduce,
-TopK,Normalization,Cumulative}.html.
+TopK,Normalization,Cumulative,RaggedSoftMax}.html.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def topk(call: LayerCall) -> list[torch.Tensor]:
     largest = layer.op.name == "MAX"
     if layer.op.name not in ("MAX", "MIN"):
         raise call.unsupported("op", layer.op)
+    if k == 1:  # one pass, and equal values resolve to the first index (topk leaves that open)
+        values, indices = (torch.max if largest else torch.min)(x, dim=axes[0], keepdim=True)
+        return [values, indices]
     values, indices = torch.topk(x, k, dim=axes[0], largest=largest, sorted=True)
     return [values, indices]
 
@@ -153,3 +157,15 @@ def cumulative(call: LayerCall) -> list[torch.Tensor]:
     if layer.reverse:
         y = y.flip(axis)
     return [y]
+
+
+@implements("RAGGED_SOFTMAX")
+def ragged_softmax(call: LayerCall) -> list[torch.Tensor]:
+    """Softmax over the first ``bounds`` elements of the last axis; the elements past the bound are 0
+    (RaggedSoftMax.html: input [..., n], bounds [..., 1] int32)."""
+    x, bounds = call.x(0), call.input(1)
+    if bounds.shape != x.shape[:-1] + (1,):
+        raise call.error(f"bounds {tuple(bounds.shape)} must be the input's shape {tuple(x.shape)} with a last dim 1")
+    inside = torch.arange(x.shape[-1], device=x.device) < bounds.to(torch.int64)
+    y = torch.softmax(x.masked_fill(~inside, float("-inf")), dim=-1)
+    return [torch.where(inside, y, torch.zeros_like(y))]  # a bound of 0 gives a row of zeros, not NaN

@@ -18,13 +18,17 @@ from trtx.reference.core import LayerCall, implements
 
 
 def output_size(call: LayerCall, x: torch.Tensor) -> list[int]:
-    how, value = L.resize_size(call.layer)
+    how, value = call.memo("size", lambda: L.resize_size(call.layer))
     if how == "input":
         t = call.input(1)
         if t.dtype.is_floating_point:
-            how, value = "scales", [float(v) for v in t.reshape(-1).tolist()]
+            how, value = "scales", call.floats(t)
         else:
             how, value = "shape", call.ints(t)
+    return call.memo(("output_size", x.shape, how, tuple(value or ())), lambda: _output_size(call, x, how, value))
+
+
+def _output_size(call: LayerCall, x: torch.Tensor, how: str, value) -> list[int]:
     if how == "unset":
         raise call.error("neither shape nor scales is set")
     if len(value) != x.dim():
@@ -94,21 +98,56 @@ def _cubic(c: torch.Tensor, n: int, a: float, exclude_outside: bool) -> tuple[to
     return idx.clamp(0, n - 1), w
 
 
-def _resize_axis(call: LayerCall, x: torch.Tensor, axis: int, m: int) -> torch.Tensor:
+def _axis_taps(call: LayerCall, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices [m, taps], weights [m, taps]) resizing an axis of length ``n`` to ``m``."""
     layer = call.layer
-    n = x.shape[axis]
-    c = _source_coords(call, n, m, x.device)
+    c = _source_coords(call, n, m, call.device)
     mode = layer.resize_mode.name
     if mode == "NEAREST":
-        idx, w = _nearest(call, c, n)
-    elif mode == "LINEAR":
-        idx, w = _linear(c, n)
-    elif mode == "CUBIC":
-        idx, w = _cubic(c, n, float(layer.cubic_coeff), bool(layer.exclude_outside))
-    else:
-        raise call.unsupported("resize_mode", layer.resize_mode)
+        return _nearest(call, c, n)
+    if mode == "LINEAR":
+        return _linear(c, n)
+    if mode == "CUBIC":
+        return _cubic(c, n, float(layer.cubic_coeff), bool(layer.exclude_outside))
+    raise call.unsupported("resize_mode", layer.resize_mode)
+
+
+def _resize_setup(call: LayerCall, x: torch.Tensor, sizes: list[int]):
+    """Per resized axis (axis, indices, weights); for NEAREST over adjacent axes, one index for a single gather."""
+    if not x.dtype.is_floating_point and call.layer.resize_mode.name != "NEAREST":
+        raise call.unsupported(f"resize_mode={call.layer.resize_mode.name} on {x.dtype} input")
+    axes = [(axis, *_axis_taps(call, x.shape[axis], m)) for axis, m in enumerate(sizes) if m != x.shape[axis]]
+    gather = None
+    if (
+        axes
+        and call.layer.resize_mode.name == "NEAREST"
+        and [a for a, *_ in axes] == list(range(axes[0][0], axes[-1][0] + 1))
+    ):  # x[..., i0[:, None], i1] copies every output element once
+        rank = len(axes)
+        index = [idx[:, 0].reshape((-1,) + (1,) * (rank - 1 - j)) for j, (_, idx, _) in enumerate(axes)]
+        gather = (slice(None),) * axes[0][0] + tuple(index)
+        if _interpolate_copies(x, sizes, gather):
+            gather = tuple(sizes[2:])
+    return axes, gather
+
+
+def _interpolate_copies(x: torch.Tensor, sizes: list[int], gather: tuple) -> bool:
+    """Whether torch's nearest interpolation picks exactly the elements ``x[gather]`` does (its own kernel, one
+    pass): checked on a probe whose values are the element indices."""
+    spatial = x.shape[2:]
+    if not x.dtype.is_floating_point or x.dim() not in (3, 4, 5) or list(x.shape[:2]) != sizes[:2]:
+        return False
+    count = math.prod(spatial)
+    if count >= 1 << 24 or 0 in sizes or count == 0:  # float32 holds the indices exactly below 2^24
+        return False
+    probe = torch.arange(count, dtype=torch.float32, device=x.device).reshape((1, 1) + tuple(spatial))
+    picked = F.interpolate(probe, size=tuple(sizes[2:]), mode="nearest")
+    return torch.equal(picked, probe[gather])
+
+
+def _resize_axis(x: torch.Tensor, axis: int, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     view = [1] * x.dim()
-    view[axis] = m
+    view[axis] = idx.shape[0]
     y = None
     for k in range(idx.shape[1]):
         term = x.index_select(axis, idx[:, k])
@@ -122,11 +161,13 @@ def _resize_axis(call: LayerCall, x: torch.Tensor, axis: int, m: int) -> torch.T
 def resize(call: LayerCall) -> list[torch.Tensor]:
     x = call.x(0)
     sizes = output_size(call, x)
-    if not x.dtype.is_floating_point and call.layer.resize_mode.name != "NEAREST":
-        raise call.unsupported(f"resize_mode={call.layer.resize_mode.name} on {x.dtype} input")
-    for axis, m in enumerate(sizes):
-        if m != x.shape[axis]:
-            x = _resize_axis(call, x, axis, m)
+    axes, gather = call.memo(("resize", x.shape, x.dtype, tuple(sizes)), lambda: _resize_setup(call, x, sizes))
+    if gather is not None:
+        if isinstance(gather[0], int):  # torch's nearest interpolation copies the same elements
+            return [F.interpolate(x, size=gather, mode="nearest")]
+        return [x[gather]]
+    for axis, idx, w in axes:
+        x = _resize_axis(x, axis, idx, w)
     return [x]
 
 

@@ -64,22 +64,36 @@ def reshape_dims(call: LayerCall, source: tuple[int, ...], spec: list[int], zero
     return tuple(dims)
 
 
+def _shuffle_setup(call: LayerCall, shape: tuple[int, ...], spec: tuple[int, ...] | None):
+    layer = call.layer
+    first = tuple(int(v) for v in layer.first_transpose)[: len(shape)]
+    moved = tuple(shape[i] for i in first)
+    reshaped = None
+    if spec is not None:
+        reshaped = reshape_dims(call, moved, list(spec), bool(layer.zero_is_placeholder))
+    rank = len(reshaped) if reshaped is not None else len(moved)
+    second = tuple(int(v) for v in layer.second_transpose)[:rank]
+    identity = lambda p: p == tuple(range(len(p)))  # noqa: E731
+    return (None if identity(first) else first), reshaped, (None if identity(second) else second)
+
+
 @implements("SHUFFLE")
 def shuffle(call: LayerCall) -> list[torch.Tensor]:
     """transpose(first) -> reshape -> transpose(second)."""
-    layer = call.layer
     x = call.input(0)
-    first = tuple(int(v) for v in layer.first_transpose)[: x.dim()]
-    x = x.permute(first)
     dynamic = call.optional(1)
     if dynamic is not None:
-        spec: list[int] | None = call.ints(dynamic)
+        spec: tuple[int, ...] | None = tuple(call.ints(dynamic))
     else:
-        spec = None if layer.reshape_dims is None else list(L.dims(layer.reshape_dims))
-    if spec is not None:
-        x = x.reshape(reshape_dims(call, tuple(x.shape), spec, bool(layer.zero_is_placeholder)))
-    second = tuple(int(v) for v in layer.second_transpose)[: x.dim()]
-    return [x.permute(second)]
+        spec = call.memo("spec", lambda: None if call.layer.reshape_dims is None else L.dims(call.layer.reshape_dims))
+    first, reshaped, second = call.memo(("shuffle", x.shape, spec), lambda: _shuffle_setup(call, tuple(x.shape), spec))
+    if first is not None:
+        x = x.permute(first)
+    if reshaped is not None:
+        x = x.reshape(reshaped)
+    if second is not None:
+        x = x.permute(second)
+    return [x]
 
 
 def _slice_params(call: LayerCall, x: torch.Tensor):
@@ -111,14 +125,13 @@ def _slice_params(call: LayerCall, x: torch.Tensor):
     return full_start, full_size, full_stride
 
 
-@implements("SLICE")
-def slice_(call: LayerCall) -> list[torch.Tensor]:
-    """output[y] = input[x], x_i = y_i·stride_i + start_i; out-of-bounds x_i per the sample mode."""
-    x = call.x(0)
+def _slice_setup(call: LayerCall, x: torch.Tensor, start, size, stride):
+    """(index per dim or None where the dim is taken whole, validity mask for FILL or None) for these parameters."""
     mode = call.layer.mode.name
-    start, size, stride = _slice_params(call, x)
     if any(s < 0 for s in size):
         raise call.error(f"negative slice size {size}")
+    if x.numel() == 0 and math.prod(size) and mode != "FILL":
+        raise call.error(f"slices {size} out of an empty input")
     index, valid = [], []
     for d, (b, s, t) in enumerate(zip(start, size, stride)):
         n = x.shape[d]
@@ -145,18 +158,36 @@ def slice_(call: LayerCall) -> list[torch.Tensor]:
         shape[d] = s
         index.append(coord.reshape(shape))
         valid.append(inside.reshape(shape))
-    if x.numel() == 0 or math.prod(size) == 0:
-        if math.prod(size) and mode != "FILL":
-            raise call.error(f"slices {size} out of an empty input")
-        y = torch.zeros(size, dtype=x.dtype, device=call.device)
-    else:
-        y = x[tuple(index)]
+    mask = None
     if mode == "FILL":
-        fill = call.optional(4)
-        fill_value = compute(fill).reshape(()) if fill is not None else torch.zeros((), dtype=x.dtype)
         mask = torch.ones(size, dtype=torch.bool, device=call.device)
         for v in valid:
             mask = mask & v
+    # a plain strided view where every dim is read in bounds with a positive stride
+    plain = None
+    if mode != "FILL" and all(t > 0 and b >= 0 and (s == 0 or b + t * (s - 1) < n)
+                              for b, s, t, n in zip(start, size, stride, x.shape)):  # fmt: skip
+        plain = tuple(slice(b, b + t * (s - 1) + 1 if s else b, t) for b, s, t in zip(start, size, stride))
+    return tuple(index), mask, plain
+
+
+@implements("SLICE")
+def slice_(call: LayerCall) -> list[torch.Tensor]:
+    """output[y] = input[x], x_i = y_i·stride_i + start_i; out-of-bounds x_i per the sample mode."""
+    x = call.x(0)
+    start, size, stride = _slice_params(call, x)
+    index, mask, plain = call.memo(
+        ("slice", x.shape, tuple(start), tuple(size), tuple(stride)), lambda: _slice_setup(call, x, start, size, stride)
+    )
+    if x.numel() == 0 or math.prod(size) == 0:
+        y = torch.zeros(size, dtype=x.dtype, device=call.device)
+    elif plain is not None:
+        y = x[plain]
+    else:
+        y = x[index]
+    if mask is not None:
+        fill = call.optional(4)
+        fill_value = compute(fill).reshape(()) if fill is not None else torch.zeros((), dtype=x.dtype)
         y = torch.where(mask, y, fill_value.to(device=call.device, dtype=y.dtype))
     return [y]
 
@@ -168,10 +199,26 @@ def shape(call: LayerCall) -> list[torch.Tensor]:
 
 def _wrap(call: LayerCall, idx: torch.Tensor, n: int) -> torch.Tensor:
     """Gather indices must obey 0 <= i < n (Gather.html); anything else is an error, never a guess."""
+    known = call.known(idx)  # the plan's folded indices are checked on the host, without a device round trip
+    if known is not None:
+        if known and (min(known) < 0 or max(known) >= n):
+            raise call.error(f"gather index out of range [0, {n - 1}]: {min(known)}..{max(known)}")
+        return idx.to(torch.int64)
     idx = idx.to(torch.int64)
     if idx.numel() and (bool((idx < 0).any()) or bool((idx >= n).any())):
         raise call.error(f"gather index out of range [0, {n - 1}]: {idx.min().item()}..{idx.max().item()}")
     return idx
+
+
+def _arithmetic(call: LayerCall, idx: torch.Tensor) -> tuple[int, int, int] | None:
+    """(start, stride >= 1, count) when ``idx`` is one of the plan's folded index tensors and evenly rising."""
+    known = call.known(idx)
+    if not known:
+        return None
+    stride = known[1] - known[0] if len(known) > 1 else 1
+    if stride < 1 or any(b - a != stride for a, b in zip(known, known[1:])):
+        return None
+    return known[0], stride, len(known)
 
 
 @implements("GATHER")
@@ -182,10 +229,18 @@ def gather(call: LayerCall) -> list[torch.Tensor]:
     batch = int(layer.num_elementwise_dims)
     if mode == "DEFAULT":
         axis = _axis(call, int(layer.axis), data.dim())
-        idx = _wrap(call, idx, data.shape[axis])
         if batch == 0:
+            step = _arithmetic(call, idx)
+            if step is not None:  # evenly spaced constant indices: a strided view reads the same elements
+                _wrap(call, idx, data.shape[axis])
+                start, stride, count = step
+                view = data.narrow(axis, start, (count - 1) * stride + 1) if count else data.narrow(axis, 0, 0)
+                view = view[(slice(None),) * axis + (slice(None, None, stride),)] if stride > 1 else view
+                return [view.reshape(data.shape[:axis] + idx.shape + data.shape[axis + 1 :])]
+            idx = _wrap(call, idx, data.shape[axis])
             out_shape = data.shape[:axis] + idx.shape + data.shape[axis + 1 :]
             return [data.index_select(axis, idx.reshape(-1)).reshape(out_shape)]
+        idx = _wrap(call, idx, data.shape[axis])
         if batch == 1 and axis >= 1 and idx.shape[0] == data.shape[0]:
             rows = [data[b].index_select(axis - 1, idx[b].reshape(-1)) for b in range(data.shape[0])]
             out = [r.reshape(data.shape[1:axis] + idx.shape[1:] + data.shape[axis + 1 :]) for r in rows]
