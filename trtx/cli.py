@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,12 +25,16 @@ from trtx.build import (
     build_serialized,
     load_metadata,
     metadata,
+    metadata_path,
     resolve_gpu_archs,
     save_engine,
 )
-from trtx.net import PRECISIONS, Net, NetdefError
+from trtx.net import PRECISIONS, Net, NetdefError, define_network
 from trtx.netdef import Netdef, seeded_normal_feeds
+from trtx_base import cli as base_cli
+from trtx_base.cli import non_negative_float, non_negative_int, positive_int, positive_int_list
 from trtx_base.errors import UserError
+from trtx_base.files import check_input, check_output, same_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -40,7 +45,7 @@ class UsageError(NetdefError):
 
 # ---- argument parsing ---------------------------------------------------------------------------------
 def _parser(nd: Netdef) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=nd.script or f"python -m netdefs {nd.name}", description=nd.description)
+    parser = base_cli.ArgumentParser(prog=nd.script or f"python -m netdefs {nd.name}", description=nd.description)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {
         "build": "build a serialized TensorRT engine (+ .json metadata) from a .wts file",
@@ -96,14 +101,16 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
             default="entropy",
             help="activation range method (default: entropy, TensorRT's IInt8EntropyCalibrator2)",
         )
-        q.add_argument("--calib-images", type=int, metavar="N", help="use at most N calibration images")
+        q.add_argument(
+            "--calib-images", type=positive_int, metavar="N", help="use at most N calibration images (default: all)"
+        )
         q.add_argument(
             "--calib-cache", metavar="FILE", help="JSON cache of the ranges; reused while the weights file is unchanged"
         )
         q.add_argument("--calib-device", default="cpu", help="device the calibration runs on (cpu|cuda)")
         q.add_argument(
             "--int8-fallback",
-            type=int,
+            type=non_negative_int,
             default=0,
             metavar="N",
             help="keep the N quantized tensors whose int8 rounding changes the outputs most in fp16 (a sensitivity "
@@ -111,8 +118,13 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
         )
     if command == "build":
         p.add_argument("-o", "--output", help="engine path (default: <arch>.engine); metadata goes to <engine>.json")
-        p.add_argument("--batch", default="1", help="fixed batch N or dynamic profile MIN:OPT:MAX (default: 1)")
-        p.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit in MiB")
+        p.add_argument(
+            "--batch",
+            type=_batch_spec,
+            default=BatchSpec(),
+            help="fixed batch N or dynamic profile MIN:OPT:MAX (default: 1)",
+        )
+        p.add_argument("--workspace", type=positive_int, metavar="MIB", help="builder workspace limit in MiB")
         p.add_argument("--opt-level", type=int, choices=range(6), help="builder optimization level 0-5")
         p.add_argument(
             "--gpu-arch",
@@ -123,12 +135,14 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
         p.add_argument("--verbose", action="store_true", help="print every builder message")
     if command == "check":
         p.add_argument("--image", help="check on this image (netdef preprocessing) instead of a seeded random input")
-        p.add_argument("--batch", type=int, default=1, help="batch size of the check input (default: 1)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the random input (default: 0)")
-        p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: precision-dependent)")
+        p.add_argument("--batch", type=positive_int, default=1, help="batch size of the check input (default: 1)")
+        p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random input (default: 0)")
+        p.add_argument(
+            "--atol", type=non_negative_float, default=None, help="absolute tolerance (default: precision-dependent)"
+        )
         p.add_argument(
             "--rtol",
-            type=float,
+            type=non_negative_float,
             default=None,
             help="tolerance relative to each tensor's max |value| (default: 1e-4 for fp32)",
         )
@@ -150,13 +164,31 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
         p.add_argument("--device", default="cpu", help="device for the reference executor (cpu|cuda)")
     if command == "infer":
         p.add_argument("sources", nargs="+", help="images or folders of images")
-        p.add_argument("-o", "--outdir", default="out/infer", help="where annotated images and JSON go")
-        p.add_argument("--batch", type=int, default=1, help="images per inference call (default: 1)")
+        p.add_argument(
+            "-o",
+            "--outdir",
+            default="out/infer",
+            help="folder for the annotated images and JSON, one of each per input image, named after it; never "
+            "an input's own folder when that would write over the image (default: %(default)s)",
+        )
+        p.add_argument("--batch", type=positive_int, default=1, help="images per inference call (default: 1)")
     if command == "bench":
         p.add_argument("--image", help="image to bench with (default: the netdef's example input)")
-        p.add_argument("--batch", default="1", help="batch sizes to time, comma separated (default: 1)")
-        p.add_argument("--iters", type=int, default=10, help="timed iterations per batch size (default: 10)")
-        p.add_argument("--warmup", type=int, default=2, help="untimed warm-up iterations (default: 2)")
+        p.add_argument(
+            "--batch",
+            type=positive_int_list,
+            default=(1,),
+            help="batch sizes to time, comma separated (default: 1)",
+        )
+        p.add_argument("--iters", type=positive_int, default=10, help="timed iterations per batch size (default: 10)")
+        p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed warm-up iterations (default: 2)")
+
+
+def _batch_spec(text: str) -> BatchSpec:
+    try:
+        return BatchSpec.parse(text)
+    except NetdefError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--batch {text!r}: ")) from None
 
 
 # ---- shared steps -------------------------------------------------------------------------------------
@@ -167,10 +199,19 @@ def load_weights(path: str | None):
 
     if not Path(path).exists():
         raise UsageError(f"weights file {path} does not exist (write one with gen_wts.py)")
+    check_input(path, "-w weights")
     return wts.load(path)
 
 
 def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
+    """The netdef's network for ``args`` (precision, I/O dtype, int8 calibration), defined and checked."""
+    net = new_net(nd, args, weights, cfg)
+    define_network(net, nd.define, cfg)
+    return finish_net(net, args)
+
+
+def new_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
+    """An empty :class:`Net` for ``args`` (int8: with its calibration ranges), for ``nd.define`` to fill."""
     calibration = None
     if args.precision == "int8":
         from trtx import calibrate
@@ -187,7 +228,7 @@ def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
             device=args.calib_device,
             fallback=args.int8_fallback,
         )
-    net = Net(
+    return Net(
         weights,
         precision=args.precision,
         io_dtype=args.io_dtype,
@@ -195,7 +236,10 @@ def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
         int8_fallback=getattr(calibration, "fallback", ()),
         name=model_name(nd, args),
     )
-    nd.define(net, cfg)
+
+
+def finish_net(net: Net, args: argparse.Namespace) -> Net:
+    """After ``define``: record int8's quantized tensors; warn about layers off the fp32 policy."""
     if net.precision == "int8":
         quantized = [p for p in net.quant_inputs if p not in net.int8_fallback]
         net.meta["int8"] = {"calibration": args.calib_method, "quantized_tensors": len(quantized),
@@ -252,7 +296,7 @@ def cmd_build(nd: Netdef, args: argparse.Namespace) -> int:
     net = make_net(nd, args, weights, cfg)
     _warn_unused(net, nd, cfg)
     options = BuildOptions(
-        batch=BatchSpec.parse(args.batch),
+        batch=args.batch,
         workspace_mib=args.workspace,
         optimization_level=args.opt_level,
         verbose=args.verbose,
@@ -264,7 +308,7 @@ def cmd_build(nd: Netdef, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     engine = build_serialized(net, options)
-    out = Path(args.output or f"{model_name(nd, args)}.engine")
+    out = build_output(nd, args)
     meta = metadata(
         net,
         options,
@@ -295,11 +339,20 @@ def cmd_inspect(nd: Netdef, args: argparse.Namespace) -> int:
 def cmd_check(nd: Netdef, args: argparse.Namespace) -> int:
     from trtx import check
 
-    weights = load_weights(args.weights)
-    cfg = configure(nd, args, weights)
-    net = make_net(nd, args, weights, cfg)
     if nd.torch is None:
         raise UsageError(f"{nd.name} declares no PyTorch model to compare with: check is not available")
+    weights = load_weights(args.weights)
+    cfg = configure(nd, args, weights)
+    net = new_net(nd, args, weights, cfg)
+    try:
+        define_network(net, nd.define, cfg)
+    except UserError as exc:  # the netdef stopped: name the first layer whose shape already differs from PyTorch's
+        feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
+        result = check.diagnose(net.network, nd.torch.model(cfg, weights), feeds, exc, forward=nd.torch.forward,
+                                device=args.device, precision=args.precision)  # fmt: skip
+        print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
+        return 1
+    finish_net(net, args)
     model = nd.torch.model(cfg, weights)
     feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
     forward = nd.torch.forward
@@ -321,13 +374,17 @@ def cmd_check(nd: Netdef, args: argparse.Namespace) -> int:
 
 
 def _images(sources: Sequence[str]) -> list[Path]:
+    """The images named (files as given; folders: their files with an image suffix, sorted)."""
     found: list[Path] = []
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            found += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            found.append(p)
+            try:
+                found += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            except OSError as exc:
+                raise UsageError(f"{s}: cannot list the folder: {exc.strerror}") from None
+        elif p.exists():
+            found.append(check_input(p, "image"))
         else:
             raise UsageError(f"{s}: no such image or folder")
     if not found:
@@ -335,21 +392,59 @@ def _images(sources: Sequence[str]) -> list[Path]:
     return found
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path) -> np.ndarray | None:
+    """The image as BGR uint8, or None when it cannot be read or decoded."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
+    try:
+        check_input(path, "image")
+    except UserError:
+        return None
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
+def _read_image_or_fail(path: Path) -> np.ndarray:
+    image = _read_image(path)
+    if image is None:
         raise UsageError(f"{path}: not a readable image")
-    return img
+    return image
+
+
+def infer_outputs(nd: Netdef, args: argparse.Namespace, images: Sequence[Path]) -> dict[Path, list[Path]]:
+    """Each input image -> the files infer writes for it (``-o``/NAME, ``-o``/STEM.json). Refuses, before anything
+    runs, an output that is an input (the image itself, the weights, the engine) or that two images share."""
+    app = nd.app
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"-o {outdir} is a file; infer writes a folder of results there")
+    inputs = [*images, *(p for p in (args.weights, args.engine) if p)]
+    if args.engine:
+        inputs.append(metadata_path(args.engine))
+    planned: dict[Path, list[Path]] = {}
+    owner: dict[str, Path] = {}
+    for image in images:
+        outs = []
+        if app.render is not None:
+            outs.append(outdir / image.name)
+        if app.result_json is not None:
+            outs.append(outdir / f"{image.stem}.json")
+        for out in outs:
+            key = os.path.normcase(os.path.abspath(out))
+            if key in owner and not same_file(owner[key], image):
+                raise UsageError(f"{owner[key]} and {image} would both be written to {out}; infer them into "
+                                 "different -o folders")  # fmt: skip
+            owner[key] = image
+            for source in inputs:
+                if same_file(out, source):
+                    raise UsageError(f"infer would write {out} over the input {source}; choose another -o folder")
+        planned.setdefault(image, outs)
+    return planned
 
 
 def make_runner(nd: Netdef, args: argparse.Namespace) -> tuple[Callable[[dict], dict], Any, dict, str]:
     """(run(feeds) -> outputs as numpy, cfg, input shapes, description) for --backend trt or reference."""
-    backend_kind = args.backend or ("trt" if args.engine else "reference")
+    backend_kind = backend_of(args)
     if backend_kind == "trt":
-        if not args.engine:
-            raise UsageError("--backend trt needs -e ENGINE")
         from trtx import runtime
 
         meta = load_metadata(args.engine)
@@ -377,41 +472,62 @@ def make_runner(nd: Netdef, args: argparse.Namespace) -> tuple[Callable[[dict], 
 def cmd_infer(nd: Netdef, args: argparse.Namespace) -> int:
     import cv2
 
+    from trtx_base.files import atomic_write
+
     app = nd.app
     if app is None:
         raise UsageError(f"{nd.name} declares no application (preprocess/postprocess): infer is not available")
+    paths = _images(args.sources)
+    planned = infer_outputs(nd, args, paths)  # before the model loads: a collision costs nothing
     run, cfg, _, what = make_runner(nd, args)
     outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = _images(args.sources)
     print(f"infer with {what}: {len(paths)} image(s) -> {outdir}", file=sys.stderr)
-    from trtx_base.files import atomic_write
-
-    for start in range(0, len(paths), args.batch):
-        chunk = paths[start : start + args.batch]
-        images = [_read_image(p) for p in chunk]
-        feeds, ctx = app.preprocess(images, cfg)
-        results = app.postprocess(run(feeds), ctx, cfg)
-        for path, image, result in zip(chunk, images, results):
-            print(f"{path.name}: {app.summary(result, cfg) if app.summary else result}")
-            if app.render is not None:
-                ok, buf = cv2.imencode(path.suffix or ".jpg", app.render(image, result, cfg))
-                if ok:
-                    atomic_write(outdir / path.name, buf.tobytes())
-            if app.result_json is not None:
-                doc = dict(app.result_json(result, cfg), image=str(path), height=image.shape[0], width=image.shape[1])
-                atomic_write(outdir / f"{path.stem}.json", json.dumps(doc, indent=1) + "\n")
+    unreadable: list[Path] = []
+    readable = []
+    for path in paths:
+        image = _read_image(path)
+        if image is None:
+            unreadable.append(path)
+            print(f"warning: {path}: not a readable image, skipped", file=sys.stderr)
+        else:
+            readable.append((path, image))
+        if len(readable) < args.batch and path is not paths[-1]:
+            continue
+        if readable:
+            _infer_chunk(nd, cfg, run, readable, planned, cv2, atomic_write)
+        readable = []
+    if unreadable:
+        shown = ", ".join(str(p) for p in unreadable[:5]) + (", …" if len(unreadable) > 5 else "")
+        raise UsageError(f"{len(unreadable)} of {len(paths)} image(s) could not be read: {shown}")
     return 0
+
+
+def _infer_chunk(nd: Netdef, cfg, run, chunk, planned, cv2, atomic_write) -> None:
+    app = nd.app
+    feeds, ctx = app.preprocess([image for _, image in chunk], cfg)
+    results = app.postprocess(run(feeds), ctx, cfg)
+    for (path, image), result in zip(chunk, results):
+        print(f"{path.name}: {app.summary(result, cfg) if app.summary else result}")
+        outs = iter(planned[path])
+        if app.render is not None:
+            out = next(outs)
+            ok, buf = cv2.imencode(path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".jpg",
+                                   app.render(image, result, cfg))  # fmt: skip
+            if ok:
+                atomic_write(out, buf.tobytes())
+        if app.result_json is not None:
+            doc = dict(app.result_json(result, cfg), image=str(path), height=image.shape[0], width=image.shape[1])
+            atomic_write(next(outs), json.dumps(doc, indent=1) + "\n")
 
 
 def cmd_bench(nd: Netdef, args: argparse.Namespace) -> int:
     run, cfg, shapes, what = make_runner(nd, args)
     app = nd.app
     has_pre = app is not None and bool(args.image)
-    image = _read_image(Path(args.image)) if has_pre else None
+    image = _read_image_or_fail(Path(args.image)) if has_pre else None
     print(f"bench {what}")
     print(f"{'batch':>5} {'pre ms/img':>11} {'infer ms/img':>13} {'post ms/img':>12} {'img/s':>9}")
-    for b in (int(x) for x in str(args.batch).split(",")):
+    for b in args.batch:
         timings = {"pre": [], "infer": [], "post": []}
         for i in range(args.warmup + args.iters):
             t0 = time.perf_counter()
@@ -437,13 +553,86 @@ def cmd_bench(nd: Netdef, args: argparse.Namespace) -> int:
 COMMANDS = {"build": cmd_build, "check": cmd_check, "inspect": cmd_inspect, "infer": cmd_infer, "bench": cmd_bench}
 
 
+def backend_of(args: argparse.Namespace) -> str:
+    """infer/bench: ``trt`` (an engine) or ``reference`` (weights); refuses flags the choice would ignore."""
+    kind = args.backend or ("trt" if args.engine else "reference")
+    if kind == "trt":
+        if not args.engine:
+            raise UsageError("--backend trt needs -e ENGINE")
+        ignored = [flag for flag, given in _engine_ignores(args) if given]
+        if ignored:
+            raise UsageError(f"{', '.join(ignored)}: ignored with an engine (-e), which was built with its own "
+                             "weights and precision; leave out, or use --backend reference -w WEIGHTS")  # fmt: skip
+    else:
+        if args.engine:
+            raise UsageError("-e ENGINE is ignored by --backend reference, which runs -w WEIGHTS; leave one out")
+        if not args.weights:
+            raise UsageError("--backend reference needs -w WEIGHTS (it builds the network and runs it in PyTorch)")
+    return kind
+
+
+def _engine_ignores(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    return [
+        ("-w", bool(args.weights)),
+        ("--precision", args.precision != "fp32"),
+        ("--io-dtype", args.io_dtype != "fp32"),
+        ("--calib", args.calib is not None),
+        ("--calib-cache", args.calib_cache is not None),
+        ("--calib-images", args.calib_images is not None),
+        ("--int8-fallback", args.int8_fallback != 0),
+        ("--device", getattr(args, "device", "cpu") != "cpu"),
+    ]
+
+
+def build_output(nd: Netdef, args: argparse.Namespace) -> Path:
+    return Path(args.output or f"{model_name(nd, args)}.engine")
+
+
+def validate(nd: Netdef, args: argparse.Namespace) -> None:
+    """Everything about the user's files and flags that can be checked before a model loads: inputs exist and can
+    be read, outputs are no directory and never an input, devices exist, flags are not ignored."""
+    if args.command not in COMMANDS:
+        return
+    inputs: list[str] = []
+    if args.weights:
+        check_input(args.weights, "-w weights")
+        inputs.append(args.weights)
+    if getattr(args, "image", None):
+        check_input(args.image, "--image")
+        inputs.append(args.image)
+    if getattr(args, "calib", None) and not Path(args.calib).exists():
+        raise UsageError(f"--calib {args.calib}: no such folder or image")
+    if getattr(args, "calib_cache", None) and Path(args.calib_cache).exists():
+        check_input(args.calib_cache, "--calib-cache")
+    if args.precision != "int8" and any(given for flag, given in _engine_ignores(args)[3:7]):
+        raise UsageError("--calib, --calib-cache, --calib-images and --int8-fallback apply to --precision int8 only")
+    if args.command in ("infer", "bench"):
+        if backend_of(args) == "trt":
+            load_metadata(args.engine)  # the engine and its .json, verified as a pair
+            inputs += [args.engine, str(metadata_path(args.engine))]
+    for flag, device in (("--device", getattr(args, "device", "cpu")), ("--calib-device", args.calib_device)):
+        if device != "cpu":
+            from trtx.sources import torch_device
+
+            torch_device(device, flag)
+    if args.command == "build":
+        out = build_output(nd, args)
+        for path, what in ((out, "-o"), (metadata_path(out), "-o's metadata")):
+            check_output(path, what, [*inputs, args.calib_cache])
+    if args.command == "inspect" and args.graph:
+        check_output(args.graph, "--graph", inputs)
+    if args.calib_cache:
+        check_output(args.calib_cache, "--calib-cache", [i for i in inputs if i != args.calib_cache])
+
+
 def main(netdef: Netdef, argv: Sequence[str] | None = None) -> int:
     """Run the shared CLI for ``netdef``; user errors become one line on stderr and exit status 2."""
     args = _parser(netdef).parse_args(argv)
-    try:
+
+    def run() -> int:
         if args.command not in COMMANDS:
             return netdef.commands[args.command].run(args)
+        validate(netdef, args)
         return COMMANDS[args.command](netdef, args)
-    except (UserError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return base_cli.run(run)
