@@ -337,31 +337,36 @@ def cmd_inspect(nd: Netdef, args: argparse.Namespace) -> int:
 
 
 def cmd_check(nd: Netdef, args: argparse.Namespace) -> int:
-    from trtx import check
-
     if nd.torch is None:
         raise UsageError(f"{nd.name} declares no PyTorch model to compare with: check is not available")
     weights = load_weights(args.weights)
-    cfg = configure(nd, args, weights)
+    result = check_netdef(nd, args, weights, configure(nd, args, weights))
+    print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
+    return 0 if result.passed else 1
+
+
+def check_netdef(nd: Netdef, args: argparse.Namespace, weights, cfg):
+    """``check``'s :class:`~trtx.check.CheckResult` for the netdef's network with ``weights`` and ``cfg``. When the
+    netdef stops before its network is complete, the first layer whose shape already differs from PyTorch's is
+    the first divergent one (:func:`trtx.check.diagnose`)."""
+    from trtx import check
+
     net = new_net(nd, args, weights, cfg)
     try:
         define_network(net, nd.define, cfg)
-    except UserError as exc:  # the netdef stopped: name the first layer whose shape already differs from PyTorch's
+    except UserError as exc:
         feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
-        result = check.diagnose(net.network, nd.torch.model(cfg, weights), feeds, exc, forward=nd.torch.forward,
-                                device=args.device, precision=args.precision)  # fmt: skip
-        print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
-        return 1
+        return check.diagnose(net.network, nd.torch.model(cfg, weights), feeds, exc, forward=nd.torch.forward,
+                              device=args.device, precision=args.precision)  # fmt: skip
     finish_net(net, args)
     model = nd.torch.model(cfg, weights)
     feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
-    forward = nd.torch.forward
     tolerances = {k: v for k, v in (("atol", args.atol), ("rtol", args.rtol)) if v is not None}
     result = check.compare(
         net.network,
         model,
         feeds,
-        forward=forward,
+        forward=nd.torch.forward,
         device=args.device,
         layers=not args.no_layers,
         precision=args.precision,
@@ -369,8 +374,7 @@ def cmd_check(nd: Netdef, args: argparse.Namespace) -> int:
     )
     if nd.torch.extra is not None:
         result.add_extra(nd.torch.extra(cfg, result.network_outputs, result.expected_outputs, args.precision))
-    print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
-    return 0 if result.passed else 1
+    return result
 
 
 def _images(sources: Sequence[str]) -> list[Path]:
