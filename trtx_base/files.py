@@ -42,12 +42,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     try:
         with file_errors(path, "write"):
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
-            f = os.fdopen(fd, mode)
-        with f, file_errors(path, "write"):
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        with file_errors(path, "write"):
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
