@@ -293,7 +293,7 @@ def test_a_swapped_metadata_file_is_refused(pair, lenet_wts, tmp_path):
     shutil.copy(tmp_path / "other.engine.json", meta_path)
     line = _infer_engine(engine)
     assert f"{engine} (" in line and "is not the engine lenet.engine.json describes" in line
-    assert "lenet.engine.json was written for another engine" in line
+    assert "lenet.engine.json was rewritten for another engine" in line
 
 
 def test_a_damaged_engine_is_refused(pair):
@@ -301,7 +301,7 @@ def test_a_damaged_engine_is_refused(pair):
     time.sleep(0.01)
     engine.write_bytes(engine.read_bytes()[:-100])
     line = _infer_engine(engine)
-    assert f"{engine} was replaced or changed after lenet.engine.json was written" in line
+    assert f"{engine} was replaced after lenet.engine.json was written" in line
 
 
 @pytest.mark.parametrize("content", [b'{"inputs": [', b"\xff\xfe garbage", b"[1, 2]", b"{}"])
@@ -314,7 +314,7 @@ def test_a_corrupt_metadata_file_is_one_line_naming_it(pair, content):
 def test_a_missing_metadata_file_is_one_line(pair):
     engine, meta_path = pair
     meta_path.unlink()
-    assert "no metadata file lenet.engine.json beside the engine" in _infer_engine(engine)
+    assert "no metadata lenet.engine.json beside it" in _infer_engine(engine)
 
 
 @pytest.mark.parametrize("flag", [["-w", "{w}"], ["--precision", "fp16"], ["--device", "cuda"]])
