@@ -24,6 +24,7 @@ def quick_start() -> str:
     return block.group(1)
 
 
+@pytest.mark.slow  # yolov5s at 640: gen_wts, build, check of 200 layers, infer (~60 s on 2 cores)
 def test_the_quick_start_runs_as_written_in_a_fresh_clone(tmp_path):
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout: there is nothing to clone")
@@ -33,7 +34,7 @@ def test_the_quick_start_runs_as_written_in_a_fresh_clone(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["YOLO_OFFLINE"] = "1"
     script = quick_start()
-    assert "python " not in script.replace("$PY ", ""), "a bare `python` is not the venv's"
+    assert not re.search(r"(^|[;&|(]\s*)python3?\s", script, re.M), "a bare `python` is not the venv's"
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=clone, env=env, capture_output=True,
                          text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
