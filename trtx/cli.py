@@ -612,7 +612,9 @@ def validate(nd: Netdef, args: argparse.Namespace) -> None:
         raise UsageError("--calib, --calib-cache, --calib-images and --int8-fallback apply to --precision int8 only")
     if args.command in ("infer", "bench"):
         if backend_of(args) == "trt":
-            load_metadata(args.engine)  # the engine and its .json, verified as a pair
+            built_by = load_metadata(args.engine).get("netdef")  # the engine and its .json, verified as a pair
+            if built_by != nd.name:
+                raise UsageError(f"-e {args.engine} was built by netdef {built_by}, not {nd.name}: use that one")
             inputs += [args.engine, str(metadata_path(args.engine))]
     for flag, device in (("--device", getattr(args, "device", "cpu")), ("--calib-device", args.calib_device)):
         if device != "cpu":
@@ -624,7 +626,12 @@ def validate(nd: Netdef, args: argparse.Namespace) -> None:
         for path, what in ((out, "-o"), (metadata_path(out), "-o's metadata")):
             check_output(path, what, [*inputs, args.calib_cache])
     if args.command == "inspect" and args.graph:
-        check_output(args.graph, "--graph", inputs)
+        from trtx.graph import FORMATS
+
+        if Path(args.graph).suffix.lower() not in FORMATS:
+            raise UsageError(f"--graph {args.graph}: give a .svg, .png or .dot file name")
+        for path in (args.graph, Path(args.graph).with_suffix(".dot")):  # .dot: where Graphviz is not installed
+            check_output(path, "--graph", inputs)
     if args.calib_cache:
         check_output(args.calib_cache, "--calib-cache", [i for i in inputs if i != args.calib_cache])
 

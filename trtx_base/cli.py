@@ -26,7 +26,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors (subparsers made by it are of this class too)."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} ({self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())} ({self.prog} --help)\n")
 
 
 def run(main: Callable[[], int]) -> int:
@@ -46,6 +46,7 @@ def run(main: Callable[[], int]) -> int:
 
 
 def one_line(exc: BaseException) -> str:
+    """The message on one line: newlines (a file name can hold one) and runs of white space become one space."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -120,6 +120,8 @@ def check_input(path: str | os.PathLike, what: str) -> Path:
         raise FileAccessError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise FileAccessError(f"{what} {path}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL character: no file can have that name
+        raise FileAccessError(f"{what} {str(path)!r} is not a valid file name") from None
     if stat.S_ISDIR(mode):
         raise FileAccessError(f"{what} {path} is a directory, not a file")
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
@@ -133,6 +135,8 @@ def check_output(path: str | os.PathLike, what: str, inputs: Iterable[str | os.P
     """``path`` as an output the user named: not a directory, and never one of ``inputs`` (the same file by
     any name). Raises :class:`UserError` before anything is computed."""
     path = Path(path)
+    if "\0" in str(path):
+        raise UserError(f"{what} {str(path)!r} is not a valid file name")
     if path.is_dir():
         raise UserError(f"{what} {path} is a directory; give a file name")
     for source in inputs:
@@ -146,5 +150,7 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     is compared by its absolute path)."""
     try:
         return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(os.path.realpath(a)) == os.path.abspath(os.path.realpath(b))
+    except (OSError, ValueError):
+        with contextlib.suppress(ValueError):
+            return os.path.abspath(os.path.realpath(a)) == os.path.abspath(os.path.realpath(b))
+        return False
