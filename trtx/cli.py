@@ -632,8 +632,8 @@ def validate(nd: Netdef, args: argparse.Namespace) -> None:
             raise UsageError(f"--graph {args.graph}: give a .svg, .png or .dot file name")
         for path in (args.graph, Path(args.graph).with_suffix(".dot")):  # .dot: where Graphviz is not installed
             check_output(path, "--graph", inputs)
-    if args.calib_cache:
-        check_output(args.calib_cache, "--calib-cache", [i for i in inputs if i != args.calib_cache])
+    if args.calib_cache:  # read and rewritten by design, but never one of the other inputs
+        check_output(args.calib_cache, "--calib-cache", inputs)
 
 
 def main(netdef: Netdef, argv: Sequence[str] | None = None) -> int:
