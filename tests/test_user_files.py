@@ -402,8 +402,23 @@ MISTAKES = [
         "tensor 'data' has amax nan",
     ),  # fmt: skip
     ("lenet", ["build", "-w", "{w}", "--calib-images", "4", "-o", "{tmp}/x.engine"], "apply to --precision int8 only"),
-    ("lenet", ["build", "-w", "{w}", "--precision", "int8", "--calib", "{calib}", "--calib-cache", "{w}",
-               "-o", "{tmp}/x.engine"], "--calib-cache {w} is the input {w}"),  # fmt: skip
+    (
+        "lenet",
+        [
+            "build",
+            "-w",
+            "{w}",
+            "--precision",
+            "int8",
+            "--calib",
+            "{calib}",
+            "--calib-cache",
+            "{w}",
+            "-o",
+            "{tmp}/x.engine",
+        ],
+        "--calib-cache {w} is the input {w}",
+    ),  # fmt: skip
     ("lenet", ["inspect", "-w", "{w}", "--graph", "{tmp}/g.jpg"], "--graph {tmp}/g.jpg: give a .svg, .png or .dot"),
     ("lenet", ["check", "-w", "{w}", "--image", "{tmp}/missing.jpg"], "--image {tmp}/missing.jpg does not exist"),
     ("lenet", ["infer", "-w", "{w}", "{tmp}/missing.jpg", "-o", "{tmp}"], "{tmp}/missing.jpg: no such image"),
