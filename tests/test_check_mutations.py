@@ -1,0 +1,94 @@
+"""The `check` mutation suite (issue #17): one layer at a time changed the way a hand-written netdef goes wrong
+(tests/mutations.py), and `check` names exactly that layer as the first divergent one -- or the network is refused
+with an error naming it.
+
+Where a mistake sits in a layer no PyTorch module mirrors (the residual add inside a torchvision block), the first
+compared layer it reaches is the module whose forward contains it: the block's output. Inputs are small (resnet18 at
+32x32, squeezenet at 64x64) to keep the suite fast; the networks are the same at any size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mutations import Mutation, applied
+
+import netdefs
+import wts
+from netdefs import sources as model_sources
+from trtx import cli
+from trtx_base.errors import UserError
+
+#: model -> (source spec, netdef family, its CLI options, input size set on cfg or None)
+MODELS = {
+    "lenet": ("netdef:lenet", "lenet", [], None),
+    "resnet18": ("torchvision:resnet18", "resnet", ["--arch", "resnet18"], 32),
+    "squeezenet1_1": ("torchvision:squeezenet1_1", "squeezenet", ["--arch", "squeezenet1_1"], 64),
+}
+
+M = Mutation
+MUTATIONS = {
+    "lenet": [
+        M("stride", "conv1"), M("stride", "conv2"), M("padding", "conv2"), M("stride", "pool1"),
+        M("padding", "pool2"), M("groups", "conv2"), M("bias", "conv1"), M("bias", "fc2"),
+        M("activation", "relu1"), M("activation", "relu3"), M("scale_weight", "conv1.weight"),
+        M("scale_weight", "fc3.weight"),
+    ],
+    "resnet18": [
+        M("stride", "conv1"), M("padding", "layer1.0.conv1"), M("stride", "layer2.0.conv1"), M("padding", "maxpool"),
+        M("groups", "layer1.1.conv2"), M("groups", "layer3.0.downsample.0"), M("eps", "layer2.0.bn2"),
+        M("activation", "layer3.1"), M("bias", "fc"), M("drop_add", "layer1.0.add", expect="layer1.0"),
+        M("drop_add", "layer4.1.add", expect="layer4.1"), M("scale_weight", "layer4.0.downsample.1.weight"),
+    ],
+    "squeezenet1_1": [
+        M("swap_concat", "features.3"), M("swap_concat", "features.12"), M("stride", "features.2"),
+        M("padding", "features.4.expand3x3"), M("activation", "features.6.squeeze_activation"),
+        M("bias", "features.9.expand1x1"), M("scale_weight", "classifier.1.weight"),
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(request):
+    """(netdef, parsed check options, weights, cfg) of one model, with random weights and its small input size."""
+    spec, family, options, size = MODELS[request.param]
+    torch_model = model_sources.build_model(spec, seed=11)
+    state = model_sources.state_dict_for_wts(torch_model, spec)
+    rng = np.random.default_rng(11)
+    for key in [k for k in state if k.endswith(".bias") and not np.any(state[k])]:  # a zero bias hides a dropped one
+        state[key] = rng.normal(0, 0.1, state[key].shape).astype(np.float32)
+    weights = wts.WeightMap(state)
+    nd = netdefs.load(family)
+    args = cli._parser(nd).parse_args(["check", "-w", "(in memory)", *options])
+    cfg = cli.configure(nd, args, weights)
+    if size is not None:
+        cfg.input_size = size
+    return nd, args, weights, cfg
+
+
+def cases():
+    return [pytest.param(name, m, id=f"{name}-{m}") for name, ms in MUTATIONS.items() for m in ms]
+
+
+@pytest.mark.parametrize("model", list(MODELS), indirect=True)
+def test_the_unchanged_network_passes(model):
+    result = cli.check_netdef(*model)
+    assert result.passed, result.table()
+
+
+@pytest.mark.parametrize("model, mutation", [(c.values[0], c.values[1]) for c in cases()],
+                         ids=[c.id for c in cases()], indirect=["model"])  # fmt: skip
+def test_check_names_exactly_the_changed_layer(model, mutation):
+    with applied(mutation) as hits:
+        try:
+            result = cli.check_netdef(*model)
+        except UserError as exc:  # refused while defining: the message names the layer
+            assert hits, f"{mutation} changed nothing"
+            assert mutation.expected in str(exc), str(exc)
+            return
+    assert hits, f"{mutation} changed nothing"
+    assert not result.passed, result.table()
+    assert result.first_divergent == mutation.expected, result.table()
+    row = result.divergent_row()
+    earlier = [r for r in result.layers if r.index is not None and r.index < row.index]
+    assert all(r.passed is not False for r in earlier), result.table()
