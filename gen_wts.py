@@ -43,7 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("-w", "--weights", metavar="CKPT", help="checkpoint: a state_dict or a dict with 'model'/'ema'")
+    parser.add_argument(
+        "-w",
+        "--weights",
+        metavar="CKPT",
+        action="append",
+        help="checkpoint: a state_dict or a dict with 'model'/'ema'. A pipeline of several networks takes one per "
+        "submodule of its --model, as PREFIX=CKPT, repeated (-w pnet=pnet.pt -w rnet=rnet.pt ...)",
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -96,14 +103,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             model_sources.parse_spec(args.model)
         except UserError as exc:
             parser.error(f"--model: {exc}")
-    if args.weights:
+    args.parts = {}
+    for item in args.weights or ():
+        prefix, sep, path = item.rpartition("=")
         try:
-            check_input(args.weights, "checkpoint")
+            check_input(path, "checkpoint")
         except UserError as exc:
             parser.error(str(exc))
+        if sep and not prefix:
+            parser.error(f"-w {item}: empty PREFIX before '='")
+        if prefix in args.parts:
+            parser.error(f"-w: {'PREFIX ' + prefix if prefix else 'a checkpoint'} given twice")
+        args.parts[prefix] = path
+    if len(args.parts) > 1 and "" in args.parts:
+        parser.error("several -w: give each as PREFIX=CKPT")
+    if len(args.parts) > 1 or (args.parts and "" not in args.parts):
+        if not args.model:
+            parser.error("-w PREFIX=CKPT loads into the submodules of a --model (e.g. --model netdef:mtcnn)")
+    args.weights = args.parts.get("")  # None with PREFIX=CKPT parts: the output is named after the model
     args.output = output_path(args)
     try:
-        check_output(args.output, "output (-o)", [args.weights])
+        check_output(args.output, "output (-o)", list(args.parts.values()))
     except UserError as exc:
         parser.error(str(exc))
     return args
@@ -130,7 +150,14 @@ def collect_state(args: argparse.Namespace) -> tuple[dict, int | None]:
     if args.model:
         seed = (0 if args.seed is None else args.seed) if args.random_init else None
         model = model_sources.build_model(args.model, seed=seed)
-    if args.weights:
+    if not args.weights and args.parts:  # one checkpoint per submodule: their keys under its prefix
+        state = {}
+        for prefix, path in args.parts.items():
+            ckpt = sources.load_checkpoint(path, unsafe_pickle=args.unsafe_pickle)
+            ckpt = ckpt.state_dict() if isinstance(ckpt, torch.nn.Module) else ckpt
+            state.update({f"{prefix}.{k}": v for k, v in ckpt.items()})
+        sources.load_state(model, state)
+    elif args.weights:
         ckpt = sources.load_checkpoint(args.weights, unsafe_pickle=args.unsafe_pickle)
         if model is None and isinstance(ckpt, torch.nn.Module):
             model = ckpt

@@ -29,6 +29,8 @@ FAMILIES = (
     "convnext",
     "yolov5",
     "retinaface",
+    "mtcnn",
+    "ocr",
 )
 
 

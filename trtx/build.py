@@ -125,14 +125,31 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _shape_for(shape: tuple[int, ...], batch: int, name: str) -> tuple[int, ...]:
+def _shape_for(shape: tuple[int, ...], batch: int, name: str, ranges: dict[int, tuple[int, int, int]],
+               which: int) -> tuple[int, ...]:  # fmt: skip
+    """The profile's ``which`` (0 min, 1 opt, 2 max) shape of input ``name``: declared ranges, else the batch."""
     dims = list(shape)
     for axis, d in enumerate(dims):
         if d == -1:
-            if axis != 0:
-                raise NetdefError(f"input {name!r}: only the batch axis (0) may be dynamic, shape {shape}")
-            dims[axis] = batch
+            if axis in ranges:
+                dims[axis] = ranges[axis][which]
+            elif axis == 0:
+                dims[axis] = batch
+            else:
+                raise NetdefError(f"input {name!r}: dynamic axis {axis} of {shape} has no range (net.input(ranges=))")
     return tuple(dims)
+
+
+def profile_shapes(net: Net, options: BuildOptions) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shapes of every dynamic input of ``net``."""
+    nw, b = net.network, options.batch
+    found = {}
+    for t in (nw.get_input(i) for i in range(nw.num_inputs)):
+        shape = tuple(t.shape)
+        if -1 in shape:
+            ranges = net.input_ranges.get(t.name, {})
+            found[t.name] = tuple(_shape_for(shape, n, t.name, ranges, k) for k, n in enumerate((b.min, b.opt, b.max)))
+    return found
 
 
 def _progress_monitor(trt):
@@ -211,18 +228,11 @@ def build_serialized(net: Net, options: BuildOptions | None = None) -> bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     if options.optimization_level is not None:
         config.builder_optimization_level = options.optimization_level
-    dynamic = [nw.get_input(i) for i in range(nw.num_inputs) if -1 in tuple(nw.get_input(i).shape)]
+    dynamic = profile_shapes(net, options)
     if dynamic:
         profile = net.builder.create_optimization_profile()
-        b = options.batch
-        for t in dynamic:
-            shape = tuple(t.shape)
-            profile.set_shape(
-                t.name,
-                _shape_for(shape, b.min, t.name),
-                _shape_for(shape, b.opt, t.name),
-                _shape_for(shape, b.max, t.name),
-            )
+        for name, (lo, opt, hi) in dynamic.items():
+            profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(profile)
     monitor = _progress_monitor(trt) if options.progress and sys.stderr.isatty() else None
     if monitor is not None:
@@ -286,6 +296,7 @@ def metadata(
         "batch": {"min": options.batch.min, "opt": options.batch.opt, "max": options.batch.max},
         **io_description(net),
         "plugins": list(net.plugins),
+        "profiles": {name: [list(s) for s in shapes] for name, shapes in profile_shapes(net, options).items()},
         "weights": None,
         "num_layers": net.network.num_layers,
     }

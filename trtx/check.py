@@ -664,9 +664,14 @@ class _Hooks:
 
     def __init__(self, model: torch.nn.Module, names) -> None:
         names = set(names)
-        self.paths: dict[str, torch.nn.Module] = {
-            path: m for path, m in model.named_modules(remove_duplicate=False) if path and path in names
-        }
+        modules = dict(model.named_modules(remove_duplicate=False))
+        self.paths: dict[str, torch.nn.Module] = {path: m for path, m in modules.items() if path and path in names}
+        #: ``<module path>:<i>`` -> i: element i of the module's tuple output (nn.LSTM returns (output, (h, c)))
+        self.parts: dict[str, int] = {}
+        for name in names - set(self.paths):
+            path, sep, index = name.rpartition(":")
+            if sep and path and index.isdigit() and path in modules:
+                self.paths[name], self.parts[name] = modules[path], int(index)
         self.seen: dict[str, list[Any]] = {}
         self._handles: list[Any] = []
 
@@ -725,6 +730,8 @@ def _compare_hooked(
     if len(calls) > 1:
         return _row_for(graph, name, shape=shape, status=f"module ran {len(calls)} times: not compared", passed=None)
     out = calls[0]
+    if name in hooks.parts and isinstance(out, (tuple, list)) and hooks.parts[name] < len(out):
+        out = out[hooks.parts[name]]
     if isinstance(out, (tuple, list)):
         kind = type(out).__name__
         return _row_for(graph, name, shape=shape, status=f"module returned a {kind} of {len(out)}: not compared",

@@ -30,7 +30,7 @@ from trtx.build import (
     save_engine,
 )
 from trtx.net import PRECISIONS, Net, NetdefError, define_network
-from trtx.netdef import Netdef, seeded_normal_feeds
+from trtx.netdef import Netdef, Network, seeded_normal_feeds
 from trtx_base import cli as base_cli
 from trtx_base.cli import non_negative_float, non_negative_int, positive_int, positive_int_list
 from trtx_base.errors import UserError
@@ -71,6 +71,14 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
             default=nd.default_arch,
             choices=nd.archs,
             help="architecture (default: " + ("%(default)s)" if nd.default_arch else "what the weights contain)"),
+        )
+    if nd.networks and command in ("check", "inspect"):
+        names = [n.name for n in nd.networks]
+        p.add_argument(
+            "--network",
+            choices=names,
+            action="append",
+            help=f"only this network of the pipeline; repeatable (default: all of {', '.join(names)})",
         )
     needs_weights = command in ("build", "check", "inspect")
     p.add_argument(
@@ -117,7 +125,12 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
             "pass on the first 4 calibration images ranks them; cached with the ranges). Default: 0",
         )
     if command == "build":
-        p.add_argument("-o", "--output", help="engine path (default: <arch>.engine); metadata goes to <engine>.json")
+        p.add_argument(
+            "-o",
+            "--output",
+            help="engine path (default: <arch>.engine); metadata goes to <engine>.json"
+            + (". Several networks: <stem>.<network>.engine each, and <stem>.json naming them" if nd.networks else ""),
+        )
         p.add_argument(
             "--batch",
             type=_batch_spec,
@@ -153,7 +166,12 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
         p.add_argument("--graph", metavar="PATH", help="draw the graph to PATH (.svg, .png or .dot)")
         p.add_argument("--json", action="store_true", help="print the layer table as JSON")
     if command in ("infer", "bench"):
-        p.add_argument("-e", "--engine", help="serialized engine (with its .json metadata) for --backend trt")
+        p.add_argument(
+            "-e",
+            "--engine",
+            help="serialized engine (with its .json metadata) for --backend trt"
+            + ("; several networks: the pipeline's .json that names their engines" if nd.networks else ""),
+        )
         p.add_argument(
             "--backend",
             choices=("trt", "reference"),
@@ -172,6 +190,7 @@ def _common_arguments(p: argparse.ArgumentParser, nd: Netdef, command: str) -> N
             "an input's own folder when that would write over the image (default: %(default)s)",
         )
         p.add_argument("--batch", type=positive_int, default=1, help="images per inference call (default: 1)")
+        p.add_argument("--json", action="store_true", help="print each image's results as one line of JSON")
     if command == "bench":
         p.add_argument("--image", help="image to bench with (default: the netdef's example input)")
         p.add_argument(
@@ -203,16 +222,18 @@ def load_weights(path: str | None):
     return wts.load(path)
 
 
-def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
-    """The netdef's network for ``args`` (precision, I/O dtype, int8 calibration), defined and checked."""
-    net = new_net(nd, args, weights, cfg)
-    define_network(net, nd.define, cfg)
+def make_net(nd: Netdef, args: argparse.Namespace, weights, cfg, network: Network | None = None) -> Net:
+    """The network of ``nd`` (of a multi-network netdef: ``network``) defined on ``weights``, and checked."""
+    net = new_net(nd, args, weights, cfg, network)
+    define_network(net, network.define if network is not None else nd.define, cfg)
     return finish_net(net, args)
 
 
-def new_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
-    """An empty :class:`Net` for ``args`` (int8: with its calibration ranges), for ``nd.define`` to fill."""
+def new_net(nd: Netdef, args: argparse.Namespace, weights, cfg, network: Network | None = None) -> Net:
+    """An empty :class:`Net` for ``args`` (int8: with its calibration ranges), for the netdef to define."""
     calibration = None
+    if args.precision == "int8" and nd.networks:
+        raise UsageError(f"{nd.name}: int8 calibration of a multi-network pipeline is not supported; use fp32/fp16")
     if args.precision == "int8":
         from trtx import calibrate
 
@@ -234,12 +255,12 @@ def new_net(nd: Netdef, args: argparse.Namespace, weights, cfg) -> Net:
         io_dtype=args.io_dtype,
         calibration=calibration,
         int8_fallback=getattr(calibration, "fallback", ()),
-        name=model_name(nd, args),
+        name=model_name(nd, args) + (f".{network.name}" if network is not None else ""),
     )
 
 
 def finish_net(net: Net, args: argparse.Namespace) -> Net:
-    """After ``define``: record int8's quantized tensors; warn about layers off the fp32 policy."""
+    """After the netdef defined it: record int8's quantized tensors; warn about layers off the fp32 policy."""
     if net.precision == "int8":
         quantized = [p for p in net.quant_inputs if p not in net.int8_fallback]
         net.meta["int8"] = {"calibration": args.calib_method, "quantized_tensors": len(quantized),
@@ -264,11 +285,18 @@ def input_shapes(net: Net) -> dict[str, tuple[int, ...]]:
 
 
 def example_feeds(
-    nd: Netdef, shapes: dict[str, Sequence[int]], cfg, image: str | None, batch: int, seed: int = 0
+    nd: Netdef,
+    shapes: dict[str, Sequence[int]],
+    cfg,
+    image: str | None,
+    batch: int,
+    seed: int = 0,
+    network: Network | None = None,
 ) -> dict[str, np.ndarray]:
     """The netdef's example input (an image through its preprocessing) or a seeded standard-normal input."""
-    if nd.torch is not None and nd.torch.feeds is not None:
-        return nd.torch.feeds(cfg, image, batch, seed)
+    feeds = (network or nd.network(None)).feeds
+    if feeds is not None:
+        return feeds(cfg, image, batch, seed)
     if image is not None:
         raise UsageError(f"{nd.name} has no image preprocessing; run without --image")
     return seeded_normal_feeds(shapes, batch, seed)
@@ -290,36 +318,114 @@ def _warn_unused(net: Net, nd: Netdef | None = None, cfg=None) -> None:
 
 
 # ---- commands ----------------------------------------------------------------------------------------
-def cmd_build(nd: Netdef, args: argparse.Namespace) -> int:
-    weights = load_weights(args.weights)
-    cfg = configure(nd, args, weights)
-    net = make_net(nd, args, weights, cfg)
-    _warn_unused(net, nd, cfg)
-    options = BuildOptions(
+def _networks(nd: Netdef, args: argparse.Namespace) -> list[Network | None]:
+    """The networks a command works on: [None] for a one-network netdef, else those ``--network`` names (all)."""
+    if not nd.networks:
+        return [None]
+    chosen = vars(args).get("network") or [n.name for n in nd.networks]
+    return [nd.network(name) for name in chosen]
+
+
+def _build_options(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(
         batch=args.batch,
         workspace_mib=args.workspace,
         optimization_level=args.opt_level,
         verbose=args.verbose,
         gpu_archs=resolve_gpu_archs(args.gpu_arch),
     )
-    print(
-        f"building {net.network.name}: {net.network.num_layers} layers, precision {net.precision}, "
-        f"batch {options.batch} ({net.backend.name} {net.backend.version})",
-        file=sys.stderr,
-    )
-    engine = build_serialized(net, options)
+
+
+def cmd_build(nd: Netdef, args: argparse.Namespace) -> int:
+    weights = load_weights(args.weights)
+    cfg = configure(nd, args, weights)
+    options = _build_options(args)
     out = build_output(nd, args)
-    meta = metadata(
-        net,
-        options,
-        netdef=nd.name,
-        weights_path=args.weights,
-        extra={"arch": vars(args).get("arch"), "unused_weights": net.unused_weights()},
-    )
-    engine_path, meta_path = save_engine(out, engine, meta)
-    print(f"engine   {engine_path} ({len(engine) / 1e6:.1f} MB, built in {net.build_seconds:.1f} s)")
-    print(f"metadata {meta_path}")
+    engines = {}
+    nets = [(network, make_net(nd, args, weights, cfg, network)) for network in _networks(nd, args)]
+    _warn_unused(nets[-1][1], nd, cfg)  # one weights file for all the networks: read once they are all defined
+    for network, net in nets:
+        path = engine_path_of(out, network)
+        print(
+            f"building {net.network.name}: {net.network.num_layers} layers, precision {net.precision}, "
+            f"batch {options.batch} ({net.backend.name} {net.backend.version})",
+            file=sys.stderr,
+        )
+        engine = build_serialized(net, options)
+        extra = {"arch": vars(args).get("arch"), "unused_weights": net.unused_weights()}
+        if network is not None:
+            extra["network"] = network.name
+        meta = metadata(net, options, netdef=nd.name, weights_path=args.weights, extra=extra)
+        engine_path, meta_path = save_engine(path, engine, meta)
+        engines[network.name if network is not None else None] = engine_path
+        print(f"engine   {engine_path} ({len(engine) / 1e6:.1f} MB, built in {net.build_seconds:.1f} s)")
+        print(f"metadata {meta_path}")
+    if nd.networks:
+        pipeline = pipeline_path(out)
+        save_pipeline(pipeline, nd, args, nets, engines)
+        print(f"pipeline {pipeline}")
     return 0
+
+
+def build_output(nd: Netdef, args: argparse.Namespace) -> Path:
+    return Path(args.output or f"{model_name(nd, args)}.engine")
+
+
+def engine_path_of(out: Path, network: Network | None) -> Path:
+    """Where ``build -o out`` writes the engine of ``network`` (None: the netdef's only network)."""
+    return out if network is None else out.with_name(f"{out.stem}.{network.name}{out.suffix or '.engine'}")
+
+
+def pipeline_path(out: Path) -> Path:
+    return out.with_suffix(".json")
+
+
+def build_outputs(nd: Netdef, args: argparse.Namespace) -> list[tuple[Path, str]]:
+    """Every file ``build`` writes, with what it is: the engines, their metadata, a pipeline's .json."""
+    out = build_output(nd, args)
+    files = []
+    for network in _networks(nd, args):
+        engine = engine_path_of(out, network)
+        files += [(engine, "-o"), (metadata_path(engine), "-o's metadata")]
+    if nd.networks:
+        files.append((pipeline_path(out), "-o's pipeline metadata"))
+    return files
+
+
+def graph_path(graph: str, network: Network | None) -> Path:
+    """Where ``inspect --graph`` draws ``network`` (a multi-network netdef: one picture per network)."""
+    path = Path(graph)
+    return path if network is None else path.with_name(f"{path.stem}.{network.name}{path.suffix}")
+
+
+def load_pipeline(path: str | os.PathLike) -> dict[str, Any]:
+    """A multi-network build's ``.json`` (``infer -e``), every engine it names verified with its own metadata;
+    errors name the file."""
+    from trtx.build import EngineMetadataError
+
+    path = check_input(path, "-e pipeline metadata")
+    try:
+        meta = json.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:  # ValueError: not JSON, not UTF-8
+        raise EngineMetadataError(f"{path}: not a pipeline metadata file ({str(exc)[:80]})") from None
+    engines = meta.get("engines") if isinstance(meta, dict) else None
+    if not isinstance(engines, dict) or not all(isinstance(f, str) for f in engines.values()):
+        raise EngineMetadataError(f"{path}: not a pipeline metadata file (no 'engines'); build writes one")
+    for file in engines.values():
+        load_metadata(path.parent / file)
+    return meta
+
+
+def save_pipeline(path: Path, nd: Netdef, args: argparse.Namespace, nets, engines: dict) -> None:
+    """The metadata of a multi-network build: the netdef, the facts its networks recorded, and their engines
+    (relative to ``path``'s folder), which ``infer -e`` reads."""
+    from trtx_base.files import atomic_write
+
+    meta = {"netdef": nd.name, "arch": vars(args).get("arch"), "precision": args.precision}
+    for _, net in nets:
+        meta.update(net.meta)
+    meta["engines"] = {name: Path(p).name for name, p in engines.items()}
+    atomic_write(path, json.dumps(meta, indent=2) + "\n")
 
 
 def cmd_inspect(nd: Netdef, args: argparse.Namespace) -> int:
@@ -327,12 +433,19 @@ def cmd_inspect(nd: Netdef, args: argparse.Namespace) -> int:
 
     weights = load_weights(args.weights)
     cfg = configure(nd, args, weights)
-    net = make_net(nd, args, weights, cfg)
-    summary = tinspect.describe(net.network)
-    print(json.dumps(summary.to_json(), indent=1) if args.json else summary.table())
-    if args.graph:
-        written = tinspect.write_graph(net.network, args.graph)
-        print(f"graph    {written}", file=sys.stderr)
+    docs = {}
+    for network in _networks(nd, args):
+        net = make_net(nd, args, weights, cfg, network)
+        summary = tinspect.describe(net.network)
+        if args.json:
+            docs[net.network.name] = summary.to_json()
+        else:
+            print(summary.table() if network is None else f"== {net.network.name}\n{summary.table()}")
+        if args.graph:
+            written = tinspect.write_graph(net.network, str(graph_path(args.graph, network)))
+            print(f"graph    {written}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(docs[next(iter(docs))] if not nd.networks else docs, indent=1))
     return 0
 
 
@@ -340,39 +453,51 @@ def cmd_check(nd: Netdef, args: argparse.Namespace) -> int:
     if nd.torch is None:
         raise UsageError(f"{nd.name} declares no PyTorch model to compare with: check is not available")
     weights = load_weights(args.weights)
-    result = check_netdef(nd, args, weights, configure(nd, args, weights))
-    print(json.dumps(result.to_json(), indent=1) if args.json else result.table())
-    return 0 if result.passed else 1
+    cfg = configure(nd, args, weights)
+    model = nd.torch.model(cfg, weights)
+    results, passed = {}, True
+    for network in _networks(nd, args):
+        result = check_netdef(nd, args, weights, cfg, network, model)
+        name = model_name(nd, args) + (f".{network.name}" if network is not None else "")
+        results[name] = result
+        passed = passed and result.passed
+        if not args.json:
+            print(result.table() if network is None else f"== {name}\n{result.table()}")
+    if args.json:
+        docs = {name: r.to_json() for name, r in results.items()}
+        print(json.dumps(docs if nd.networks else next(iter(docs.values())), indent=1))
+    return 0 if passed else 1
 
 
-def check_netdef(nd: Netdef, args: argparse.Namespace, weights, cfg):
-    """``check``'s :class:`~trtx.check.CheckResult` for the netdef's network with ``weights`` and ``cfg``. When the
-    netdef stops before its network is complete, the first layer whose shape already differs from PyTorch's is
-    the first divergent one (:func:`trtx.check.diagnose`)."""
+def check_netdef(nd: Netdef, args: argparse.Namespace, weights, cfg, network: Network | None = None, model=None):
+    """``check``'s :class:`~trtx.check.CheckResult` for the netdef's network (of a multi-network netdef:
+    ``network``) with ``weights`` and ``cfg``. When the netdef stops before its network is complete, the first layer
+    whose shape already differs from PyTorch's is the first divergent one (:func:`trtx.check.diagnose`)."""
     from trtx import check
 
-    net = new_net(nd, args, weights, cfg)
+    model = nd.torch.model(cfg, weights) if model is None else model
+    forward = (network or nd.network(None)).forward
+    net = new_net(nd, args, weights, cfg, network)
     try:
-        define_network(net, nd.define, cfg)
+        define_network(net, network.define if network is not None else nd.define, cfg)
     except UserError as exc:
-        feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
-        return check.diagnose(net.network, nd.torch.model(cfg, weights), feeds, exc, forward=nd.torch.forward,
-                              device=args.device, precision=args.precision)  # fmt: skip
+        feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed, network)
+        return check.diagnose(net.network, model, feeds, exc, forward=forward, device=args.device,
+                              precision=args.precision)  # fmt: skip
     finish_net(net, args)
-    model = nd.torch.model(cfg, weights)
-    feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed)
+    feeds = example_feeds(nd, input_shapes(net), cfg, args.image, args.batch, args.seed, network)
     tolerances = {k: v for k, v in (("atol", args.atol), ("rtol", args.rtol)) if v is not None}
     result = check.compare(
         net.network,
         model,
         feeds,
-        forward=nd.torch.forward,
+        forward=forward,
         device=args.device,
         layers=not args.no_layers,
         precision=args.precision,
         **tolerances,
     )
-    if nd.torch.extra is not None:
+    if network is None and nd.torch.extra is not None:
         result.add_extra(nd.torch.extra(cfg, result.network_outputs, result.expected_outputs, args.precision))
     return result
 
@@ -446,11 +571,19 @@ def infer_outputs(nd: Netdef, args: argparse.Namespace, images: Sequence[Path]) 
 
 
 def make_runner(nd: Netdef, args: argparse.Namespace) -> tuple[Callable[[dict], dict], Any, dict, str]:
-    """(run(feeds) -> outputs as numpy, cfg, input shapes, description) for --backend trt or reference."""
+    """(run(feeds) -> outputs as numpy, cfg, input shapes, description) for --backend trt or reference.
+
+    A multi-network netdef gets ``{network name: run}`` for ``run`` (and no input shapes)."""
     backend_kind = backend_of(args)
     if backend_kind == "trt":
         from trtx import runtime
 
+        if nd.networks:
+            meta = load_pipeline(args.engine)
+            cfg = configure(nd, args, None, meta)
+            folder = Path(args.engine).parent
+            runs = {name: runtime.Engine(folder / file).infer for name, file in meta["engines"].items()}
+            return runs, cfg, {}, f"TensorRT engines of {args.engine}"
         meta = load_metadata(args.engine)
         cfg = configure(nd, args, None, meta)
         engine = runtime.Engine(args.engine)
@@ -462,15 +595,29 @@ def make_runner(nd: Netdef, args: argparse.Namespace) -> tuple[Callable[[dict], 
 
     weights = load_weights(args.weights)
     cfg = configure(nd, args, weights)
+    device = args.device
+
+    def runner(net: Net) -> Callable[[dict], dict]:
+        def run(feeds: dict) -> dict:
+            out = reference.execute(net.network, feeds, device=device)
+            return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
+
+        run.net = net  # keep the network (and its weights) alive
+        return run
+
+    if nd.networks:
+        runs = {n.name: runner(make_net(nd, args, weights, cfg, n)) for n in nd.networks}
+        return runs, cfg, {}, f"reference executor on {device}"
     net = make_net(nd, args, weights, cfg)
-    network, device = net.network, args.device
+    return runner(net), cfg, input_shapes(net), f"reference executor on {device}"
 
-    def run(feeds: dict) -> dict:
-        out = reference.execute(network, feeds, device=device)
-        return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
 
-    run.net = net  # keep the network (and its weights) alive
-    return run, cfg, input_shapes(net), f"reference executor on {device}"
+def _results(app, run, images: list[np.ndarray], cfg) -> list[Any]:
+    """One result per image: the netdef's pipeline, or preprocess -> the network -> postprocess."""
+    if app.pipeline is not None:
+        return app.pipeline(run, images, cfg)
+    feeds, ctx = app.preprocess(images, cfg)
+    return app.postprocess(run(feeds), ctx, cfg)
 
 
 def cmd_infer(nd: Netdef, args: argparse.Namespace) -> int:
@@ -498,7 +645,7 @@ def cmd_infer(nd: Netdef, args: argparse.Namespace) -> int:
         if len(readable) < args.batch and path is not paths[-1]:
             continue
         if readable:
-            _infer_chunk(nd, cfg, run, readable, planned, cv2, atomic_write)
+            _infer_chunk(nd, args, cfg, run, readable, planned, cv2, atomic_write)
         readable = []
     if unreadable:
         shown = ", ".join(str(p) for p in unreadable[:5]) + (", …" if len(unreadable) > 5 else "")
@@ -506,12 +653,15 @@ def cmd_infer(nd: Netdef, args: argparse.Namespace) -> int:
     return 0
 
 
-def _infer_chunk(nd: Netdef, cfg, run, chunk, planned, cv2, atomic_write) -> None:
+def _infer_chunk(nd: Netdef, args: argparse.Namespace, cfg, run, chunk, planned, cv2, atomic_write) -> None:
     app = nd.app
-    feeds, ctx = app.preprocess([image for _, image in chunk], cfg)
-    results = app.postprocess(run(feeds), ctx, cfg)
+    results = _results(app, run, [image for _, image in chunk], cfg)
     for (path, image), result in zip(chunk, results):
-        print(f"{path.name}: {app.summary(result, cfg) if app.summary else result}")
+        if args.json:
+            doc = app.records(result, cfg) if app.records else app.result_json(result, cfg)
+            print(json.dumps(doc))
+        else:
+            print(f"{path.name}: {app.summary(result, cfg) if app.summary else result}")
         outs = iter(planned[path])
         if app.render is not None:
             out = next(outs)
@@ -530,6 +680,20 @@ def cmd_bench(nd: Netdef, args: argparse.Namespace) -> int:
     has_pre = app is not None and bool(args.image)
     image = _read_image_or_fail(Path(args.image)) if has_pre else None
     print(f"bench {what}")
+    if nd.networks:  # a pipeline calls its networks itself: time it whole
+        if image is None:
+            raise UsageError(f"{nd.name} is a pipeline of several networks: bench it with --image")
+        print(f"{'batch':>5} {'ms/img':>11} {'img/s':>9}")
+        for b in args.batch:
+            times = []
+            for i in range(args.warmup + args.iters):
+                t0 = time.perf_counter()
+                _results(app, run, [image] * b, cfg)
+                if i >= args.warmup:
+                    times.append((time.perf_counter() - t0) / b)
+            med = float(np.median(times)) * 1e3
+            print(f"{b:>5} {med:>11.3f} {1e3 / med:>9.1f}")
+        return 0
     print(f"{'batch':>5} {'pre ms/img':>11} {'infer ms/img':>13} {'post ms/img':>12} {'img/s':>9}")
     for b in args.batch:
         timings = {"pre": [], "infer": [], "post": []}
@@ -588,10 +752,6 @@ def _engine_ignores(args: argparse.Namespace) -> list[tuple[str, bool]]:
     ]
 
 
-def build_output(nd: Netdef, args: argparse.Namespace) -> Path:
-    return Path(args.output or f"{model_name(nd, args)}.engine")
-
-
 def validate(nd: Netdef, args: argparse.Namespace) -> None:
     """Everything about the user's files and flags that can be checked before a model loads: inputs exist and can
     be read, outputs are no directory and never an input, devices exist, flags are not ignored."""
@@ -612,26 +772,32 @@ def validate(nd: Netdef, args: argparse.Namespace) -> None:
         raise UsageError("--calib, --calib-cache, --calib-images and --int8-fallback apply to --precision int8 only")
     if args.command in ("infer", "bench"):
         if backend_of(args) == "trt":
-            built_by = load_metadata(args.engine).get("netdef")  # the engine and its .json, verified as a pair
-            if built_by != nd.name:
-                raise UsageError(f"-e {args.engine} was built by netdef {built_by}, not {nd.name}: use that one")
-            inputs += [args.engine, str(metadata_path(args.engine))]
+            if nd.networks:  # the pipeline's .json and every engine it names, each verified with its metadata
+                meta = load_pipeline(args.engine)
+                engines = [Path(args.engine).parent / f for f in meta["engines"].values()]
+                inputs += [args.engine, *map(str, engines), *(str(metadata_path(e)) for e in engines)]
+            else:
+                meta = load_metadata(args.engine)  # the engine and its .json, verified as a pair
+                inputs += [args.engine, str(metadata_path(args.engine))]
+            if meta.get("netdef") != nd.name:
+                raise UsageError(f"-e {args.engine} was built by netdef {meta.get('netdef')}, not {nd.name}: use that")
     for flag, device in (("--device", getattr(args, "device", "cpu")), ("--calib-device", args.calib_device)):
         if device != "cpu":
             from trtx.sources import torch_device
 
             torch_device(device, flag)
     if args.command == "build":
-        out = build_output(nd, args)
-        for path, what in ((out, "-o"), (metadata_path(out), "-o's metadata")):
+        for path, what in build_outputs(nd, args):
             check_output(path, what, [*inputs, args.calib_cache])
     if args.command == "inspect" and args.graph:
         from trtx.graph import FORMATS
 
         if Path(args.graph).suffix.lower() not in FORMATS:
             raise UsageError(f"--graph {args.graph}: give a .svg, .png or .dot file name")
-        for path in (args.graph, Path(args.graph).with_suffix(".dot")):  # .dot: where Graphviz is not installed
-            check_output(path, "--graph", inputs)
+        for network in _networks(nd, args):
+            graph = graph_path(args.graph, network)
+            for path in (graph, graph.with_suffix(".dot")):  # .dot: where Graphviz is not installed
+                check_output(path, "--graph", inputs)
     if args.calib_cache:  # read and rewritten by design, but never one of the other inputs
         check_output(args.calib_cache, "--calib-cache", inputs)
 

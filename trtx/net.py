@@ -88,6 +88,9 @@ class Net:
         self.quant_inputs: list[str] = []
         #: int8: quantization points left unquantized (their consumers compute in fp16, weights included)
         self.int8_fallback = set(int8_fallback)
+        #: input name -> {axis: (min, opt, max)}: the optimization profile of dynamic axes other than the batch
+        #: (an image's height and width); a dynamic axis 0 without an entry takes the build's ``--batch``
+        self.input_ranges: dict[str, dict[int, tuple[int, int, int]]] = {}
         self._keep: list[np.ndarray] = []
         self._plugin_objects: list[Any] = []  # IPluginV3 objects of the plugin layers (see keep_plugin)
         self._cast_of: dict[str, str] = {}  # cast output -> the tensor it casts (same values, other dtype)
@@ -188,12 +191,31 @@ class Net:
         return sorted(unused()) if callable(unused) else []
 
     # ---- inputs, outputs, names -----------------------------------------------------------------
-    def input(self, name: str, shape: Sequence[int], dtype: Any = None):
+    def input(
+        self,
+        name: str,
+        shape: Sequence[int],
+        dtype: Any = None,
+        *,
+        ranges: Mapping[int, tuple[int, int, int]] | None = None,
+    ):
         """Add a network input (dtype = the I/O dtype) and return it in the compute dtype.
 
-        Use -1 for the batch dimension; the build's batch profile fills it in.
+        Use -1 for the batch dimension; the build's batch profile fills it in. Other dynamic axes (-1) need
+        their (min, opt, max) in ``ranges`` ({axis: (min, opt, max)}), which may also fix the batch's.
         """
-        tensor = self.network.add_input(name, trt_dtype(dtype or self.io_dtype), tuple(shape))
+        shape = tuple(int(d) for d in shape)
+        ranges = {int(a) % len(shape): tuple(int(v) for v in r) for a, r in (ranges or {}).items()}
+        for axis, d in enumerate(shape):
+            if d == -1 and axis != 0 and axis not in ranges:
+                raise NetdefError(f"input {name!r}: dynamic axis {axis} of {shape} needs its (min, opt, max) range")
+        for axis, r in ranges.items():
+            if shape[axis] != -1 or len(r) != 3 or not 1 <= r[0] <= r[1] <= r[2]:
+                raise NetdefError(f"input {name!r}: range {r} of axis {axis} (shape {shape}): expected a dynamic "
+                                  "axis and 1 <= min <= opt <= max")  # fmt: skip
+        if ranges:
+            self.input_ranges[name] = ranges
+        tensor = self.network.add_input(name, trt_dtype(dtype or self.io_dtype), shape)
         return self.to_compute(tensor, f"{name}.to_compute") if np.dtype(dtype or self.io_dtype).kind == "f" else tensor
 
     def output(self, tensor, name: str, dtype: Any = None):

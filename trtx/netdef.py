@@ -52,20 +52,57 @@ class TorchSide:
     source: Callable[[str | None], Any] | None = None
 
 
+#: run(feeds) -> outputs as numpy: one network, on the reference executor or a TensorRT engine
+Runner = Callable[[Mapping[str, Any]], dict[str, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class App:
-    """What ``infer`` and ``bench`` do around the network: images in, results out."""
+    """What ``infer`` and ``bench`` do around the network: images in, results out.
+
+    A single network: ``preprocess`` -> the network -> ``postprocess``. A multi-network netdef (``networks``)
+    declares ``pipeline`` instead: it calls its networks itself, as many times as it needs (an image pyramid,
+    one call per stage)."""
 
     #: (BGR uint8 images, cfg) -> ({input name: array}, context for postprocess)
-    preprocess: Callable[[list[np.ndarray], Any], tuple[dict[str, Any], Any]]
+    preprocess: Callable[[list[np.ndarray], Any], tuple[dict[str, Any], Any]] | None = None
     #: (outputs, context, cfg) -> one result per image
-    postprocess: Callable[[dict[str, Any], Any, Any], list[Any]]
+    postprocess: Callable[[dict[str, Any], Any, Any], list[Any]] | None = None
+    #: ({network name: Runner}, BGR uint8 images, cfg) -> one result per image (multi-network netdefs)
+    pipeline: Callable[[Mapping[str, Runner], list[np.ndarray], Any], list[Any]] | None = None
     #: (BGR image, result, cfg) -> annotated copy; None: no picture is written
     render: Callable[[np.ndarray, Any, Any], np.ndarray] | None = None
     #: (result, cfg) -> a JSON-able dict written next to the picture; None: no JSON
     result_json: Callable[[Any, Any], dict[str, Any]] | None = None
     #: (result, cfg) -> the one line ``infer`` prints per image; None: the result's repr
     summary: Callable[[Any, Any], str] | None = None
+    #: (result, cfg) -> the result as a list of JSON-able records, what ``infer --json`` prints per image;
+    #: None: ``result_json``'s dict
+    records: Callable[[Any, Any], list[dict[str, Any]]] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pipeline is None) == (self.preprocess is None or self.postprocess is None):
+            raise ValueError("App: give preprocess and postprocess (one network) or pipeline (several)")
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network of a multi-network netdef (MTCNN's P-Net, R-Net and O-Net): its own engine, its own check.
+
+    Its layers are named by module path in the netdef's PyTorch model (``TorchSide.model``, a container of the
+    pipeline's modules: ``pnet.conv1``), and it reads its weights under the same prefix from the one weights
+    file of the pipeline."""
+
+    #: the network's name: ``--network`` choice, engine file ``<stem>.<name>.engine``
+    name: str
+    #: (net, cfg) -> None: adds the layers and marks the outputs
+    define: Callable[[Any, Any], None]
+    #: (container module, feeds) -> {output name: tensor}: this network's outputs as PyTorch computes them
+    forward: Callable[[Any, Mapping[str, Any]], dict[str, Any]] = default_forward
+    #: (cfg, image path or None, batch, seed) -> {input name: array}; None: seeded standard-normal inputs
+    feeds: Callable[[Any, str | None, int, int], dict[str, np.ndarray]] | None = None
+    #: one line for ``python -m netdefs list`` and ``--help``
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,8 +135,11 @@ class Netdef:
     #: (args, weights or None, engine metadata or None) -> cfg; from the weights for build/check/inspect and
     #: ``--backend reference``, from an engine's metadata for ``--backend trt`` (then weights is None)
     configure: Callable[[argparse.Namespace, Any, dict[str, Any] | None], Any]
-    #: (net, cfg) -> None: adds the layers (named after PyTorch module paths) and marks the outputs
-    define: Callable[[Any, Any], None]
+    #: (net, cfg) -> None: adds the layers (named after PyTorch module paths) and marks the outputs; None for a
+    #: multi-network netdef, whose ``networks`` each define their own
+    define: Callable[[Any, Any], None] | None = None
+    #: the networks of a multi-network netdef (one engine each); empty: the netdef is one network (``define``)
+    networks: tuple[Network, ...] = ()
     #: ``--arch`` choices (empty: no ``--arch`` option) and its default (None: read from the weights by configure)
     archs: tuple[str, ...] = ()
     default_arch: str | None = None
@@ -117,11 +157,26 @@ class Netdef:
     script: str | None = None
 
     def __post_init__(self) -> None:
+        if self.define is not None and self.networks:
+            raise ValueError(f"netdef {self.name}: give define (one network) or networks (several), not both")
+        if len({n.name for n in self.networks}) != len(self.networks):
+            raise ValueError(f"netdef {self.name}: network names repeat")
         if self.archs and self.default_arch is not None and self.default_arch not in self.archs:
             raise ValueError(f"netdef {self.name}: default_arch {self.default_arch!r} is not one of its archs")
         defaults = [m.name for m in self.models if m.default]
         if len(defaults) > 1:
             raise ValueError(f"netdef {self.name}: several default models {defaults}")
+
+    def network(self, name: str | None) -> Network:
+        """The network called ``name`` (None: the netdef's only network, ``define``, as a :class:`Network`)."""
+        if not self.networks:
+            forward = self.torch.forward if self.torch is not None else default_forward
+            feeds = self.torch.feeds if self.torch is not None else None
+            return Network(self.name, self.define, forward, feeds)
+        for n in self.networks:
+            if n.name == name:
+                return n
+        raise KeyError(name)
 
     def model_names(self) -> tuple[Model, ...]:
         """Every model this netdef serves, with the options that select it."""

@@ -46,13 +46,19 @@ def nms(
     *,
     class_offset: float | None = None,
     max_keep: int | None = None,
+    overlap: str = "iou",
+    inclusive: bool = False,
 ) -> np.ndarray:
     """Greedy NMS; returns the kept indices (int64) by score descending, ties by index ascending.
 
     ``classes`` (int, [N]) makes it class-aware: exactly so by default, or YOLOv5's way (boxes shifted by
     ``classes * class_offset`` in float32, then class-agnostic) when ``class_offset`` is given.
-    ``max_keep`` stops after that many boxes are kept.
+    ``max_keep`` stops after that many boxes are kept. ``overlap="min"`` measures the intersection over the
+    smaller box's area instead of the union (MTCNN's last stage); ``inclusive`` counts pixels as the MATLAB-era
+    face detectors do (width = x2 - x1 + 1).
     """
+    if overlap not in ("iou", "min"):
+        raise ValueError(f"overlap must be 'iou' or 'min', got {overlap!r}")
     boxes = _as_boxes(boxes)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     n = boxes.shape[0]
@@ -70,7 +76,8 @@ def nms(
     thr = np.float32(iou_threshold)
     idx = order(scores)
     x1, y1, x2, y2 = (boxes[idx, k] for k in range(4))
-    areas = (x2 - x1) * (y2 - y1)
+    one = np.float32(1 if inclusive else 0)
+    areas = (x2 - x1 + one) * (y2 - y1 + one)
     cls = classes[idx] if classes is not None else None
     alive = np.ones(n, dtype=bool)
     keep: list[int] = []
@@ -87,10 +94,13 @@ def nms(
             rest = rest[cls[rest] == cls[i]]
         if rest.size == 0:
             continue
-        w = np.maximum(zero, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(zero, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        w = np.maximum(zero, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + one)
+        h = np.maximum(zero, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + one)
         inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
+        if overlap == "min":
+            iou = inter / np.minimum(areas[i], areas[rest])
+        else:
+            iou = inter / (areas[i] + areas[rest] - inter)
         alive[rest[iou > thr]] = False
     return idx[np.asarray(keep, dtype=np.int64)].astype(np.int64)
 
