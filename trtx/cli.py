@@ -770,6 +770,8 @@ def validate(nd: Netdef, args: argparse.Namespace) -> None:
         check_input(args.calib_cache, "--calib-cache")
     if args.precision != "int8" and any(given for flag, given in _engine_ignores(args)[3:7]):
         raise UsageError("--calib, --calib-cache, --calib-images and --int8-fallback apply to --precision int8 only")
+    if args.command == "infer" and args.json and nd.app is not None and not (nd.app.records or nd.app.result_json):
+        raise UsageError(f"--json: {nd.name} declares no JSON form of its results (App.result_json or records)")
     if args.command in ("infer", "bench"):
         if backend_of(args) == "trt":
             if nd.networks:  # the pipeline's .json and every engine it names, each verified with its metadata
