@@ -355,6 +355,8 @@ def files_sha(path: Path) -> str:
     return file_sha256(path)
 
 
+#: build in int8 from the calibration folder: the start of the int8 mistakes below
+INT8 = ["build", "-w", "{w}", "-o", "{tmp}/x.engine", "--precision", "int8"]
 MISTAKES = [
     ("lenet", ["check", "-w", "{dir}"], "-w weights {dir} is a directory, not a file"),
     ("lenet", ["build", "-w", "{dir}", "-o", "{tmp}/x.engine"], "is a directory, not a file"),
@@ -372,56 +374,17 @@ MISTAKES = [
     ("lenet", ["bench", "-w", "{w}", "--batch", "1,x"], "'x' is not a whole number"),
     ("lenet", ["build", "-w", "{w}", "--workspace", "-5", "-o", "{tmp}/x.engine"], "'-5' must be a whole number"),
     ("lenet", ["bench", "-w", "{w}", "--iters", "0"], "argument --iters: '0' must be a whole number >= 1"),
-    ("lenet", ["build", "-w", "{w}", "--precision", "int8", "--calib", "{calib}", "--calib-images", "0"], "'0' must"),
-    ("lenet", ["build", "-w", "{w}", "--precision", "int8", "--calib", "{calib}", "--calib-images", "-3"], "'-3' must"),
-    (
-        "lenet",
-        [
-            "build",
-            "-w",
-            "{w}",
-            "--precision",
-            "int8",
-            "--calib",
-            "{calib}",
-            "--int8-fallback",
-            "5",
-            "-o",
-            "{tmp}/x.engine",
-        ],
-        "--int8-fallback 5: the network has 5 quantized tensor(s)",
-    ),  # fmt: skip
-    (
-        "lenet",
-        ["build", "-w", "{w}", "--precision", "int8", "--calib-cache", "{cache_string}", "-o", "{tmp}/x.engine"],
-        "tensor 'data' has amax 'big'",
-    ),  # fmt: skip
-    (
-        "lenet",
-        ["build", "-w", "{w}", "--precision", "int8", "--calib-cache", "{cache_nan}", "-o", "{tmp}/x.engine"],
-        "tensor 'data' has amax nan",
-    ),  # fmt: skip
+    ("lenet", [*INT8, "--calib", "{calib}", "--calib-images", "0"], "'0' must be a whole number >= 1"),
+    ("lenet", [*INT8, "--calib", "{calib}", "--calib-images", "-3"], "'-3' must be a whole number >= 1"),
+    ("lenet", [*INT8, "--calib", "{calib}", "--int8-fallback", "5"], "--int8-fallback 5: the network has 5 quan"),
+    ("lenet", [*INT8, "--calib-cache", "{cache_string}"], "tensor 'data' has amax 'big'"),
+    ("lenet", [*INT8, "--calib-cache", "{cache_nan}"], "tensor 'data' has amax nan"),
+    ("lenet", [*INT8, "--calib", "{calib}", "--calib-cache", "{w}"], "--calib-cache {w} is the input {w}"),
     ("lenet", ["build", "-w", "{w}", "--calib-images", "4", "-o", "{tmp}/x.engine"], "apply to --precision int8 only"),
-    (
-        "lenet",
-        [
-            "build",
-            "-w",
-            "{w}",
-            "--precision",
-            "int8",
-            "--calib",
-            "{calib}",
-            "--calib-cache",
-            "{w}",
-            "-o",
-            "{tmp}/x.engine",
-        ],
-        "--calib-cache {w} is the input {w}",
-    ),  # fmt: skip
     ("lenet", ["inspect", "-w", "{w}", "--graph", "{tmp}/g.jpg"], "--graph {tmp}/g.jpg: give a .svg, .png or .dot"),
     ("lenet", ["check", "-w", "{w}", "--image", "{tmp}/missing.jpg"], "--image {tmp}/missing.jpg does not exist"),
     ("lenet", ["infer", "-w", "{w}", "{tmp}/missing.jpg", "-o", "{tmp}"], "{tmp}/missing.jpg: no such image"),
+    ("lenet", ["infer", "-w", "{w}", "{bus}", "--json", "-o", "{tmp}"], "--json: lenet declares no JSON form"),
     ("lenet", ["check", "-w", "{w}", "--atol", "-1"], "'-1' must be a finite number >= 0"),
 ]
 

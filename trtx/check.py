@@ -336,16 +336,13 @@ def compare(
     device = _device(device)
     graph = _Graph(nw)
     net_feeds, torch_feeds = _feeds(nw, feeds, device)
-    with _fp32_torch(), _eval(torch_model):
-        model = _fp32_model(torch_model, device)
-        with _Hooks(model, graph.names() if layers else ()) as hooks:
-            with torch.no_grad():
-                expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))
-        keep = "all" if layers else sorted({src for src, _ in graph.top1.values()})
-        try:
+    expected, hooks = _torch_outputs(torch_model, torch_feeds, forward, device, graph.names() if layers else ())
+    keep = "all" if layers else sorted({src for src, _ in graph.top1.values()})
+    try:
+        with _fp32_torch():
             got = reference.execute(nw, net_feeds, device=str(device), keep=keep)
-        except UserError as exc:  # the network does not run: a shape went wrong somewhere before
-            return diagnose(nw, torch_model, feeds, exc, forward=forward, device=device, precision=precision)
+    except UserError as exc:  # the network does not run: a shape went wrong somewhere before
+        return diagnose(nw, torch_model, feeds, exc, forward=forward, device=device, precision=precision)
 
     result = CheckResult(outputs=[], layers=[], atol=atol, rtol=rtol, precision=precision)
     outputs = graph.outputs()
@@ -403,12 +400,18 @@ def diagnose(
     device = _device(device)
     graph = _Graph(nw)
     _, torch_feeds = _feeds(nw, feeds, device)
-    with _fp32_torch(), _eval(torch_model):
-        model = _fp32_model(torch_model, device)
-        with _Hooks(model, graph.names()) as hooks, torch.no_grad():
-            forward(model, {k: v.clone() for k, v in torch_feeds.items()})
+    _, hooks = _torch_outputs(torch_model, torch_feeds, forward, device, graph.names())
     atol, rtol = TOLERANCES.get(precision, TOLERANCES["fp32"])
     return _shape_verdict(graph, hooks, error, precision, atol, rtol)
+
+
+def _torch_outputs(torch_model, torch_feeds, forward: Forward, device: torch.device, names) -> tuple[dict, _Hooks]:
+    """``forward``'s outputs of ``torch_model`` (fp32, eval mode) and the hooks that saw the modules ``names``."""
+    with _fp32_torch(), _eval(torch_model):
+        model = _fp32_model(torch_model, device)
+        with _Hooks(model, names) as hooks, torch.no_grad():
+            expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))
+    return expected, hooks
 
 
 def _shape_verdict(graph: _Graph, hooks: _Hooks, error: BaseException, precision: str, atol: float, rtol: float):
