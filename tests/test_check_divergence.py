@@ -98,6 +98,15 @@ def test_non_finite_weights_are_refused_naming_the_tensor(lenet_wts, tmp_path, c
     assert not (tmp_path / "bad.engine").exists()
 
 
+def test_weights_read_without_net_array_are_checked_too():
+    """A netdef may read a tensor itself (anchors, a class count): NaN there is refused when the network is done."""
+    weights = wts.WeightMap({"anchors": np.array([10.0, np.nan, 30.0], np.float32)}, path="y.wts")
+    net = Net(weights)
+    net.weights["anchors"]  # read as a netdef reads its anchors
+    with pytest.raises(NetdefError, match=r"weight 'anchors' in y.wts holds 1 NaN and 0 infinite values"):
+        net.check_weights_finite()
+
+
 def test_negative_running_variance_is_refused(tmp_path):
     net = Net({"bn.weight": np.ones(2), "bn.bias": np.zeros(2), "bn.running_mean": np.zeros(2),
                "bn.running_var": np.array([1.0, -0.5])})  # fmt: skip

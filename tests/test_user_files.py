@@ -386,6 +386,7 @@ MISTAKES = [
     ("lenet", ["infer", "-w", "{w}", "{tmp}/missing.jpg", "-o", "{tmp}"], "{tmp}/missing.jpg: no such image"),
     ("lenet", ["infer", "-w", "{w}", "{bus}", "--json", "-o", "{tmp}"], "--json: lenet declares no JSON form"),
     ("lenet", ["check", "-w", "{w}", "--atol", "-1"], "'-1' must be a finite number >= 0"),
+    ("lenet", ["check", "-w", "{w}", "--batch", "100000000000"], "out of memory (Unable to allocate"),
 ]
 
 

@@ -260,7 +260,9 @@ def new_net(nd: Netdef, args: argparse.Namespace, weights, cfg, network: Network
 
 
 def finish_net(net: Net, args: argparse.Namespace) -> Net:
-    """After the netdef defined it: record int8's quantized tensors; warn about layers off the fp32 policy."""
+    """After the netdef defined it: every weight it read is finite; record int8's quantized tensors; warn about
+    layers off the fp32 policy."""
+    net.check_weights_finite()
     if net.precision == "int8":
         quantized = [p for p in net.quant_inputs if p not in net.int8_fallback]
         net.meta["int8"] = {"calibration": args.calib_method, "quantized_tensors": len(quantized),

@@ -96,6 +96,7 @@ class Net:
         self._cast_of: dict[str, str] = {}  # cast output -> the tensor it casts (same values, other dtype)
         self._cast_src: dict[str, Any] = {}  # cast output -> that tensor itself (int8 quantizes the original)
         self._qdq: dict[tuple[str, Any], Any] = {}  # (point, dtype) -> its dequantized tensor, shared by consumers
+        self._finite: set[str] = set()  # weight keys checked for NaN/inf
         #: conv output tensor -> (layer, weight key, weight size, input channels, groups, kernel): its channel count
         #: came from the weight's size, so a wrong ``groups`` shows first in the layer after it
         self._channels_from: dict[str, tuple[str, str, int, int, int, tuple[int, ...]]] = {}
@@ -141,7 +142,9 @@ class Net:
             msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) and key in exc.args[0] else None
             raise NetdefError(msg or f"weights have no tensor {key!r}{where}") from None
         value = np.asarray(value, dtype=np.float32)
-        _check_finite(value, key, layer, getattr(self.weights, "path", None))
+        if key not in self._finite:
+            _check_finite(value, key, layer, getattr(self.weights, "path", None))
+            self._finite.add(key)
         if shape is None:
             return value
         shape = tuple(int(s) for s in shape)
@@ -185,6 +188,15 @@ class Net:
         layer = self.network.add_constant(array.shape, self.trt.Weights(array))
         self.name(layer, name)
         return layer.get_output(0)
+
+    def check_weights_finite(self) -> None:
+        """The weights the netdef read without :meth:`array` (``net.weights[key]``) hold no NaN or inf either."""
+        used = getattr(self.weights, "used", None)
+        path = getattr(self.weights, "path", None)
+        for key in used() if callable(used) else []:
+            if key not in self._finite:
+                _check_finite(np.asarray(self.weights.peek(key), dtype=np.float32), key, None, path)
+                self._finite.add(key)
 
     def unused_weights(self) -> list[str]:
         unused = getattr(self.weights, "unused", None)

@@ -2,9 +2,9 @@
 
 * :class:`ArgumentParser` prints a bad flag as ``PROG: error: MESSAGE (PROG --help)``, one line, exit 2 (argparse
   prints its usage block first).
-* :func:`run` calls a ``main``: a :class:`UserError` becomes ``error: MESSAGE``, exit 2; Ctrl-C and SIGTERM end
-  it with exit 130/143 after the ``finally`` blocks ran (no temporary file is left behind); anything else is a bug
-  in trtx and keeps its traceback.
+* :func:`run` calls a ``main``: a :class:`UserError` becomes ``error: MESSAGE``, exit 2 (so does an allocation
+  that cannot be made: an absurd ``--batch``); Ctrl-C and SIGTERM end it with exit 130/143 after the ``finally``
+  blocks ran (no temporary file is left behind); anything else is a bug in trtx and keeps its traceback.
 * argument types that refuse what makes no sense (``--batch 0``, ``--workspace -5``, ``--batch 1,x``).
 
 Exit status: 0 done (check: passed), 1 check failed (the network differs from PyTorch), 2 usage or input error.
@@ -40,6 +40,10 @@ def run(main: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:  # an absurd --batch or input size: numpy/torch refuse the allocation at once
+        detail = f" ({one_line(exc)})" if str(exc) else ""
+        print(f"error: out of memory{detail}: ask for a smaller batch or input size", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
