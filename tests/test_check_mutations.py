@@ -9,6 +9,8 @@ compared layer it reaches is the module whose forward contains it: the block's o
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from mutations import Mutation, applied
@@ -48,10 +50,16 @@ MUTATIONS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def model(request):
-    """(netdef, parsed check options, weights, cfg) of one model, with random weights and its small input size."""
-    spec, family, options, size = MODELS[request.param]
+    return _model(request.param)
+
+
+@functools.cache
+def _model(name: str):
+    """``check_netdef``'s arguments for one model, made once: netdef, parsed check options, random weights, cfg with
+    its small input size, no sub-network, the PyTorch model."""
+    spec, family, options, size = MODELS[name]
     torch_model = model_sources.build_model(spec, seed=11)
     state = model_sources.state_dict_for_wts(torch_model, spec)
     rng = np.random.default_rng(11)
@@ -63,7 +71,7 @@ def model(request):
     cfg = cli.configure(nd, args, weights)
     if size is not None:
         cfg.input_size = size
-    return nd, args, weights, cfg
+    return nd, args, weights, cfg, None, nd.torch.model(cfg, weights)  # one PyTorch model for every mutation
 
 
 def cases():

@@ -499,7 +499,7 @@ def check_netdef(nd: Netdef, args: argparse.Namespace, weights, cfg, network: Ne
         precision=args.precision,
         **tolerances,
     )
-    if network is None and nd.torch.extra is not None:
+    if network is None and nd.torch.extra is not None and result.incomplete is None:
         result.add_extra(nd.torch.extra(cfg, result.network_outputs, result.expected_outputs, args.precision))
     return result
 
