@@ -12,7 +12,8 @@ From an installed model source, with random weights (tests, benchmarks; nothing 
 
 Every state_dict entry is written (integer buffers such as ``num_batches_tracked`` as float, like
 tensorrtx). YOLOv5 detect/seg models also get tensorrtx's ``anchor_grid`` and ``strides`` entries on
-the Detect layer, so files made here and by tensorrtx's gen_wts.py are interchangeable.
+the Detect layer, so files made here and by tensorrtx's gen_wts.py are interchangeable; ultralytics models get
+``kpt_shape`` (pose) and a checkpoint's class ``names`` on their head (netdefs/ultralytics/source.py).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ FAMILIES = (
     "retinaface",
     "mtcnn",
     "ocr",
+    "ultralytics",
 )
 
 

@@ -16,6 +16,21 @@ from trtx.net import Net, NetdefError
 ACTIVATIONS = ("relu", "relu6", "silu", "sigmoid", "tanh", "leaky_relu", "hardswish", "hardsigmoid", "gelu", "none")
 
 
+def peek(weights, key: str) -> np.ndarray:
+    """Weight ``key`` as a flat float32 array, without marking it read (``configure`` only looks at the weights;
+    the network reads them)."""
+    fn = getattr(weights, "peek", None)
+    return np.asarray(fn(key) if fn is not None else weights[key], dtype=np.float32).reshape(-1)
+
+
+def count_indices(weights, template: str) -> int:
+    """How many consecutive ``i`` from 0 have ``template.format(i)`` in the weights."""
+    n = 0
+    while template.format(n) in weights:
+        n += 1
+    return n
+
+
 def activation(net: Net, x, kind: str, name: str, *, alpha: float = 0.01):
     """nn.ReLU / ReLU6 / SiLU / Sigmoid / Tanh / LeakyReLU(alpha) / Hardswish / Hardsigmoid / GELU at ``name``."""
     trt = net.trt
@@ -178,6 +193,45 @@ def as_numpy(x) -> np.ndarray:
         x = x.detach().cpu()
         return x.float().numpy() if x.is_floating_point() else x.numpy()
     return np.asarray(x)
+
+
+def split(net: Net, x, sizes: Sequence[int], name: str, axis: int = 1) -> list:
+    """``torch.split(x, sizes, dim=axis)`` (``x.chunk(n, axis)`` for equal sizes) as slices ``name.0``,
+    ``name.1``...; with a dynamic dimension (the batch) each slice's shape comes from shape(x) at run time."""
+    trt, nw = net.trt, net.network
+    shape = [int(d) for d in x.shape]
+    axis %= len(shape)
+    if sum(sizes) != shape[axis]:
+        raise NetdefError(f"layer {name}: {shape[axis]} values along axis {axis} do not split into {list(sizes)}")
+    dynamic = any(d < 0 for d in shape)
+    if dynamic:
+        full = net.name(nw.add_shape(x), f"{name}.shape").get_output(0)
+        keep = np.ones(len(shape), np.int64)
+        keep[axis] = 0
+        kept = nw.add_elementwise(full, _shape_constant(net, keep, full, f"{name}.keep"), trt.ElementWiseOperation.PROD)
+        kept = net.name(kept, f"{name}.kept_shape").get_output(0)
+    outs, start = [], 0
+    for i, n in enumerate(sizes):
+        begin = [0] * len(shape)
+        begin[axis] = start
+        part = [max(d, 1) for d in shape]
+        part[axis] = n
+        layer = nw.add_slice(x, begin, part, [1] * len(shape))
+        if dynamic:
+            size = np.zeros(len(shape), np.int64)
+            size[axis] = n
+            added = nw.add_elementwise(kept, _shape_constant(net, size, full, f"{name}.{i}.size"),
+                                       trt.ElementWiseOperation.SUM)  # fmt: skip
+            layer.set_input(2, net.name(added, f"{name}.{i}.shape").get_output(0))
+        outs.append(net.name(layer, f"{name}.{i}").get_output(0))
+        start += n
+    return outs
+
+
+def _shape_constant(net: Net, values: np.ndarray, like, name: str):
+    """An int64 constant in the dtype of the shape tensor ``like`` (int64, or int32 on older TensorRT)."""
+    t = net.constant(values, name, np.int64)
+    return t if t.dtype == like.dtype else net.cast(t, like.dtype, f"{name}.cast")
 
 
 def upsample_nearest(net: Net, x, name: str, scale: float = 2.0):

@@ -69,14 +69,6 @@ def check_arch(arch: str, found: str, expected: str) -> None:
         raise NetdefError(f"weights have {found}; {arch} has {expected} (check --arch)")
 
 
-def count_indices(weights, template: str) -> int:
-    """How many consecutive ``i`` from 0 have ``template.format(i)`` in the weights."""
-    n = 0
-    while template.format(n) in weights:
-        n += 1
-    return n
-
-
 def size(weights, key: str) -> int:
     """Number of values of ``key`` (0 when the weights lack it: the structure then differs)."""
     return int(np.asarray(weights[key]).size) if key in weights else 0

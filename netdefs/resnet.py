@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 from netdefs import imagenet
-from netdefs.common import activation, add, conv_bn_act, flatten, global_avg_pool, max_pool
+from netdefs.common import activation, add, conv_bn_act, count_indices, flatten, global_avg_pool, max_pool
 from trtx.net import Net
 
 #: block type and blocks per stage; groups and width per group of the 3x3 convolutions (ResNeXt, Wide ResNet)
@@ -47,7 +47,7 @@ def _structure(block: str, layers: tuple, groups: int, width_per_group: int) -> 
 
 def _structure_in(weights) -> str:
     """The same facts, read from the weights: blocks per stage, block type, layer1's 3x3 conv width and groups."""
-    layers = tuple(imagenet.count_indices(weights, f"layer{s}.{{}}.conv1.weight") for s in (1, 2, 3, 4))
+    layers = tuple(count_indices(weights, f"layer{s}.{{}}.conv1.weight") for s in (1, 2, 3, 4))
     block = "bottleneck" if "layer1.0.conv3.weight" in weights else "basic"
     width = imagenet.size(weights, "layer1.0.bn2.weight")
     groups = width * width * 9 // max(imagenet.size(weights, "layer1.0.conv2.weight"), 1)

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 from netdefs import imagenet
-from netdefs.common import concat, conv_bn_act, conv_norm_activation, max_pool
-from trtx.net import Net, NetdefError
+from netdefs.common import concat, conv_bn_act, conv_norm_activation, count_indices, max_pool, split
+from trtx.net import Net
 
 #: blocks per stage (stage2..4) and output channels (conv1, stage2..4, conv5): the network reads its channel
 #: counts from the weights, ``configure`` checks them against these
@@ -41,7 +39,7 @@ def configure(args, weights, meta=None):
 
 def _structure_in(weights) -> str:
     """Blocks per stage and output channels, read from the weights (a block outputs twice its branch width)."""
-    repeats = tuple(imagenet.count_indices(weights, f"stage{s}.{{}}.branch2.0.weight") for s in (2, 3, 4))
+    repeats = tuple(count_indices(weights, f"stage{s}.{{}}.branch2.0.weight") for s in (2, 3, 4))
     stages = tuple(2 * imagenet.size(weights, f"stage{s}.0.branch2.1.weight") for s in (2, 3, 4))
     channels = (imagenet.size(weights, "conv1.1.weight"), *stages, imagenet.size(weights, "conv5.1.weight"))
     return f"blocks {repeats}, channels {channels}"
@@ -50,32 +48,6 @@ def _structure_in(weights) -> str:
 def source_model(arch: str | None = None):
     """Random-init torchvision model for ``gen_wts.py --model netdef:shufflenet:<arch>``."""
     return imagenet.torchvision_model(arch or DEFAULT_ARCH)
-
-
-def chunk(net: Net, x, chunks: int, name: str) -> list:
-    """``x.chunk(chunks, dim=1)`` as slices; with a dynamic batch the slice shape is shape(x) // [1, chunks, 1, 1]."""
-    trt, nw = net.trt, net.network
-    c = int(x.shape[1])
-    if c % chunks:
-        raise NetdefError(f"layer {name}: {c} channels do not split into {chunks} equal chunks")
-    size = c // chunks
-    shape = [int(d) for d in x.shape]
-    dynamic = any(d < 0 for d in shape)
-    if dynamic:
-        full = net.name(nw.add_shape(x), f"{name}.shape").get_output(0)
-        divisor = net.constant(np.array([1, chunks, 1, 1], np.int64), f"{name}.divisor", np.int64)
-        if full.dtype != divisor.dtype:
-            divisor = net.cast(divisor, full.dtype, f"{name}.divisor.cast")
-        part = nw.add_elementwise(full, divisor, trt.ElementWiseOperation.FLOOR_DIV)
-        part_shape = net.name(part, f"{name}.slice_shape").get_output(0)
-    outs = []
-    for i in range(chunks):
-        layer = nw.add_slice(x, (0, i * size, 0, 0), [1 if d < 0 else d for d in shape[:1]] + [size, *shape[2:]],
-                             (1, 1, 1, 1))  # fmt: skip
-        if dynamic:
-            layer.set_input(2, part_shape)
-        outs.append(net.name(layer, f"{name}.{i}").get_output(0))
-    return outs
 
 
 def channel_shuffle(net: Net, x, groups: int, name: str):
@@ -108,7 +80,7 @@ def branch2(net: Net, x, path: str, stride: int):
 def inverted_residual(net: Net, x, path: str, stride: int):
     """shufflenetv2.InvertedResidual: split (stride 1) or two branches (stride 2), concat, channel shuffle."""
     if stride == 1:
-        x1, x2 = chunk(net, x, 2, f"{path}.chunk")
+        x1, x2 = split(net, x, [int(x.shape[1]) // 2] * 2, f"{path}.chunk")
         out = concat(net, [x1, branch2(net, x2, f"{path}.branch2", stride)], f"{path}.cat")
     else:
         out = concat(

@@ -196,7 +196,8 @@ def state_dict_for_wts(
     model: torch.nn.Module, spec: str | None = None, *, task: str | None = None
 ) -> dict[str, np.ndarray]:
     """``name -> flat float32 array`` to write: every state_dict entry (integers as float), plus
-    tensorrtx's ``anchor_grid`` (anchors x stride, per level) and ``strides`` for yolov5 detect/seg.
+    tensorrtx's ``anchor_grid`` (anchors x stride, per level) and ``strides`` for yolov5 detect/seg, and for
+    ultralytics models ``<head>.kpt_shape`` and a checkpoint's class ``names`` (netdefs/ultralytics/source.py).
 
     ``task`` (``detect``, ``seg``, ``cls``) defaults to what ``spec`` names; without either, a model
     whose last layer is a yolov5 Detect/Segment head gets the extras.
@@ -225,4 +226,7 @@ def state_dict_for_wts(
             out.update(extras)
     if extras and anchors_key not in out:
         out.update(extras)
+    from netdefs.ultralytics.source import wts_extras
+
+    out.update(wts_extras(model))  # ultralytics: <head>.kpt_shape (pose) and a checkpoint's class names
     return out

@@ -105,6 +105,70 @@ def nms(
     return idx[np.asarray(keep, dtype=np.int64)].astype(np.int64)
 
 
+def probiou(boxes1: np.ndarray, boxes2: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """ultralytics' ``batch_probiou``: [N, M] probabilistic IoU (1 - Hellinger distance of the boxes' Gaussians) of
+    rotated boxes (cx, cy, w, h, angle in radians), computed in float32 in ultralytics' order of operations."""
+    b1, b2 = (np.asarray(b, np.float32).reshape(-1, 5) for b in (boxes1, boxes2))
+    f = np.float32
+    x1, y1, x2, y2 = b1[:, 0:1], b1[:, 1:2], b2[None, :, 0], b2[None, :, 1]
+    a1, bb1, c1 = (v[:, None] for v in _covariance(b1))
+    a2, bb2, c2 = (v[None, :] for v in _covariance(b2))
+    a, b, c = a1 + a2, bb1 + bb2, c1 + c2
+    det = a * b - c * c
+    t1 = ((a * (y1 - y2) ** 2 + b * (x1 - x2) ** 2) / (det + f(eps))) * f(0.25)
+    t2 = ((c * (x2 - x1) * (y1 - y2)) / (det + f(eps))) * f(0.5)
+    with np.errstate(divide="ignore", invalid="ignore"):  # degenerate (zero-area) boxes give inf/nan, as in torch
+        root = np.sqrt(np.maximum(a1 * bb1 - c1 * c1, f(0)) * np.maximum(a2 * bb2 - c2 * c2, f(0)))
+        t3 = np.log(det / (f(4) * root + f(eps)) + f(eps)) * f(0.5)
+        bd = np.clip(t1 + t2 + t3, f(eps), f(100.0))
+        hd = np.sqrt(f(1.0) - np.exp(-bd) + f(eps))
+    return (f(1) - hd).astype(np.float32)
+
+
+def _covariance(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, c) of the covariance [[a, c], [c, b]] of each rotated box's Gaussian (w^2 / 12, h^2 / 12, rotated)."""
+    w2, h2 = boxes[:, 2] ** 2 / np.float32(12), boxes[:, 3] ** 2 / np.float32(12)
+    cos, sin = np.cos(boxes[:, 4]), np.sin(boxes[:, 4])
+    cos2, sin2 = cos**2, sin**2
+    return w2 * cos2 + h2 * sin2, w2 * sin2 + h2 * cos2, (w2 - h2) * cos * sin
+
+
+def rotated_nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    iou_threshold: float,
+    classes: np.ndarray | None = None,
+    *,
+    class_offset: float = MAX_WH,
+    max_keep: int | None = None,
+    block: int = 1024,
+) -> np.ndarray:
+    """ultralytics' rotated NMS (``TorchNMS.fast_nms`` with ``batch_probiou``): candidates by score descending (ties
+    by index), a box is dropped when *any* higher-scoring box -- kept or dropped -- overlaps it with probiou >
+    ``iou_threshold`` (Fast NMS, not greedy). ``boxes`` [N, 5] (cx, cy, w, h, angle); ``classes`` moves each box's
+    center by ``class * class_offset`` in float32 first, as ultralytics does. Returns kept indices, best first.
+    Memory is O(``block`` x N)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 5)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    n = boxes.shape[0]
+    if scores.shape[0] != n:
+        raise ValueError(f"{n} boxes but {scores.shape[0]} scores")
+    if classes is not None:
+        shift = np.asarray(classes).reshape(-1).astype(np.float32) * np.float32(class_offset)
+        boxes = np.concatenate([boxes[:, :2] + shift[:, None], boxes[:, 2:]], 1)
+    idx = order(scores)
+    boxes = boxes[idx]
+    thr = np.float32(iou_threshold)
+    dropped = np.zeros(n, bool)
+    for start in range(0, n, block):
+        rows = probiou(boxes[start : start + block], boxes)  # rows i, columns j: drop j when i < j overlaps it
+        above = rows > thr
+        above &= np.arange(n)[None, :] > np.arange(start, start + rows.shape[0])[:, None]
+        dropped |= above.any(0)
+    kept = idx[~dropped]
+    return (kept if max_keep is None else kept[: max(0, int(max_keep))]).astype(np.int64)
+
+
 def non_max_suppression(
     boxes: np.ndarray,
     scores: np.ndarray,

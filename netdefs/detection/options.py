@@ -1,8 +1,11 @@
-"""Command-line and metadata helpers of detector netdefs: one way to read an option, check a threshold or a
-count, and find the netdef's section in an engine's metadata (every message one line, naming the flag)."""
+"""Command-line and metadata helpers of detector netdefs: one way to read an option, check a threshold, a count or
+an input size, read a class-names file, and find the netdef's section in an engine's metadata (every message one
+line, naming the flag)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from trtx.net import NetdefError
@@ -45,3 +48,38 @@ def frozen_thresholds(args: Any, built: dict[str, Any], where: str) -> None:
         raise NetdefError(f"this engine runs NMS inside ({where}) with "
                           + ", ".join(f"{k}={v}" for k, v in changed.items())
                           + "; rebuild it to change " + ", ".join(changed))  # fmt: skip
+
+
+def imgsz(text: Any, multiple: int = 32) -> tuple[int, int]:
+    """``--imgsz``: ``640`` or ``480,640`` / ``480x640`` (height, width), each a positive multiple of ``multiple``
+    (the model's largest stride)."""
+    parts = [p for p in re.split(r"[,x ]", str(text).strip()) if p]
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        dims = []
+    if len(dims) == 1:
+        dims *= 2
+    if len(dims) != 2 or any(d <= 0 or d % multiple for d in dims):
+        raise NetdefError(f"--imgsz {text}: the input size must be N or H,W with each a positive multiple of "
+                          f"{multiple} (the model's largest stride)")  # fmt: skip
+    return dims[0], dims[1]
+
+
+def names_file(path: str, count: int) -> list[str]:
+    """``--names``: class names from a .txt (one per line) or a .yaml/.json (``names``: a list or {id: name}),
+    exactly ``count`` of them."""
+    p = Path(path)
+    if not p.is_file():
+        raise NetdefError(f"--names {path}: no such file")
+    if p.suffix.lower() in (".yaml", ".yml", ".json"):
+        import yaml
+
+        doc = yaml.safe_load(p.read_text())
+        names = doc.get("names", doc) if isinstance(doc, dict) else doc
+        names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    else:
+        names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    if len(names) != count:
+        raise NetdefError(f"--names {path} lists {len(names)} names but the weights have {count} classes")
+    return [str(n) for n in names]

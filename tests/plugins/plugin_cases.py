@@ -98,8 +98,10 @@ RF_PRIORS = 252
 def aot_cases():
     """Every plugin of plugins/ops: (a non-default instance, its input shape template, the dtype sets to test).
     A new plugin needs an entry here (tests/plugins/test_plugins_aot.py checks the list is complete)."""
+    from plugins.ops.dfl_decode import DflDecode
     from plugins.ops.nms import Nms
     from plugins.ops.retinaface_decode import RetinafaceDecode
+    from plugins.ops.rotated_nms import RotatedNms
     from plugins.ops.swish import Swish
     from plugins.ops.yolo_decode import YoloDecode
 
@@ -115,6 +117,25 @@ def aot_cases():
             Nms(iou_threshold=0.6, score_threshold=0.1, max_det=50, agnostic=True),
             [("B",), ("B", 100, 8), ("B",), ("B", 30, 8)],
             [("int32", "float32") * 2],
+        ),
+        "dfl_decode": (
+            DflDecode(
+                num_classes=3,
+                reg_max=8,
+                strides=(8, 16),
+                height=160,
+                width=96,
+                angle=True,
+                conf_threshold=0.3,
+                max_det=77,
+            ),  # fmt: skip
+            [("B", 4 * 8 + 3 + 1, 20 * 12 + 10 * 6)],
+            floats,
+        ),
+        "rotated_nms": (
+            RotatedNms(iou_threshold=0.6, score_threshold=0.1, max_det=50, class_offset=0.0),
+            [("B",), ("B", 100, 8)],
+            [("int32", "float32")],
         ),
         "retinaface_decode": (
             RetinafaceDecode(height=RF_SIZE[0], width=RF_SIZE[1], conf_threshold=0.4, max_det=100),

@@ -49,6 +49,10 @@ def expected_launch(name, plugin, shapes):
         return (batch, 1, 1), (512, 1, 1), rows, sum(rows)  # one shared byte per candidate slot
     if name == "retinaface_decode":
         return (batch, 1, 1), (512, 1, 1), (batch,), 0
+    if name == "dfl_decode":
+        return (batch, 1, 1), (512, 1, 1), (shapes[0][2],), 0
+    if name == "rotated_nms":
+        return (batch, 1, 1), (512, 1, 1), (shapes[1][1],), 2 * shapes[1][1]  # two shared bytes per record
     raise AssertionError(f"no expected launch for {name}")
 
 

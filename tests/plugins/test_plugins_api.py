@@ -291,7 +291,9 @@ def test_every_module_of_plugins_ops_is_a_plugin_and_importable_from_plugins():
 
     assert nms is ops_nms and swish.Swish is Swish
     modules = core.discover()
-    assert modules == [f"plugins.ops.{n}" for n in ("nms", "retinaface_decode", "swish", "yolo_decode")]
+    assert modules == [
+        f"plugins.ops.{n}" for n in ("dfl_decode", "nms", "retinaface_decode", "rotated_nms", "swish", "yolo_decode")
+    ]
     declared = {cls.__module__ for cls in core.PLUGINS.values() if cls.__module__.startswith("plugins.ops.")}
     assert declared == set(modules)
     with pytest.raises(ImportError):

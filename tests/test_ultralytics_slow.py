@@ -1,0 +1,84 @@
+"""The larger YOLOv8 / YOLO11 scales and reduced precisions (marker ``slow``): m, l and x built by TensorRT-RTX
+and checked against the ultralytics model module by module; yolo11n at int8 with --int8-fallback (its
+sensitivity pass runs the int8 network once per quantized tensor)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import gen_wts
+from netdefs.ultralytics import NETDEF
+from trtx import cli, sources
+
+pytestmark = pytest.mark.slow
+BUS = str(sources.sample_images() / "bus.jpg")
+
+
+def _weights(spec: str, folder: Path) -> str:
+    path = folder / f"{spec}.wts"
+    assert gen_wts.main(["-m", f"ultralytics:{spec}", "--random-init", "-o", str(path), "-q"]) == 0
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "spec", [f"{f}{s}" for f in ("yolov8", "yolo11") for s in "mlx"] + ["yolov8x-seg", "yolo11x-seg"]
+)
+def test_large_scales_build_and_check(spec, tmp_path, capsys):
+    """m/l/x (YOLO11 m/l/x: every C3k2 holds C3k blocks, 512 max channels; the x scale's Segment too): built,
+    then checked at 320."""
+    w = _weights(spec, tmp_path)
+    engine = tmp_path / f"{spec}.engine"
+    assert cli.main(NETDEF, ["build", "-w", w, "-o", str(engine), "--imgsz", "320"]) == 0
+    meta = json.loads(Path(f"{engine}.json").read_text())
+    assert meta["ultralytics"]["scale"] == spec[len("yolov8") if spec.startswith("yolov8") else len("yolo11")]
+    capsys.readouterr()
+    rc = cli.main(NETDEF, ["check", "-w", w, "--image", BUS, "--imgsz", "320", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and result["passed"], json.dumps(result)[-3000:]
+    compared = [r for r in result["layers"] if r["max_rel_err"] is not None]
+    worst = max(compared, key=lambda r: r["max_rel_err"])
+    print(f"\nRESULT {spec}: outputs max rel err {result['max_rel_err']:.2e}; {len(compared)} layers, max rel err "
+          f"{worst['max_rel_err']:.2e} ({worst['name']})")  # fmt: skip
+    assert result["max_rel_err"] <= 1e-4 and len(compared) > 250
+
+
+def test_yolo11n_int8_with_fallback_builds(tmp_path, capsys, make_calibration_folder):
+    w = _weights("yolo11n", tmp_path)
+    engine = tmp_path / "yolo11n-int8.engine"
+    argv = ["build", "-w", w, "-o", str(engine), "--imgsz", "64", "--precision", "int8", "--int8-fallback", "4",
+            "--calib", str(make_calibration_folder(tmp_path))]  # fmt: skip
+    assert cli.main(NETDEF, argv) == 0, capsys.readouterr().err
+    meta = json.loads(Path(f"{engine}.json").read_text())
+    assert meta["precision"] == "int8" and len(meta["int8"]["fp16_fallback"]) == 4
+    assert meta["int8"]["quantized_tensors"] > 60
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_yolo11n_checks_for_seeds_0_to_9(seed):
+    """Random weights of ten seeds: outputs and every module within 1e-4, the detections after NMS and
+    ultralytics' own NMS both a greedy NMS of PyTorch's candidates (bus.jpg and zidane.jpg in one batch)."""
+    import argparse
+
+    import cv2
+
+    import wts
+    from netdefs import sources as model_sources
+    from netdefs.ultralytics import app, config, decode, source, torch_side
+    from trtx import check
+    from trtx.net import Net
+
+    m = model_sources.build_model("ultralytics:yolo11n", seed=seed)
+    w = wts.WeightMap({**{k: v.numpy().reshape(-1).copy() for k, v in m.state_dict().items()}, **source.wts_extras(m)})
+    cfg = config.configure(argparse.Namespace(command="check", imgsz="320"), w)
+    net = Net(w)
+    decode.define(net, cfg)
+    zidane = str(sources.sample_images() / "zidane.jpg")
+    feeds, _ = app.preprocess([cv2.imread(BUS), cv2.imread(zidane)], cfg)
+    result = check.compare(net, torch_side.torch_model(cfg, w), feeds, forward=torch_side.torch_forward)
+    assert result.passed and len(result.layers) > 250, result.table()[-3000:]
+    cfg.conf = float(result.expected_outputs["scores"].max(-1).values.quantile(0.8))
+    for name, passed, message in torch_side.check_extra(cfg, result.network_outputs, result.expected_outputs):
+        assert passed and not message.startswith("0 "), (name, message)
