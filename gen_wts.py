@@ -154,19 +154,17 @@ def collect_state(args: argparse.Namespace) -> tuple[dict, int | None]:
     if not args.weights and args.parts:  # one checkpoint per submodule: their keys under its prefix
         state = {}
         for prefix, path in args.parts.items():
-            ckpt = sources.load_checkpoint(path, unsafe_pickle=args.unsafe_pickle)
+            ckpt = model_sources.load_checkpoint(path, unsafe_pickle=args.unsafe_pickle)
             ckpt = ckpt.state_dict() if isinstance(ckpt, torch.nn.Module) else ckpt
             state.update({f"{prefix}.{k}": v for k, v in ckpt.items()})
         sources.load_state(model, state)
     elif args.weights:
-        ckpt = sources.load_checkpoint(args.weights, unsafe_pickle=args.unsafe_pickle)
+        ckpt = model_sources.load_checkpoint(args.weights, unsafe_pickle=args.unsafe_pickle)
         if model is None and isinstance(ckpt, torch.nn.Module):
             model = ckpt
         elif model is not None:
             state = ckpt.state_dict() if isinstance(ckpt, torch.nn.Module) else ckpt
-            head = model_sources.yolov5_detect_layer(model)
-            ignore = [head[0] + extra for extra in model_sources.YOLOV5_EXTRAS] if head else []
-            sources.load_state(model, state, ignore=ignore)
+            sources.load_state(model, state, ignore=model_sources.extra_keys(model))
         else:
             if args.type in ("detect", "seg"):
                 raise sources.SourceError(

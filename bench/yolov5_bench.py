@@ -155,14 +155,14 @@ def _network(model, args):
     except backend.BackendUnavailable as exc:
         return None, f"no TensorRT module to define the network ({exc})"
     import wts
-    from netdefs import yolov5
+    from netdefs.yolov5 import config, decode
     from trtx import reference
     from trtx.net import Net
 
     weights = wts.WeightMap(model_sources.state_dict_for_wts(model, "yolov5:yolov5s"))
-    cfg = yolov5.configure(argparse.Namespace(command="bench", imgsz=str(args.imgsz)), weights)
+    cfg = config.configure(argparse.Namespace(command="bench", imgsz=str(args.imgsz)), weights)
     net = Net(weights)
-    yolov5.define(net, cfg)
+    decode.define(net, cfg)
     engine, why = None, "not on a GPU"
     if args.device.startswith("cuda"):
         engine, why = _engine(net, max(args.batch))

@@ -187,6 +187,16 @@ def permute(net: Net, x, order: Sequence[int], name: str):
     return net.name(layer, name).get_output(0)
 
 
+def read_image(path) -> np.ndarray:
+    """A BGR uint8 image from a file (OpenCV); one line naming the file when it is not a readable image."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise NetdefError(f"{path}: not a readable image")
+    return image
+
+
 def as_numpy(x) -> np.ndarray:
     """A torch tensor (any device; floats as float32) or array-like as a numpy array."""
     if hasattr(x, "detach"):

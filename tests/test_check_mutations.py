@@ -4,7 +4,7 @@ with an error naming it.
 
 Where a mistake sits in a layer no PyTorch module mirrors (the residual add inside a torchvision block), the first
 compared layer it reaches is the module whose forward contains it: the block's output. Inputs are small (resnet18 at
-32x32, squeezenet at 64x64) to keep the suite fast; the networks are the same at any size.
+32x32, squeezenet, yolov5n and retinaface at 64x64) to keep the suite fast; the networks are the same at any size.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ MODELS = {
     "lenet": ("netdef:lenet", "lenet", [], None),
     "resnet18": ("torchvision:resnet18", "resnet", ["--arch", "resnet18"], 32),
     "squeezenet1_1": ("torchvision:squeezenet1_1", "squeezenet", ["--arch", "squeezenet1_1"], 64),
+    "yolov5n": ("yolov5:yolov5n", "yolov5", ["--imgsz", "64"], None),
+    "retinaface_mnet": ("retinaface:mnet", "retinaface", ["--arch", "mnet", "--imgsz", "64", "64"], None),
 }
 
 M = Mutation
@@ -41,6 +43,19 @@ MUTATIONS = {
         M("groups", "layer1.1.conv2"), M("groups", "layer3.0.downsample.0"), M("eps", "layer2.0.bn2"),
         M("activation", "layer3.1"), M("bias", "fc"), M("drop_add", "layer1.0.add", expect="layer1.0"),
         M("drop_add", "layer4.1.add", expect="layer4.1"), M("scale_weight", "layer4.0.downsample.1.weight"),
+    ],
+    "yolov5n": [
+        M("stride", "model.0.conv"), M("padding", "model.1.conv"), M("groups", "model.2.cv1.conv"),
+        M("eps", "model.3.bn"), M("activation", "model.4.cv1"), M("drop_add", "model.2.m.0"),
+        M("drop_add", "model.6.m.1"), M("swap_concat", "model.12"), M("bias", "model.24.m.1"),
+        M("swap_concat", "model.2.cat", expect="model.2.cv3.conv"), M("scale_weight", "model.8.cv2.conv.weight"),
+        M("stride", "model.7.conv"),
+    ],
+    "retinaface_mnet": [
+        M("stride", "body.stage1.0.0"), M("padding", "body.stage2.0.3"), M("groups", "body.stage1.1.0"),
+        M("eps", "body.stage2.0.1"), M("activation", "body.stage1.0.2"), M("bias", "ClassHead.0.conv1x1"),
+        M("drop_add", "fpn.add2", expect="fpn.merge2.0"), M("swap_concat", "ssh1.cat", expect="ssh1"),
+        M("scale_weight", "fpn.output1.0.weight"),
     ],
     "squeezenet1_1": [
         M("swap_concat", "features.3"), M("swap_concat", "features.12"), M("stride", "features.2"),

@@ -202,3 +202,20 @@ def test_coco_json_summary_and_drawing():
     draw.points(image, np.array([[[200, 200], [210, 210]]]), [(0, 0, 255), (0, 255, 0)], 3)
     assert tuple(image[200, 200]) == (0, 0, 255) and tuple(image[210, 210]) == (0, 255, 0)
     assert tuple(image[120, 10]) == draw.color(1) and image[35, 35].any()
+
+
+def test_same_detections_of_two_pipelines():
+    """Two pipelines' final detections: the same faces within an IoU / score / extras tolerance, one for one."""
+    from netdefs.detection.compare import same_detections
+
+    theirs = RULE.detect([crowd(9)])[0]
+    theirs.extras["landmarks"] = theirs.boxes[:, :2].repeat(5, 1)
+    ours = jitter(theirs, 3, box=0.05, score=1e-6)
+    tol = Tolerance(box=0.0, score=1e-5, extras={"landmarks": 0.1}, iou=0.99)
+    passed, message = same_detections([ours], [theirs], tol)
+    assert passed and message.startswith(f"{len(theirs)} detections, each one of theirs"), message
+    assert not same_detections([ours.take(np.arange(1, len(ours)))], [theirs], tol)[0]  # one missing
+    moved = jitter(ours, 4, box=0, score=0)  # a copy without candidate indices: matched by value
+    moved.boxes[0] += 3.0
+    passed, message = same_detections([moved], [theirs], tol)
+    assert not passed and "is no PyTorch candidate within tolerance (box IoU >= 0.99" in message, message

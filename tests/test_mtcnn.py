@@ -13,11 +13,20 @@ import numpy as np
 import pytest
 
 import gen_wts
+from netdefs.detection.boxes import Detections
+from netdefs.detection.compare import Tolerance, same_detections
 from netdefs.mtcnn import NETDEF, pipeline
-from netdefs.retinaface import compare_faces
 from trtx import cli, sources
 
 pytest.importorskip("facenet_pytorch")
+
+
+def compare_faces(ours: list[dict], theirs: list[dict], iou: float, score: float, landmarks: float):
+    """Each of our faces one of theirs (box IoU, score, landmarks in pixels) and each of theirs found."""
+    tol = Tolerance(box=0.0, score=score, extras={"landmarks": landmarks}, iou=iou)
+    as_rows = lambda f: Detections(f["boxes"], f["scores"], extras={"landmarks": f["landmarks"]})  # noqa: E731
+    return same_detections([as_rows(f) for f in ours], [as_rows(f) for f in theirs], tol)
+
 
 IMAGES = {
     "bus.jpg": lambda: sources.sample_images() / "bus.jpg",

@@ -15,6 +15,7 @@ import pytest
 
 import gen_wts
 from netdefs import mobilenet, resnet, yolov5
+from netdefs.yolov5 import config, decode
 from trtx import cli, sources
 
 ASSETS = sources.sample_images()
@@ -78,13 +79,13 @@ def test_yolov5_fp16_decode_runs_in_fp32(files):
 
     weights, _, _ = files
     w = wts.load(weights["yolov5s"])
-    cfg = yolov5.configure(argparse.Namespace(command="build"), w)
+    cfg = config.configure(argparse.Namespace(command="build"), w)
     net = Net(w, precision="fp16")
-    yolov5.define(net, cfg)
-    decode = [layer for layer in layer_api.layers(net.network) if ".decode." in layer.name or ".post." in layer.name]
-    assert len(decode) > 20
+    decode.define(net, cfg)
+    decoded = [layer for layer in layer_api.layers(net.network) if ".decode." in layer.name or ".post." in layer.name]
+    assert len(decoded) > 20
     half = net.trt.DataType.HALF
-    assert [layer.name for layer in decode if layer.get_output(0).dtype == half] == []
+    assert [layer.name for layer in decoded if layer.get_output(0).dtype == half] == []
     convs = [layer for layer in layer_api.layers(net.network) if layer.name.endswith(".conv")]
     assert convs and all(layer.get_output(0).dtype == half for layer in convs)  # the body computes in fp16
     assert net.fp32_policy_violations() == []

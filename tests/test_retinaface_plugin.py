@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from netdefs import retinaface as rf
-from netdefs import sources as model_sources
+from netdefs.retinaface import priors as rf
+from netdefs.retinaface import source
 from plugins import compiler
 from plugins import retinaface_decode as rd
 from plugins.core import PluginError
@@ -63,7 +63,7 @@ def test_kernel_prior_layout_gives_priorbox(size):
     assert np.array_equal(got, rf.prior_boxes(*size))
     priors, level = plugin.priors()
     assert torch.equal(priors, torch.from_numpy(rf.prior_boxes(*size)))
-    assert np.array_equal(level.numpy(), rf._prior_levels(*size))
+    assert np.array_equal(level.numpy(), rf.prior_levels(*size))
 
 
 def test_reference_equals_biubug6_decode_and_softmax():
@@ -74,7 +74,7 @@ def test_reference_equals_biubug6_decode_and_softmax():
     conf = torch.randn(batch, a, 2, generator=g) * 2
     conf[..., 1] -= torch.arange(batch)[:, None].float()  # fewer faces in later images
     num, dets, landmarks = rd.reference([loc, conf, landms], height=h, width=w, conf_threshold=0.6, max_det=a)
-    m = model_sources.retinaface_module()
+    m = source.biubug6()
     priors = torch.from_numpy(rf.prior_boxes(h, w))
     scale = torch.tensor([w, h] * 5, dtype=torch.float32)
     scores = torch.softmax(conf, -1)[..., 1]
@@ -86,7 +86,7 @@ def test_reference_equals_biubug6_decode_and_softmax():
         assert torch.equal(rows[:, 7], keep.float()) and torch.equal(rows[:, 4], scores[b, keep])
         corners = torch.cat([rows[:, :2] - rows[:, 2:4] / 2, rows[:, :2] + rows[:, 2:4] / 2], 1)
         torch.testing.assert_close(corners, boxes[keep], rtol=1e-6, atol=1e-4)
-        assert torch.equal(rows[:, 6], torch.from_numpy(rf._prior_levels(h, w)[keep.numpy()]).float())
+        assert torch.equal(rows[:, 6], torch.from_numpy(rf.prior_levels(h, w)[keep.numpy()]).float())
         assert (dets[b, len(keep) :] == 0).all()
         assert torch.equal(landmarks[b], m.decode_landm(landms[b], priors, rf.VARIANCE) * scale)
     assert num.tolist() == sorted(num.tolist(), reverse=True)

@@ -387,6 +387,10 @@ MISTAKES = [
     ("lenet", ["infer", "-w", "{w}", "{bus}", "--json", "-o", "{tmp}"], "--json: lenet declares no JSON form"),
     ("lenet", ["check", "-w", "{w}", "--atol", "-1"], "'-1' must be a finite number >= 0"),
     ("lenet", ["check", "-w", "{w}", "--batch", "100000000000"], "out of memory (Unable to allocate"),
+    ("yolov5", ["infer", "-w", "{w}", "--max-det", "0", "{bus}"], "argument --max-det: '0' must be a whole number"),
+    ("ultralytics", ["build", "-w", "{w}", "--max-det", "-1"], "argument --max-det: '-1' must be a whole number"),
+    ("retinaface", ["build", "-w", "{w}", "--keep-top-k", "0"], "argument --keep-top-k: '0' must be a whole"),
+    ("yolov5", ["build", "-w", "{w}", "--conf", "1.5"], "argument --conf: '1.5' must lie in [0, 1]"),
 ]
 
 
@@ -439,3 +443,41 @@ def test_dev_zero_is_refused_at_once(tmp_path):
     assert time.monotonic() - start < 5
     with pytest.raises(wts.WtsFormatError, match="not a regular file"):
         wts.load("/dev/zero")
+
+
+def test_a_checkpoints_class_names_travel_to_the_engine_and_the_results(tmp_path):
+    """A trained yolov5 checkpoint's ``model.names`` were dropped (class0..2 in the engine JSON): gen_wts.py writes
+    them beside the weights, build records them, infer labels with them."""
+    model = model_sources.build_model("yolov5:yolov5n", seed=2)
+    model.names = {0: "cat", 1: "dog", **{i: f"thing {i}" for i in range(2, 80)}}
+    torch.save({"model": model, "epoch": 3}, tmp_path / "trained.pt")
+    weights = tmp_path / "trained.wts"
+    assert call("gen_wts", ["-w", tmp_path / "trained.pt", "--unsafe-pickle", "-o", weights, "-q"]).rc == 0
+    assert "model.24.names" in wts.load(weights)
+    engine = tmp_path / "trained.engine"
+    assert call("yolov5", ["build", "-w", weights, "--imgsz", "64", "-o", engine]).rc == 0
+    names = json.loads(Path(f"{engine}.json").read_text())["yolov5"]["names"]
+    assert names[:3] == ["cat", "dog", "thing 2"] and len(names) == 80
+    r = call("yolov5", ["infer", "-w", weights, "--imgsz", "64", "--conf", "0", str(BUS), "-o", tmp_path / "out"])
+    assert r.rc == 0, r.err
+    found = {d["category"] for d in json.loads((tmp_path / "out" / "bus.json").read_text())["detections"]}
+    assert found and found <= set(names), found
+
+
+NAMES_FILES = [
+    (None, "is a directory"),
+    (b"\xff\xfe\x00bad", "not a list of class"),
+    (b"names: [a, b", "not YAML or JSON"),
+    (b"42", "not a list of class"),
+]
+
+
+@pytest.mark.parametrize("content, message", NAMES_FILES)
+def test_a_names_file_that_is_not_one_is_one_line(tmp_path, content, message):
+    from netdefs.detection.options import names_file
+    from trtx_base.errors import UserError
+
+    path = tmp_path / "names.yaml"
+    path.mkdir() if content is None else path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        names_file(str(path), 2)

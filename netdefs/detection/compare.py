@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netdefs.detection.boxes import Detections, iou_bounds
+from netdefs.detection.boxes import Detections, box_iou, iou_bounds
 from netdefs.detection.nms import NmsRule
 
 #: IoU slack for float32 rounding of the IoU itself
@@ -41,17 +41,24 @@ BLOCK = 1024
 @dataclass(frozen=True)
 class Tolerance:
     """Largest differences that still count as equal: ``box`` (any corner coordinate, pixels), ``score``, and per
-    extra (``{"landmarks": 0.5}``)."""
+    extra (``{"landmarks": 0.5}``); with ``iou``, boxes match when their IoU is at least that instead (results of
+    two pipelines on the original image, where a box's size sets what a pixel means)."""
 
     box: float
     score: float
     extras: Mapping[str, float] = field(default_factory=dict)
+    iou: float | None = None
 
     @classmethod
     def relative(cls, rtol: float, rows: Sequence[Detections]) -> Tolerance:
-        """``rtol`` x the largest |box coordinate| (at least 1), the top score, each extra's largest |value|."""
+        """``rtol`` x the largest finite |box coordinate| (at least 1), the top score, each extra's largest finite
+        |value| (untrained weights overflow some boxes to inf: they compare equal where both sides do)."""
         rows = [r for r in rows if len(r)]
-        peak = lambda arrays, floor: max([floor] + [float(np.abs(a).max()) for a in arrays if a.size])  # noqa: E731
+
+        def peak(arrays, floor: float) -> float:
+            finite = [np.abs(a[np.isfinite(a)]) for a in arrays]
+            return max([floor] + [float(a.max()) for a in finite if a.size])
+
         extras = {k: rtol * peak([r.extras[k] for r in rows if k in r.extras], 1e-30) for r in rows for k in r.extras}
         return cls(rtol * peak([r.boxes for r in rows], 1.0), rtol * peak([r.scores for r in rows], 1e-30), extras)
 
@@ -88,6 +95,17 @@ def compare_detections(
                   f"{_g(tol, 'score')}){tie}: a greedy NMS of PyTorch's candidates")  # fmt: skip
 
 
+def same_detections(ours: Sequence[Detections], theirs: Sequence[Detections], tol: Tolerance) -> tuple[bool, str]:
+    """The final detections of two pipelines (ours and a reference implementation's, on the same images): each
+    of ours one of theirs within ``tol``, each of theirs found -- :func:`compare_detections` with theirs as the
+    candidates and an NMS that suppresses nothing."""
+    everything = NmsRule(conf=-np.inf, iou=2.0, max_det=max([len(t) for t in theirs] + [1]) + 1, class_aware=False)
+    passed, message = compare_detections(ours, theirs, everything, tol)
+    box = f"IoU >= {tol.iou}" if tol.iou is not None else f"box within {tol.box:.3g}"
+    found = f"{sum(map(len, ours))} detections, each one of theirs ({box}, score within {tol.score:.3g})"
+    return passed, found if passed else message
+
+
 def _g(tol: float | Tolerance, what: str) -> str:
     return f"{getattr(tol, what):.3g}" if isinstance(tol, Tolerance) else f"{tol:g} relative"
 
@@ -111,21 +129,32 @@ def _candidates_of(o: Detections, t: Detections, tol: Tolerance) -> tuple[np.nda
         lo = np.searchsorted(sorted_scores, o.scores[k] - tol.score, side="left")
         hi = np.searchsorted(sorted_scores, o.scores[k] + tol.score, side="right")
         near = by_score[lo:hi]
-        near = near[~used[near] & (np.abs(t.boxes[near] - o.boxes[k]).max(1) <= tol.box)]
-        near = [i for i in near if not _differs(o, k, t, int(i), tol)]
+        near = [i for i in near[~used[near]] if not _differs(o, k, t, int(i), tol)]
         if not near:
-            problems.append(f"detection {_row(o, k)} is no PyTorch candidate within tolerance (box {tol.box:.3g}, "
+            box = f"box IoU >= {tol.iou}" if tol.iou is not None else f"box {tol.box:.3g}"
+            problems.append(f"detection {_row(o, k)} is no PyTorch candidate within tolerance ({box}, "
                             f"score {tol.score:.3g})")  # fmt: skip
             continue
-        i = min(near, key=lambda i: float(np.abs(t.boxes[i] - o.boxes[k]).max()))
+        i = min(near, key=lambda i: _diff(t.boxes[i], o.boxes[k]))
         index[k], used[i] = i, True
     return index, problems
 
 
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest |a - b|, values equal on both sides (inf included, NaN with NaN) counting 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    return float(np.where(same, 0.0, np.abs(a - b)).max(initial=0.0))
+
+
 def _differs(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> str:
-    box = float(np.abs(o.boxes[k] - t.boxes[i]).max())
-    score = abs(float(o.scores[k]) - float(t.scores[i]))
-    if box > tol.box:
+    box = _diff(o.boxes[k], t.boxes[i])
+    score = _diff(o.scores[k], t.scores[i])
+    if tol.iou is not None:
+        iou = float(box_iou(o.boxes[k], t.boxes[i])[0, 0])
+        if iou < tol.iou:
+            return f"box IoU {iou:.6f} (< {tol.iou})"
+    elif box > tol.box:
         return f"box by {box:.3g} (> {tol.box:.3g})"
     if score > tol.score:
         return f"score by {score:.3g} (> {tol.score:.3g})"
@@ -136,7 +165,7 @@ def _differs(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> st
         return f"class {c} vs {int(t.classes[i])}"
     for name, values in o.extras.items():
         if name in t.extras:
-            diff = float(np.abs(values[k] - t.extras[name][i]).max()) if values.size else 0.0
+            diff = _diff(values[k], t.extras[name][i])
             if diff > tol.extras.get(name, 0.0):
                 return f"{name} by {diff:.3g} (> {tol.extras.get(name, 0.0):.3g})"
     return ""

@@ -16,10 +16,25 @@ from typing import Any
 import numpy as np
 
 from netdefs.detection.names import class_names_of, encode_names
+from netdefs.sources import Source
+from trtx.sources import SourceError, prepare_environment
 
 
 def is_ultralytics(model: Any) -> bool:
     return type(model).__module__.startswith("ultralytics.")
+
+
+def build(name: str):
+    """``ultralytics:<stem>``: the model of an ultralytics yaml (``yolo11n``, ``yolov8s-seg``, ``rtdetr-l``)."""
+    prepare_environment()
+    from ultralytics import RTDETR, YOLO
+
+    stem = name.removesuffix(".yaml")
+    try:
+        wrapper = (RTDETR if stem.startswith("rtdetr") else YOLO)(f"{stem}.yaml")
+    except FileNotFoundError as exc:
+        raise SourceError(f"ultralytics has no model yaml {stem!r}: {exc}") from None
+    return wrapper.model
 
 
 def source_model(name: str | None = None):
@@ -43,3 +58,7 @@ def wts_extras(model: Any) -> dict[str, np.ndarray]:
     if names is not None:
         extras[f"{prefix}.names"] = encode_names(names)
     return extras
+
+
+#: ``ultralytics:<stem>`` in netdefs/sources.py: gen_wts.py writes ``wts_extras`` beside the state_dict
+SOURCE = Source(build, wts_extras=lambda model, state, task: {**state, **wts_extras(model)})
