@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from trtx.export import ExportError, bundle
-from trtx_base.cli import non_negative_int, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,12 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--name", help="model name = folder name in the repository (default: the first engine's stem)")
     t.add_argument(
         "--instances",
-        type=positive_int,
+        type=int,
         default=1,
         metavar="K",
         help="execution instances per GPU: instance_group count (default: 1)",
     )
-    t.add_argument("--max-queue-delay-us", type=non_negative_int, metavar="T",
+    t.add_argument("--max-queue-delay-us", type=int, metavar="T",
                    help="dynamic batching: how long Triton waits to fill a batch, in microseconds (default: 100; "
                         "only for engines built with a dynamic batch profile 1:OPT:MAX)")  # fmt: skip
 
