@@ -14,7 +14,9 @@ and must:
   touch an input: every file of the sandbox is fingerprinted (size, mtime, inode) before and after.
 
 The examples are cheap by design: LeNet-sized weights, small counts, models that fail fast on the wrong weights.
-``TRTX_PROPERTY_EXAMPLES`` sets the count (default 2,000: about two minutes on two cores).
+``TRTX_PROPERTY_EXAMPLES`` sets the count (default 2,000: about two minutes on two cores); ``TRTX_PROPERTY_LOG=FILE``
+appends every call with its exit status and last stderr line (what the examples exercised); pytest's
+``--hypothesis-show-statistics`` counts them by command and exit status.
 """
 
 from __future__ import annotations
@@ -459,10 +461,9 @@ def test_every_cli_exits_0_1_or_2_with_one_error_line_and_writes_only_its_output
     after = fingerprint(SANDBOX)
     command = next((a for a in argv if not a.startswith("-")), "") if entry != "netdefs" else " ".join(argv[:2])
     event(f"{entry} {command[:20]}: exit {result.rc}")
-    if os.environ.get("PROPDEBUG"):
-        open(os.environ["PROPDEBUG"], "a").write(
-            f"{entry} {argv} -> {result.rc} {result.err.strip().splitlines()[-1:]}\n"
-        )
+    if os.environ.get("TRTX_PROPERTY_LOG"):
+        with open(os.environ["TRTX_PROPERTY_LOG"], "a") as log:
+            log.write(f"{entry} {argv} -> {result.rc} {result.err.strip().splitlines()[-1:]}\n")
     try:
         check_call(entry, argv, run_dir, result, before, after)
     finally:
