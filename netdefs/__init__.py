@@ -27,11 +27,14 @@ FAMILIES = (
     "efficientnet",
     "regnet",
     "convnext",
+    "vit",
+    "swin",
     "yolov5",
     "retinaface",
     "mtcnn",
     "ocr",
     "ultralytics",
+    "rtdetr",
 )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from trtx.net import Net, NetdefError
+from trtx_base.dtypes import np_dtype
 
 ACTIVATIONS = ("relu", "relu6", "silu", "sigmoid", "tanh", "leaky_relu", "hardswish", "hardsigmoid", "gelu", "none")
 
@@ -21,6 +22,15 @@ def peek(weights, key: str) -> np.ndarray:
     the network reads them)."""
     fn = getattr(weights, "peek", None)
     return np.asarray(fn(key) if fn is not None else weights[key], dtype=np.float32).reshape(-1)
+
+
+def conv_width(net: Net, path: str) -> int:
+    """Output channels of the Conv (+ BatchNorm ``bn``) block at ``path``, from its batch norm's size: what a
+    block needs before it builds the conv (DWConv's groups = gcd(c1, c2)). The weight is not marked read."""
+    key = f"{path}.bn.weight"
+    if key not in net.weights:
+        raise NetdefError(f"weights have no tensor {key!r} (layer {path})")
+    return int(peek(net.weights, key).size)
 
 
 def count_indices(weights, template: str) -> int:
@@ -172,11 +182,13 @@ def gather(net: Net, x, indices, name: str, *, axis: int):
     return net.name(net.network.add_gather(x, idx, axis), name).get_output(0)
 
 
-def reshape(net: Net, x, dims: Sequence[int], name: str):
+def reshape(net: Net, x, dims: Sequence[int], name: str, *, transpose: Sequence[int] | None = None):
     """``x.reshape(dims)`` in TensorRT's notation: 0 copies that input dimension (the dynamic batch), -1 is
-    inferred."""
+    inferred; then, if given, ``.permute(transpose)``."""
     layer = net.network.add_shuffle(x)
     layer.reshape_dims = tuple(dims)
+    if transpose is not None:
+        layer.second_transpose = tuple(transpose)
     return net.name(layer, name).get_output(0)
 
 
@@ -292,6 +304,14 @@ def stochastic_depth(net: Net, x, path: str):
     return net.alias(x, path)
 
 
+def mlp(net: Net, x, path: str, act: str = "gelu"):
+    """torchvision.ops.MLP(in, [hidden, out]): Linear ``.0`` → activation ``.1`` → Linear ``.3`` (the dropouts
+    ``.2`` and ``.4`` do nothing at inference); the result carries ``path``."""
+    y = net.linear(x, f"{path}.0").get_output(0)
+    y = activation(net, y, act, f"{path}.1")
+    return net.alias(net.linear(y, f"{path}.3").get_output(0), path)
+
+
 def layer_norm(net: Net, x, path: str, *, axis: int = -1, eps: float = 1e-5):
     """nn.LayerNorm(C) at ``path`` over one ``axis`` of ``x`` (-1: channels last; 1: channels of NCHW, as
     torchvision's LayerNorm2d). Statistics are computed in fp32 (INormalizationLayer), the result is cast back
@@ -347,3 +367,176 @@ def adaptive_avg_pool(net: Net, x, name: str, output_size: int):
     layer = net.network.add_pooling_nd(x, net.trt.PoolingType.AVERAGE, (h // output_size, w // output_size))
     layer.stride_nd = (h // output_size, w // output_size)
     return net.name(layer, name).get_output(0)
+
+
+# ---- tensors with a dynamic batch ------------------------------------------------------------------------
+def slice_nd(net: Net, x, name: str, start: Sequence[int], size: Sequence[int | None], *, stride=None, mode=None,
+             like=None):  # fmt: skip
+    """``x[start : start + size : stride]`` on every axis (ISliceLayer); ``mode`` is a ``trt.SampleMode`` (FILL
+    pads with zeros, WRAP rolls). A ``None`` size is the size of ``like`` (default ``x``) on that axis, taken at
+    run time where it is dynamic (the batch): the one shape tensor TensorRT needs. With ``stride`` 0 on an axis
+    of size 1 this is ``expand``: ``slice_nd(net, token, name, (0, 0, 0), (None, 1, c), stride=(0, 1, 1),
+    like=x)`` repeats a [1, 1, c] token over x's batch."""
+    like = x if like is None else like
+    rank = len(start)
+    stride = tuple(stride or (1,) * rank)
+    dims = [int(d) for d in like.shape]
+    static = [dims[i] if s is None else int(s) for i, s in enumerate(size)]
+    layer = net.network.add_slice(x, tuple(start), tuple(max(s, 1) for s in static), stride)
+    if mode is not None:
+        layer.mode = mode
+    dynamic = [i for i, s in enumerate(static) if s < 0]
+    if dynamic:
+        keep = np.array([1 if i in dynamic else 0 for i in range(rank)], np.int64)
+        known = np.array([0 if i in dynamic else s for i, s in enumerate(static)], np.int64)
+        full = net.name(net.network.add_shape(like), f"{name}.shape").get_output(0)
+        trt = net.trt
+        kept = net.network.add_elementwise(full, _shape_constant(net, keep, full, f"{name}.keep"),
+                                           trt.ElementWiseOperation.PROD)  # fmt: skip
+        kept = net.name(kept, f"{name}.dynamic_size").get_output(0)
+        sized = net.network.add_elementwise(kept, _shape_constant(net, known, full, f"{name}.static_size"),
+                                            trt.ElementWiseOperation.SUM)  # fmt: skip
+        layer.set_input(2, net.name(sized, f"{name}.size").get_output(0))
+    return net.name(layer, name).get_output(0)
+
+
+def _shape_constant(net: Net, values: np.ndarray, like, name: str):
+    """An int64 constant in the dtype of the shape tensor ``like`` (int64, or int32 on older TensorRT)."""
+    t = net.constant(values, name, np.int64)
+    return t if t.dtype == like.dtype else net.cast(t, like.dtype, f"{name}.cast")
+
+
+def select(net: Net, x, axis: int, index: int, name: str):
+    """``x.select(axis, index)`` (``qkv[0]``): a gather of one index, which drops the axis."""
+    layer = net.network.add_gather(x, net.constant(np.array(index, np.int64), f"{name}.index"), axis)
+    return net.name(layer, name).get_output(0)
+
+
+def scalar(net: Net, value: float, like, name: str):
+    """A constant ``value`` of ``like``'s rank (all dims 1) and float dtype, to broadcast against ``like``."""
+    return net.constant(np.full((1,) * len(like.shape), value, np.float32), name, np_dtype(like.dtype))
+
+
+def matmul(net: Net, a, b, name: str, *, transpose_b: bool = False):
+    """``a @ b`` (``a @ b.transpose(-2, -1)`` with ``transpose_b``), batched over the leading dims."""
+    M = net.trt.MatrixOperation
+    layer = net.network.add_matrix_multiply(a, M.NONE, b, M.TRANSPOSE if transpose_b else M.NONE)
+    return net.name(layer, name).get_output(0)
+
+
+# ---- attention ------------------------------------------------------------------------------------------
+#: how scaled dot-product attention is written: matrix multiplies + softmax layers, or TensorRT's attention layer
+ATTENTION_FORMS = ("matmul", "trt")
+
+
+def add_attention_argument(parser) -> None:
+    """``--attention matmul|trt`` of the transformer netdefs."""
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTION_FORMS,
+        default="matmul",
+        help="how attention is written: matmul (matrix multiplies + fp32 softmax) or trt (TensorRT's attention "
+        "layer, where the backend has one) (default: %(default)s)",
+    )
+
+
+def has_attention_layer(net: Net) -> bool:
+    """Whether the backend's network has TensorRT's attention layer (TensorRT >= 10.14, TensorRT-RTX >= 1.2)."""
+    return hasattr(net.network, "add_attention_v2") or hasattr(net.network, "add_attention")
+
+
+def scaled_dot_product_attention(net: Net, q, k, v, name: str, *, scale=None, mask=None, form: str = "matmul"):
+    """``F.scaled_dot_product_attention``: softmax(q·kᵀ·scale + mask)·v on [B, heads, S, head_dim] tensors.
+
+    ``scale`` (a float, or a tensor broadcasting against q: Swin V2's per-head logit scale) multiplies q, as
+    TensorRT wants it done before the first matrix multiply; None: q comes scaled. ``mask`` is added to the
+    scores ([.., .., Sq, Skv], broadcast over batch and heads). ``form="matmul"``: matrix multiply, softmax in
+    fp32 (the fp32 policy), matrix multiply; ``form="trt"``: TensorRT's attention layer (IAttention), allowed to
+    decompose where the builder has no fused kernel. Both name their result ``name``.
+    """
+    if scale is not None:
+        factor = scalar(net, scale, q, f"{name}.scale") if isinstance(scale, (int, float)) else scale
+        q = elementwise(net, q, factor, "PROD", f"{name}.q_scaled")
+    if form == "trt":
+        return _attention_layer(net, q, k, v, name, mask)
+    if form != "matmul":
+        raise NetdefError(f"layer {name}: attention form {form!r} is not one of {', '.join(ATTENTION_FORMS)}")
+    scores = matmul(net, q, k, f"{name}.scores", transpose_b=True)
+    if mask is not None:
+        scores = net.name(net.network.add_elementwise(scores, mask, net.trt.ElementWiseOperation.SUM),
+                          f"{name}.masked").get_output(0)  # fmt: skip
+    soft = net.network.add_softmax(net.to_fp32(scores, f"{name}.scores.to_fp32"))
+    soft.axes = 1 << (len(scores.shape) - 1)
+    attn = net.to_compute(net.name(soft, f"{name}.softmax").get_output(0), f"{name}.softmax.to_compute")
+    return matmul(net, attn, v, name)
+
+
+def _attention_layer(net: Net, q, k, v, name: str, mask=None):
+    nw, trt = net.network, net.trt
+    if not has_attention_layer(net):
+        raise NetdefError(
+            f"layer {name}: {net.backend.name} {net.backend.version} has no attention layer; use the matmul form"
+        )
+    if hasattr(nw, "add_attention_v2"):
+        layer = nw.add_attention_v2(q, k, v, trt.AttentionNormalizationOp.SOFTMAX, trt.CausalMaskKind.NONE)
+    else:
+        layer = nw.add_attention(q, k, v, trt.AttentionNormalizationOp.SOFTMAX, False)
+    if mask is not None:
+        layer.mask = net.cast(mask, q.dtype, f"{name}.mask")
+    layer.decomposable = True
+    return net.name(layer, name).get_output(0)
+
+
+def split_heads(net: Net, qkv, heads: int, name: str):
+    """A packed [B, S, 3·C] projection -> q, k, v, each [B, heads, S, C / heads]: ``qkv.reshape(B, S, 3, heads,
+    -1).permute(2, 0, 3, 1, 4)`` and ``qkv[0], qkv[1], qkv[2]`` (torchvision's Swin, nn.MultiheadAttention)."""
+    c = int(qkv.shape[-1]) // 3
+    if c % heads:
+        raise NetdefError(f"layer {name}: {c} channels do not split into {heads} heads")
+    parts = reshape(net, qkv, (0, 0, 3, heads, c // heads), f"{name}.heads", transpose=(2, 0, 3, 1, 4))
+    return [select(net, parts, 0, i, f"{name}.{label}") for i, label in enumerate("qkv")]
+
+
+def merge_heads(net: Net, x, name: str):
+    """[B, heads, S, head_dim] -> [B, S, heads · head_dim]: ``x.transpose(1, 2).reshape(B, S, C)``."""
+    heads, d = int(x.shape[1]), int(x.shape[3])
+    layer = net.network.add_shuffle(x)
+    layer.first_transpose = (0, 2, 1, 3)
+    layer.reshape_dims = (0, 0, heads * d)
+    return net.name(layer, name).get_output(0)
+
+
+def multihead_attention(net: Net, query, path: str, heads: int, *, key=None, value=None, mask=None,
+                        form: str = "matmul"):  # fmt: skip
+    """nn.MultiheadAttention(batch_first=True) at ``path``: in-projection of query, key and value from
+    ``in_proj_weight`` / ``in_proj_bias`` (one packed matrix multiply for self-attention, as PyTorch does; three
+    parts of it when the inputs differ), scaled dot-product attention per head (scale head_dim^-0.5), the
+    output projection ``out_proj``. ``key``/``value`` default to ``query``; ``mask`` is an additive attention
+    mask. The result is named ``<path>:0``, the module's ``attn_output`` (``check`` compares it with element 0
+    of the module's tuple)."""
+    key = query if key is None else key
+    value = key if value is None else value
+    c = int(query.shape[-1])
+    w, b = f"{path}.in_proj_weight", f"{path}.in_proj_bias"
+    if query is key is value:
+        qkv = net.linear(query, f"{path}.in_proj", weight_key=w, bias_key=b).get_output(0)
+        q, k, v = split_heads(net, qkv, heads, path)
+    else:
+        q, k, v = (
+            _heads(net, net.linear(x, f"{path}.{label}_proj", weight_key=w, bias_key=b, rows=(i * c, (i + 1) * c))
+                   .get_output(0), heads, f"{path}.{label}")
+            for i, (label, x) in enumerate((("q", query), ("k", key), ("v", value)))
+        )  # fmt: skip
+    y = scaled_dot_product_attention(net, q, k, v, f"{path}.attention", scale=(c // heads) ** -0.5, mask=mask,
+                                     form=form)  # fmt: skip
+    y = merge_heads(net, y, f"{path}.merge_heads")
+    # F.multi_head_attention_forward reads out_proj's weights without calling the submodule; the module returns
+    # (attn_output, weights or None): the layer's name says it is element 0 of the module's output
+    out = net.linear(y, f"{path}:0", weight_key=f"{path}.out_proj.weight", bias_key=f"{path}.out_proj.bias")
+    return out.get_output(0)
+
+
+def _heads(net: Net, x, heads: int, name: str):
+    """[B, S, C] -> [B, heads, S, C / heads]."""
+    c = int(x.shape[-1])
+    return reshape(net, x, (0, 0, heads, c // heads), name, transpose=(0, 2, 1, 3))

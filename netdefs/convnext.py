@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np
 
 from netdefs import imagenet
-from netdefs.common import activation, add, flatten, global_avg_pool, layer_norm, stochastic_depth
+from netdefs.common import activation, add, flatten, global_avg_pool, layer_norm, permute, stochastic_depth
 from trtx.net import Net, NetdefError
 
 #: torchvision's (depths, widths) per arch
@@ -57,13 +57,6 @@ def _count_blocks(weights, index: int) -> int:
 
 
 # ---- the network ---------------------------------------------------------------------------------------
-def permute(net: Net, x, order, name: str):
-    """torchvision.ops.Permute / Tensor.permute."""
-    layer = net.network.add_shuffle(x)
-    layer.first_transpose = tuple(order)
-    return net.name(layer, name).get_output(0)
-
-
 def cn_block(net: Net, x, path: str):
     """CNBlock: x + stochastic_depth(layer_scale · block(x)); block = depthwise 7x7 conv, then channels-last
     LayerNorm → Linear (4x) → GELU → Linear, then back to channels-first."""

@@ -59,7 +59,10 @@ def configure(args, weights, meta: dict | None, *, classifier_bias: str, **arch)
         num_classes = int(meta["num_classes"])
     else:
         raise NetdefError("configure needs weights or engine metadata")
-    return SimpleNamespace(arch=args.arch, num_classes=num_classes, input_size=CROP, resize=RESIZE, **arch)
+    crop, resize = CROP, RESIZE
+    if weights is None and "preprocess" in meta:  # an engine: the input size it was built for
+        crop, resize = int(meta["preprocess"]["crop"]), int(meta["preprocess"]["resize"])
+    return SimpleNamespace(arch=args.arch, num_classes=num_classes, input_size=crop, resize=resize, **arch)
 
 
 def check_arch(arch: str, found: str, expected: str) -> None:
@@ -245,14 +248,20 @@ def check_extra(cfg, outputs: dict, expected: dict, precision: str = "fp32") -> 
 def torchvision_model(arch: str, num_classes: int = 1000, *, init: bool = True):
     """torchvision ``arch`` in eval mode: randomly initialized, or (``init=False``) with uninitialized
     parameters, for weights that are loaded right after (skips the slow random init of large models)."""
-    import torch
     import torchvision
 
-    constructor = getattr(torchvision.models, arch)
+    return instantiate(getattr(torchvision.models, arch), init=init, weights=None, num_classes=num_classes)
+
+
+def instantiate(constructor: Callable, *, init: bool = True, **kwargs):
+    """``constructor(**kwargs)`` in eval mode: randomly initialized, or (``init=False``) with uninitialized
+    parameters, for weights that are loaded right after (skips the slow random init of large models)."""
+    import torch
+
     if init:
-        return constructor(weights=None, num_classes=num_classes).eval()
+        return constructor(**kwargs).eval()
     with torch.device("meta"):
-        model = constructor(weights=None, num_classes=num_classes)
+        model = constructor(**kwargs)
     return model.to_empty(device="cpu").eval()
 
 

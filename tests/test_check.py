@@ -304,6 +304,49 @@ def test_unmatched_module_outputs_are_reported_not_skipped():
     assert "FAILED: 0 of 1 output and 1 of 2 compared layers (3 more not comparable, see status)" in result.table()
 
 
+class TopKGather(nn.Module):
+    """Picks the 2 best of ``x + offset`` and returns those entries of ``2 x``: a data-dependent selection."""
+
+    def __init__(self, offset: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("offset", torch.from_numpy(offset))
+
+    def forward(self, x):
+        _, index = (x + self.offset).topk(2, dim=1)
+        return (2 * x).gather(1, index)
+
+
+def topk_network(offset: np.ndarray) -> Net:
+    net = Net(name="topk")
+    trt, nw = net.trt, net.network
+    x = net.input("x", (1, 6))
+    s = net.name(nw.add_elementwise(x, net.constant(offset, "offset"), trt.ElementWiseOperation.SUM), "scores")
+    topk = net.name(nw.add_topk(s.get_output(0), trt.TopKOperation.MAX, 2, 1 << 1), "topk")
+    double = nw.add_elementwise(x, net.constant(np.full((1, 1), 2.0, np.float32), "two"), trt.ElementWiseOperation.PROD)
+    gather = nw.add_gather(net.name(double, "double").get_output(0), topk.get_output(1), 1)
+    gather.num_elementwise_dims = 1
+    net.output(net.name(gather, "picked").get_output(0), "y")
+    return net
+
+
+@pytest.mark.parametrize(("network_offset", "follows"), [(1e-6, True), (1.5, False)])
+def test_a_near_tie_in_top_k_is_followed_a_real_difference_is_not(network_offset, follows):
+    """x has a tie at indices 1 and 2. PyTorch's offset breaks it towards 1, the network's towards 2 (1e-6: a
+    near-tie, within tolerance) or moves index 3 ahead (1.5: a real difference). PyTorch continues with the
+    network's pick only in the first case; the top-k row says which."""
+    x = np.array([[3.0, 2.0, 2.0, 1.0, 0.0, 0.0]], np.float32)
+    torch_offset = np.array([[0, 0, -1e-6, 0, 0, 0]], np.float32)
+    net_offset = np.zeros((1, 6), np.float32)
+    net_offset[0, 2 if follows else 3] = network_offset
+    result = check.compare(topk_network(net_offset), TopKGather(torch_offset), {"x": x},
+                           forward=lambda m, f: {"y": m(f["x"])})  # fmt: skip
+    (row,) = result.extras
+    assert row.name == "top-k topk" and row.passed is follows
+    assert ("1 of 2 indices differ among near-ties" in row.message) if follows else ("not a tie" in row.message)
+    assert result.passed is follows
+    assert [r.passed for r in result.outputs] == [follows]
+
+
 # ---- extras, JSON, the torch settings -----------------------------------------------------------
 def test_extra_comparisons_are_rows_that_decide(feeds):
     model = make_model()

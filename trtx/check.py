@@ -336,13 +336,15 @@ def compare(
     device = _device(device)
     graph = _Graph(nw)
     net_feeds, torch_feeds = _feeds(nw, feeds, device)
-    expected, hooks = _torch_outputs(torch_model, torch_feeds, forward, device, graph.names() if layers else ())
-    keep = "all" if layers else sorted({src for src, _ in graph.top1.values()})
-    try:
+    picks = graph.topk_indices()
+    keep = "all" if layers else sorted({*picks, *(src for src, _ in graph.top1.values())}) or None
+    try:  # the network first: PyTorch then follows its top-k picks where near-ties decided them (_FollowTopK)
         with _fp32_torch():
             got = reference.execute(nw, net_feeds, device=str(device), keep=keep)
     except UserError as exc:  # the network does not run: a shape went wrong somewhere before
         return diagnose(nw, torch_model, feeds, exc, forward=forward, device=device, precision=precision)
+    with _FollowTopK([(n, got[n]) for n in picks], atol, rtol) as topk:
+        expected, hooks = _torch_outputs(torch_model, torch_feeds, forward, device, graph.names() if layers else ())
 
     result = CheckResult(outputs=[], layers=[], atol=atol, rtol=rtol, precision=precision)
     outputs = graph.outputs()
@@ -374,6 +376,7 @@ def compare(
             result.layers.append(_compare_hooked(graph, name, actual, hooks, atol, rtol, metric))
     net_outputs = {name: got[name] for name in outputs if name in got}
     result.network_outputs, result.expected_outputs = net_outputs, expected
+    result.extras.extend(topk.rows)
     for name, fn in (extras or {}).items():
         result.extras.append(_run_extra(name, fn, net_outputs, expected))
     _error_growth(graph, [*result.layers, *result.outputs])
@@ -566,6 +569,10 @@ class _Graph:
     def names(self) -> list[str]:
         return list(self.tensor_of)
 
+    def topk_indices(self) -> list[str]:
+        """The index outputs of the network's TopK layers, in network order."""
+        return [name for name, (_, _, kind) in self.producer.items() if kind == "TOPK" and name.endswith(":1")]
+
     def outputs(self) -> list[str]:
         return [self.nw.get_output(i).name for i in range(self.nw.num_outputs)]
 
@@ -699,6 +706,59 @@ class _Hooks:
     def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
+
+
+class _FollowTopK:
+    """PyTorch's top-k calls (``torch.topk``, ``Tensor.topk``), each matched with the first network TopK layer left
+    whose indices have its shape (``picks``: their index outputs as the reference executor computed them, in
+    network order; a call no layer matches is left alone: a top-k the network does not have). Where the
+    network picked other indices among values PyTorch itself sees as equal within tolerance -- a near-tie that
+    rounding resolved the other way -- PyTorch continues with the network's picks, so that the layers after a
+    data-dependent selection (RT-DETR's query selection) stay comparable. Different values are left alone and
+    reported; every matched call leaves an extra row (``rows``)."""
+
+    def __init__(self, picks: list[tuple[str, torch.Tensor]], atol: float, rtol: float) -> None:
+        self.picks, self.atol, self.rtol = list(picks), atol, rtol
+        self.rows: list[ExtraRow] = []
+        self._saved: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> _FollowTopK:
+        if self.picks:
+            self._saved = (torch.topk, torch.Tensor.topk)
+
+            def topk(x, *args, **kwargs):  # a plain function: as Tensor.topk it binds the tensor
+                return self._topk(x, *args, **kwargs)
+
+            torch.topk = torch.Tensor.topk = topk
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._saved is not None:
+            torch.topk, torch.Tensor.topk = self._saved
+
+    def _topk(self, x, k, dim=-1, largest=True, sorted=True):  # noqa: A002 (torch's signature)
+        values, index = self._saved[0](x, k, dim=dim, largest=largest, sorted=sorted)
+        match = next((j for j, (_, p) in enumerate(self.picks) if tuple(p.shape) == tuple(index.shape)), None)
+        if match is None:  # no TopK layer of this shape (left): a top-k the network does not have
+            return torch.return_types.topk((values, index))
+        name, picked = self.picks.pop(match)
+        row = f"top-k {name.rsplit(':', 1)[0]}"
+        picked = picked.to(device=index.device, dtype=torch.int64)
+        if torch.equal(picked, index):
+            self.rows.append(ExtraRow(row, True, "the same indices"))
+            return torch.return_types.topk((values, index))
+        at_picked = x.gather(dim, picked)
+        err = float((at_picked - values).abs().max())
+        bound = self.atol + self.rtol * float(values.abs().max())
+        differ = int((picked != index).sum())
+        if err > bound:
+            self.rows.append(ExtraRow(row, False, f"{differ} of {index.numel()} indices differ and torch's values "
+                                      f"there differ by {err:.3e} > {bound:.3e}: not a tie"))  # fmt: skip
+            return torch.return_types.topk((values, index))
+        self.rows.append(ExtraRow(row, True, f"{differ} of {index.numel()} indices differ among near-ties (torch's "
+                                  f"values there within {err:.1e} <= {bound:.1e}); torch continued with the "
+                                  "network's"))  # fmt: skip
+        return torch.return_types.topk((at_picked, picked))
 
 
 def _clone(value: Any) -> Any:

@@ -359,10 +359,26 @@ class Net:
         layer.num_groups = groups
         return self.name(layer, path)
 
-    def linear(self, x, path: str, *, bias: bool | None = None):
-        """nn.Linear at ``path`` on a [..., in] tensor: matrix multiply by the [out, in] weight, plus bias."""
+    def linear(
+        self,
+        x,
+        path: str,
+        *,
+        bias: bool | None = None,
+        weight_key: str | None = None,
+        bias_key: str | None = None,
+        rows: tuple[int, int] | None = None,
+    ):
+        """nn.Linear at ``path`` on a [..., in] tensor: matrix multiply by the [out, in] weight, plus bias.
+
+        ``weight_key``/``bias_key`` read other keys than ``{path}.weight``/``.bias``; ``rows=(start, stop)`` uses
+        only those output features of weight and bias (one part of a packed projection, as
+        nn.MultiheadAttention's ``in_proj_weight`` holds q, k and v)."""
         in_f = int(x.shape[-1])
-        w = self.array(f"{path}.weight", (-1, in_f), layer=path)
+        w = self.array(weight_key or f"{path}.weight", (-1, in_f), layer=path)
+        b = self._optional_bias(bias, bias_key or f"{path}.bias", w.shape[0], path)
+        if rows is not None:
+            w, b = w[rows[0] : rows[1]], (None if b is None else b[rows[0] : rows[1]])
         out_f = w.shape[0]
         rank = len(x.shape)
         dtype = self._float_dtype(x)
@@ -376,7 +392,6 @@ class Net:
         else:
             wt = self.constant(w.reshape((1,) * (rank - 2) + w.shape), f"{path}.weight", dtype)
         mm = self.network.add_matrix_multiply(x, self.trt.MatrixOperation.NONE, wt, self.trt.MatrixOperation.TRANSPOSE)
-        b = self._optional_bias(bias, f"{path}.bias", out_f, path)
         if b is None:
             return self.name(mm, path)
         self.name(mm, f"{path}.matmul")

@@ -138,6 +138,26 @@ def randomize_norms(model: torch.nn.Module, seed: int) -> None:
                 uniform(module.running_var, 0.5, 1.5)
 
 
+def randomize_constant_parameters(model: torch.nn.Module, *, spread: float = 1e-3) -> None:
+    """Give random values to the parameters a constructor fills with one value or near-zero noise: zero biases,
+    class tokens and zero-initialized heads (ViT), N(0, 1e-6) MLP biases, Swin V2's per-head logit scale.
+    Left so, a netdef that forgot such a parameter, or mixed up its heads, would still match PyTorch.
+
+    A parameter with more than one value whose values span at most ``spread`` (relative to its largest
+    magnitude, or absolute below 1) gets N(0, s) added, from torch's global generator (``seeded``): s =
+    fan_in^-0.5 for weights of 2 and more dims; for vectors a tenth of their value (a class prior of -4.6
+    spreads by 0.46), at least 0.02."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            largest = float(p.abs().max()) if p.numel() else 0.0
+            if p.numel() < 2 or float(p.max() - p.min()) > spread * max(1.0, largest):
+                continue
+            std = (p[0].numel() ** -0.5) if p.dim() >= 2 else max(0.02, 0.1 * largest)
+            p.add_(torch.randn(p.shape) * std)
+
+
 # ---- state dicts ----------------------------------------------------------------------------------
 def _flat(value) -> torch.Tensor:
     import torch

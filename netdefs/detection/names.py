@@ -1,6 +1,7 @@
-"""Class names that travel with the weights: a trained checkpoint's ``model.names`` written by gen_wts.py as one
-more entry on the detector's head (``<head>.names``), read back by the netdef's configure and recorded in the engine
-metadata, so a model trained on 3 classes labels its detections "cat", "dog", "bird" -- not class0..2.
+"""Class names: the datasets' (COCO's 80, the default of an 80-class detector), and a trained checkpoint's own,
+carried in the weights -- ``model.names`` written by gen_wts.py as one more entry on the detector's head
+(``<head>.names``), read back by the netdef's configure and recorded in the engine metadata, so a model trained on 3
+classes labels its detections "cat", "dog", "bird", not class0..2.
 
 The entry is the UTF-8 bytes of the names' JSON list, one value per byte (a float32 holds a byte exactly): a .wts
 or .safetensors carries it, and C++ loaders that read a weight map by name ignore it.
@@ -14,6 +15,21 @@ from typing import Any
 import numpy as np
 
 from trtx.net import NetdefError
+
+#: COCO's 80 detection classes, in the order of their 0-based ids (yolov5's and ultralytics' ``names``)
+COCO_NAMES = tuple(n.replace("_", " ") for n in (
+    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign parking_meter "
+    "bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee "
+    "skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle "
+    "wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake "
+    "chair couch potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave oven "
+    "toaster sink refrigerator book clock vase scissors teddy_bear hair_drier toothbrush"
+).split())  # fmt: skip
+
+
+def class_names(num_classes: int) -> list[str]:
+    """COCO's names for an 80-class detector, else ``class0``, ``class1``..."""
+    return list(COCO_NAMES) if num_classes == len(COCO_NAMES) else [f"class{i}" for i in range(num_classes)]
 
 
 def class_names_of(model: Any) -> list[str] | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netdefs.detection.names import COCO_NAMES
 from netdefs.detection.options import count, flag, fraction, imgsz, meta_section, names_file
 from netdefs.ultralytics.arch import (
     FAMILIES,
@@ -38,18 +39,6 @@ MODELS = tuple(
     for family in FAMILIES
     for task in TASKS
     for scale in SCALE_NAMES
-)
-COCO_NAMES = tuple(
-    n.replace("_", " ")
-    for n in (
-        "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
-        "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie "
-        "suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard "
-        "tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot "
-        "hot_dog pizza donut cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote keyboard "
-        "cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear hair_drier "
-        "toothbrush"
-    ).split()
 )
 #: DOTAv1's 15 classes (yolov8-obb / yolo11-obb are trained on them)
 DOTA_NAMES = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from netdefs.common import concat, conv_bn_act, flatten, global_avg_pool, max_pool, peek, split
+from netdefs.common import concat, conv_bn_act, conv_width, flatten, global_avg_pool, max_pool, split
 from netdefs.common import upsample_nearest as upsample
 from trtx.net import Net, NetdefError
 
@@ -31,7 +31,7 @@ def conv(net: Net, x, path: str, k: int = 1, s: int = 1, g: int = 1, act: bool =
 
 def dwconv(net: Net, x, path: str, k: int = 1, s: int = 1, act: bool = True):
     """DWConv: Conv with groups = gcd(c1, c2) (c2 from the weights)."""
-    c1, c2 = int(x.shape[1]), _width(net, path)
+    c1, c2 = int(x.shape[1]), conv_width(net, path)
     return conv(net, x, path, k, s, g=math.gcd(c1, c2), act=act)
 
 
@@ -337,14 +337,6 @@ def _blocks(net: Net, path: str) -> int:
     if j == 0:
         raise NetdefError(f"layer {path}: the weights have no {path}.m.0 block")
     return j
-
-
-def _width(net: Net, path: str) -> int:
-    """Output channels of the Conv at ``path``, from its batch norm."""
-    key = f"{path}.bn.weight"
-    if key not in net.weights:
-        raise NetdefError(f"weights have no tensor {key!r} (layer {path})")
-    return int(peek(net.weights, key).size)
 
 
 def _levels(net: Net, maps: list, name: str):

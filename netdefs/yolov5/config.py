@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netdefs.detection.names import decode_names
+from netdefs.detection.names import class_names, decode_names
 from netdefs.detection.nms import TRT_NMS_TOPK_LIMIT, NmsRule, nms_in_engine
 from netdefs.detection.options import count, flag, fraction, imgsz, meta_section, names_file
 from netdefs.yolov5.arch import VARIANTS, Arch, multiples, read_arch, variant_name
@@ -33,16 +33,6 @@ MODEL_FIELDS = ("task", "variant", "p6", "depth_multiple", "width_multiple", "nu
 HEAD_FIELDS = ("anchors", "strides", "num_anchors", "num_masks")
 MAX_WH = exact.MAX_WH  # yolov5's class offset of its batched NMS
 MAX_NMS = 30000  # yolov5's max_nms: candidates per image that enter NMS
-
-COCO_NAMES = (
-    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign parking_meter "
-    "bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee "
-    "skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle "
-    "wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake "
-    "chair couch potted_plant bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave oven "
-    "toaster sink refrigerator book clock vase scissors teddy_bear hair_drier toothbrush"
-)
-COCO_NAMES = tuple(n.replace("_", " ") for n in COCO_NAMES.split())
 
 
 @dataclass
@@ -93,7 +83,7 @@ def read_names(path: str | None, num_classes: int) -> list[str]:
         imagenet = Path(__file__).parent.with_name("imagenet_classes.txt")  # yolov5-cls models are ImageNet models
         if num_classes == 1000 and imagenet.is_file():
             return [line.strip() for line in imagenet.read_text().splitlines() if line.strip()][:1000]
-        return list(COCO_NAMES) if num_classes == len(COCO_NAMES) else [f"class{i}" for i in range(num_classes)]
+        return class_names(num_classes)
     return names_file(path, num_classes)
 
 
