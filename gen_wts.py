@@ -25,6 +25,9 @@ import sys
 from pathlib import Path
 
 from netdefs import sources as model_sources
+from trtx_base.cli import ArgumentParser, non_negative_int, run
+from trtx_base.errors import UserError
+from trtx_base.files import check_input, check_output
 
 SPEC_HELP = (
     "build the PyTorch model from an installed source: torchvision:<arch>, "
@@ -35,7 +38,7 @@ SPEC_HELP = (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="gen_wts.py",
         description="Convert PyTorch weights to a tensorrtx .wts file (or .safetensors, by the output suffix).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -53,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "-o",
         "--output",
         metavar="OUT",
-        help="output file (.wts, or .safetensors) or directory; default: CKPT with .wts, or NAME.wts for --model",
+        help="output file (.wts, or .safetensors) or directory; default: CKPT with .wts, or NAME.wts for --model; "
+        "never the checkpoint itself",
     )
     parser.add_argument("-m", "--model", metavar="SOURCE:NAME", help=SPEC_HELP)
     parser.add_argument(
@@ -62,7 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="write the --model's randomly initialized weights (never mistake them for trained ones)",
     )
     parser.add_argument(
-        "--seed", type=int, default=None, help="seed of --random-init (default 0); the same seed gives the same file"
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        help="seed of --random-init (default 0); the same seed gives the same file",
     )
     parser.add_argument(
         "-t",
@@ -92,11 +99,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--random-init and -w exclude each other")
     if args.seed is not None and not args.random_init:
         parser.error("--seed only applies to --random-init")
+    if args.model:
+        try:
+            model_sources.parse_spec(args.model)
+        except UserError as exc:
+            parser.error(f"--model: {exc}")
     args.parts = {}
     for item in args.weights or ():
         prefix, sep, path = item.rpartition("=")
-        if not os.path.isfile(path):
-            parser.error(f"checkpoint {path} does not exist")
+        try:
+            check_input(path, "checkpoint")
+        except UserError as exc:
+            parser.error(str(exc))
         if sep and not prefix:
             parser.error(f"-w {item}: empty PREFIX before '='")
         if prefix in args.parts:
@@ -109,6 +123,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("-w PREFIX=CKPT loads into the submodules of a --model (e.g. --model netdef:mtcnn)")
     args.weights = args.parts.get("")  # None with PREFIX=CKPT parts: the output is named after the model
     args.output = output_path(args)
+    try:
+        check_output(args.output, "output (-o)", list(args.parts.values()))
+    except UserError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -170,16 +188,15 @@ def human_size(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import wts
-    from trtx.sources import SourceError
+    return run(lambda: _write(args))
 
-    try:
-        state, n_params = collect_state(args)
-        progress = not args.quiet and sys.stderr.isatty()
-        n_values = wts.save(state, args.output, progress=progress)
-    except SourceError as exc:
-        print(f"gen_wts.py: error: {exc}", file=sys.stderr)
-        return 1
+
+def _write(args: argparse.Namespace) -> int:
+    import wts
+
+    state, n_params = collect_state(args)
+    progress = not args.quiet and sys.stderr.isatty()
+    n_values = wts.save(state, args.output, progress=progress)
     if not args.quiet:
         what = f"random weights of {args.model} (seed {args.seed or 0})" if args.random_init else "weights"
         params = f", {n_params:,} parameters" if n_params is not None else ""

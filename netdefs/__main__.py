@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import netdefs
+from trtx_base.cli import ArgumentParser
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def cmd_list(entries: list[Entry], errors: dict[str, str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m netdefs",
         description="Run any netdef by model name. `list` prints every model and the file that serves it; "
         "`<model> <command> ...` runs that file's CLI (build, check, inspect, infer, bench) with the options that "
@@ -85,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="`list`, a model name (resnet50, mobilenet_v2, ...) or a netdef family name")
     parser.add_argument("command", nargs="?", help="build | check | inspect | infer | bench (see <model> --help)")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="the netdef CLI's options for that command")
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        parser.error("give `list` or a model name")
+    if argv[0] in ("-h", "--help"):
         parser.print_help()
-        return 0 if argv else 2
+        return 0
     entries, errors = discover()
     if argv[0] == "list":
         return cmd_list(entries, errors)

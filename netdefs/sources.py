@@ -79,6 +79,8 @@ def _netdef(name: str):
         raise SourceError(exc.args[0]) from None
     if netdef.torch is None or netdef.torch.source is None:
         raise SourceError(f"netdef {family} declares no PyTorch source model (NETDEF.torch.source)")
+    if arch and netdef.archs and arch not in netdef.archs:  # a netdef without archs names its models itself
+        raise SourceError(f"netdef {family} has no arch {arch!r} (archs: {', '.join(netdef.archs)})")
     return netdef.torch.source(arch or None)
 
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from plugins import compiler, core
 from plugins.kernel import ALL_KERNELS, Kernel
+from trtx_base.cli import ArgumentParser, positive_int, run
 
 DEFAULT_ARCHS = "sm_75,sm_80,sm_86,sm_89,sm_90,sm_120"
 
@@ -17,7 +18,10 @@ DEFAULT_ARCHS = "sm_75,sm_80,sm_86,sm_89,sm_90,sm_120"
 def _load(modules: list[str]) -> None:
     core.discover()
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise core.PluginError(f"--module {name}: cannot import it ({exc})") from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -44,11 +48,9 @@ def _units(kernels: list[Kernel]) -> dict[tuple, list[Kernel]]:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     _load(args.module)
-    try:
-        archs = [compiler.normalize_arch(a) for a in args.arch.split(",") if a.strip()]
-    except compiler.CompileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    archs = [compiler.normalize_arch(a) for a in args.arch.split(",") if a.strip()]
+    if not archs:
+        raise core.PluginError(f"--arch {args.arch!r}: name at least one target (sm_XY or compute_XY)")
     units = _units(ALL_KERNELS)
     jobs = [(arch, key, kernels) for key, kernels in units.items() for arch in archs]
 
@@ -84,7 +86,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plugins", description=__doc__)
+    parser = ArgumentParser(prog="python -m plugins", description=__doc__)
     parser.add_argument(
         "--module",
         action="append",
@@ -103,15 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated targets, sm_XY (cubin) or compute_XY (PTX); default {DEFAULT_ARCHS}",
     )
     p_compile.add_argument("--no-cache", action="store_true", help="compile even when the kernel cache has the result")
-    p_compile.add_argument("--jobs", type=int, default=4, help="parallel NVRTC compilations (default 4)")
+    p_compile.add_argument("--jobs", type=positive_int, default=4, help="parallel NVRTC compilations (default 4)")
     p_compile.add_argument("--verbose", action="store_true", help="print NVRTC's warnings")
     p_compile.set_defaults(func=cmd_compile)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except core.PluginError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_user_errors_are_one_line(weights, tmp_path, args, message):
     r = _run(*[a.format(w=weights, missing=missing, corrupt=corrupt) for a in args])
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:") or ": error: " in line]
     assert len(lines) == 1 and message in lines[0]
 
 

@@ -139,7 +139,7 @@ def test_weights_of_another_arch_are_refused(rtdetr_l, tmp_path, capsys):
 def test_class_names_travel_with_the_weights(rtdetr_l, tmp_path, capsys):
     """A checkpoint's own class names (gen_wts.py writes them as ``model.28.names``) label the detections and are
     read, not reported unused."""
-    from netdefs.ultralytics.source import encode_names
+    from netdefs.detection.names import encode_names
 
     state = {k: np.asarray(v) for k, v in wts.load(rtdetr_l).items()}
     names = [f"thing {i}" for i in range(80)]

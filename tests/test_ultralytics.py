@@ -317,7 +317,7 @@ def test_class_names_and_keypoint_shape_travel_with_the_weights(tmp_path):
     m.names = {0: "cat", 1: "dog", 2: "ünïcode bird"}
     ckpt, out = tmp_path / "three.pt", tmp_path / "three.wts"
     torch.save({"model": m.half(), "ema": None}, ckpt)
-    assert gen_wts.main(["-w", str(ckpt), "-o", str(out), "-q"]) == 1  # pickles need --unsafe-pickle
+    assert gen_wts.main(["-w", str(ckpt), "-o", str(out), "-q"]) == 2  # pickles need --unsafe-pickle (exit 2)
     assert gen_wts.main(["-w", str(ckpt), "--unsafe-pickle", "-o", str(out), "-q"]) == 0
     w = wts.load(out)
     cfg = config.configure(argparse.Namespace(command="build", imgsz="64"), w)

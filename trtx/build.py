@@ -309,17 +309,103 @@ def metadata(
 
 
 def save_engine(path: str | os.PathLike, engine: bytes, meta: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``path`` and ``path.json`` atomically; returns both paths."""
+    """Write ``path`` and ``path.json`` atomically; returns both paths. The metadata records the engine's size and
+    sha256, and its own sha256 (``metadata_sha256``, over the rest of it), so :func:`load_metadata` can tell an
+    engine and a metadata file that do not belong together, or a metadata file edited since."""
     path = Path(path)
     meta = dict(meta, engine_bytes=len(engine), engine_sha256=hashlib.sha256(engine).hexdigest())
+    meta["metadata_sha256"] = _metadata_digest(meta)
     atomic_write(path, engine)
-    meta_path = path.with_name(path.name + ".json")
+    meta_path = metadata_path(path)
     atomic_write(meta_path, json.dumps(meta, indent=2) + "\n")
     return path, meta_path
 
 
-def load_metadata(engine_path: str | os.PathLike) -> dict[str, Any]:
-    meta_path = Path(str(engine_path) + ".json")
+def metadata_path(engine_path: str | os.PathLike) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+class EngineMetadataError(UserError, ValueError):
+    """An engine's ``.json`` is missing, unreadable, or does not describe that engine; the message names the file."""
+
+
+#: what :func:`metadata` + :func:`save_engine` always write and every reader of an engine relies on
+METADATA_REQUIRED = ("backend", "precision", "batch", "inputs", "outputs", "engine_bytes", "engine_sha256")
+
+
+def load_metadata(engine_path: str | os.PathLike, data: bytes | None = None) -> dict[str, Any]:
+    """The metadata of ``engine_path``, verified before anything uses the pair: the ``.json`` is trtx engine
+    metadata, unedited since the build (``metadata_sha256``), and describes exactly this engine (``engine_bytes``,
+    ``engine_sha256``; ``data``: the engine's bytes when the caller has read them). Raises
+    :class:`EngineMetadataError` naming the file that is missing, garbled or does not match, and which one
+    changed (by their modification times)."""
+    from trtx_base.files import check_input, file_errors
+
+    engine_path = Path(engine_path)
+    if engine_path.name.endswith(".json"):
+        raise EngineMetadataError(f"{engine_path}: pass the engine file, not its metadata (the .json beside it is read "
+                                  "too)")  # fmt: skip
+    if not engine_path.exists():
+        raise EngineMetadataError(f"{engine_path}: no such engine file")
+    check_input(engine_path, "engine")
+    meta_path = metadata_path(engine_path)
     if not meta_path.exists():
-        raise NetdefError(f"{engine_path}: no metadata file {meta_path.name} beside the engine")
-    return json.loads(meta_path.read_text())
+        raise EngineMetadataError(f"{engine_path}: no metadata {meta_path.name} beside it (build writes the engine "
+                                  "and its .json together; copy them together)")  # fmt: skip
+    check_input(meta_path, "engine metadata")
+    with file_errors(meta_path):
+        raw = meta_path.read_bytes()
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise EngineMetadataError(f"{meta_path}: not JSON (line {exc.lineno}: {exc.msg}); rebuild the engine or "
+                                  "restore its .json") from None  # fmt: skip
+    except UnicodeDecodeError:
+        raise EngineMetadataError(f"{meta_path}: not a text file; rebuild the engine or restore its .json") from None
+    if not isinstance(meta, dict):
+        raise EngineMetadataError(f"{meta_path}: not trtx engine metadata (a JSON {type(meta).__name__}, not an "
+                                  "object)")  # fmt: skip
+    missing = [k for k in METADATA_REQUIRED if k not in meta]
+    if missing:
+        raise EngineMetadataError(f"{meta_path}: not trtx engine metadata, or written before trtx recorded the "
+                                  f"engine's hash (no {', '.join(missing)}); rebuild the engine")  # fmt: skip
+    recorded = meta.get("metadata_sha256")
+    if recorded is not None and recorded != _metadata_digest(meta):
+        raise EngineMetadataError(f"{meta_path} was edited after the build (its content no longer matches its "
+                                  "metadata_sha256); rebuild the engine, or restore the file")  # fmt: skip
+    with file_errors(engine_path):
+        if data is None:
+            size = engine_path.stat().st_size
+            digest = file_sha256(engine_path) if size == meta["engine_bytes"] else None
+        else:
+            size, digest = len(data), hashlib.sha256(data).hexdigest()
+        if size != meta["engine_bytes"] or digest != meta["engine_sha256"]:
+            raise EngineMetadataError(_pair_mismatch(engine_path, meta_path, size, meta))
+    return meta
+
+
+def _pair_mismatch(engine_path: Path, meta_path: Path, size: int, meta: dict[str, Any]) -> str:
+    """Which of the two files changed: the newer one (or a damaged engine, shorter than recorded and not newer)."""
+    recorded = int(meta["engine_bytes"])
+    engine_time, meta_time = engine_path.stat().st_mtime, meta_path.stat().st_mtime
+    if size < recorded and engine_time <= meta_time:
+        culprit = f"{engine_path} is damaged or truncated"
+    elif engine_time > meta_time:
+        when = f"{_when(engine_time)} > {_when(meta_time)}"
+        culprit = f"{engine_path} was replaced after {meta_path.name} was written ({when})"
+    else:
+        culprit = f"{meta_path.name} was rewritten for another engine ({_when(meta_time)} > {_when(engine_time)})"
+    return (
+        f"{engine_path} ({size} bytes) is not the engine {meta_path.name} describes ({recorded} bytes, sha256 "
+        f"{str(meta['engine_sha256'])[:12]}…): {culprit}; rebuild, or copy the engine and its .json together"
+    )
+
+
+def _when(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _metadata_digest(meta: dict[str, Any]) -> str:
+    rest = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trtx.build import file_sha256
-from trtx.net import Net, NetdefError
+from trtx.net import Net, NetdefError, define_network
 from trtx.netdef import Netdef
 from trtx.quant import CalibrationError, Calibrator, cached_sensitivity, load_cache, save_cache
 
@@ -285,11 +285,16 @@ def for_netdef(
     computed on the first calibration images once, and cached)."""
 
     def define(net: Net) -> None:
-        nd.define(net, cfg)
+        define_network(net, nd.define, cfg)
 
     probe = Net(weights, precision="fp32", name="calibration")
     define(probe)
     points = list(probe.quant_inputs)
+    if fallback >= len(points):
+        raise NetdefError(
+            f"--int8-fallback {fallback}: the network has {len(points)} quantized tensor(s), and keeping "
+            f"{fallback} in fp16 would leave none in int8; use at most {len(points) - 1}"
+        )
     sha = file_sha256(weights_path) if weights_path else ""
     amax = sens = None
     if cache and Path(cache).exists():

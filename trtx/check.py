@@ -15,6 +15,16 @@ a tensor passes when ``rms|net - torch| <= atol + rtol * rms|torch|``): reduced 
 differ by many rounding steps somewhere in every large tensor, so the largest element error says little about the
 layer. Every row carries both errors.
 
+A tensor whose shape differs from the module's (beyond size-1 dims) fails: a wrong stride or padding shows as a
+shape first, and that layer is the first divergent one. A network output holding NaN or infinities never passes,
+even where PyTorch's holds the same. An integer output taken from a top-1 (argmax) over scores passes where its
+class ids differ from PyTorch's only at positions whose two scores tie within what the precision can reach
+(:data:`TIE_RTOL` of the largest score): fp16 rounding flips near ties, a wrong network flips clear winners.
+
+When the network cannot be completed (``define`` stopped: TensorRT could not compute a shape, a weight does not
+fit) or not run, :func:`diagnose` compares the shapes TensorRT computed for the layers that exist with PyTorch's
+and names the first layer whose shape differs.
+
 Error growth: each compared tensor's ``rms_rel_err`` divided by the largest one among the nearest compared
 tensors upstream of it (the layers feeding it); a convolution and the batch norm / activation right after it
 count as one unit, as TensorRT fuses them. For an fp16 or int8 network the units where it grows most are where
@@ -46,6 +56,12 @@ DEFAULT_ATOL = 1e-7
 TOLERANCES = {"fp32": (DEFAULT_ATOL, DEFAULT_RTOL), "fp16": (1e-5, 1e-2), "int8": (1e-4, 0.5)}
 #: precision -> the error a tensor is judged by: "max" (largest element error) or "rms" (relative RMS error)
 METRICS = {"fp32": "max", "fp16": "rms", "int8": "rms"}
+#: precision -> a class id (top-1 index) may differ from PyTorch's where the network's scores of the two classes are
+#: within this fraction of the largest |score|: fp32 rounding (1e-4, as DEFAULT_RTOL), fp16's accumulated rounding
+#: (1e-2, its per-tensor tolerance), int8's quantization steps (5e-2: 1/127 of a range, a few layers deep)
+TIE_RTOL = {"fp32": DEFAULT_RTOL, "fp16": 1e-2, "int8": 5e-2}
+#: layers that pass values through unchanged (a top-1 index reaches an output through these)
+_PASS_THROUGH = ("SHUFFLE", "CAST", "IDENTITY")
 #: layers that continue the unit of the layer before them (TensorRT fuses conv + batch norm + activation)
 _UNIT_CONTINUES = ("SCALE", "ACTIVATION")
 
@@ -127,9 +143,13 @@ class CheckResult:
     expected_outputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     #: the precision the network computes in (fp16/int8 tables list the largest error growth)
     precision: str = "fp32"
+    #: why the network could not be completed or run (rows then compare shapes only; see :func:`diagnose`)
+    incomplete: str | None = None
 
     @property
     def passed(self) -> bool:
+        if self.incomplete is not None:
+            return False
         rows = [*self.outputs, *self.layers]
         return all(r.passed is not False for r in rows) and all(e.passed for e in self.extras)
 
@@ -176,6 +196,7 @@ class CheckResult:
             "atol": self.atol,
             "rtol": self.rtol,
             "precision": self.precision,
+            "incomplete": self.incomplete,
             "outputs": [r.to_json() for r in self.outputs],
             "layers": [r.to_json() for r in self.layers],
             "extras": [e.to_json() for e in self.extras],
@@ -241,6 +262,12 @@ class CheckResult:
         compared = [r for r in self.layers if r.passed is not None]
         skipped = len(self.layers) - len(compared)
         not_comparable = f" ({skipped} more not comparable, see status)" if skipped else ""
+        if self.incomplete is not None:
+            lines = [f"FAILED: the network is incomplete: {self.incomplete}"]
+            row = self.divergent_row()
+            if row is not None:
+                lines.append(f"first divergent: {row.name}  [layer #{row.index}, {row.layer_type}; {row.status}]")
+            return "\n".join(lines)
         if self.passed:
             return (
                 f"PASSED: {_plural(len(self.outputs), 'output')} and {_plural(len(compared), 'layer')}"
@@ -306,20 +333,21 @@ def compare(
     metric = METRICS[precision]
 
     nw = getattr(network, "network", network)
-    device = torch.device(device)
+    device = _device(device)
     graph = _Graph(nw)
     net_feeds, torch_feeds = _feeds(nw, feeds, device)
-    with _fp32_torch(), _eval(torch_model):
-        model = _fp32_model(torch_model, device)
-        hooks = _Hooks(model, graph.names() if layers else set())
-        # the network first: PyTorch then follows its top-k picks where near-ties decided them (_FollowTopK)
-        picks = graph.topk_indices()
-        compared = [graph.tensor_of[name] for name in graph.names() if name in hooks.paths] if layers else []
-        kept = list(dict.fromkeys(compared + picks))  # only what is compared: the rest of the run reuses memory
-        got = reference.compile(nw, device, keep=kept)(net_feeds)
-        with hooks, _FollowTopK([(n, got[n]) for n in picks], atol, rtol) as topk:
-            with torch.no_grad():
-                expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))
+    picks = graph.topk_indices()
+    # only what is compared is kept: the rest of the run reuses memory
+    hooked = _Hooks(torch_model, graph.names()).paths if layers else {}
+    compared = [graph.tensor_of[n] for n in graph.names() if n in hooked]
+    keep = list(dict.fromkeys([*compared, *picks, *(src for src, _ in graph.top1.values())]))
+    try:  # the network first: PyTorch then follows its top-k picks where near-ties decided them (_FollowTopK)
+        with _fp32_torch():
+            got = reference.compile(nw, device, keep=keep)(net_feeds)
+    except UserError as exc:  # the network does not run: a shape went wrong somewhere before
+        return diagnose(nw, torch_model, feeds, exc, forward=forward, device=device, precision=precision)
+    with _FollowTopK([(n, got[n]) for n in picks], atol, rtol) as topk:
+        expected, hooks = _torch_outputs(torch_model, torch_feeds, forward, device, graph.names() if layers else ())
 
     result = CheckResult(outputs=[], layers=[], atol=atol, rtol=rtol, precision=precision)
     outputs = graph.outputs()
@@ -327,6 +355,11 @@ def compare(
         if name not in expected:
             result.outputs.append(
                 _row_for(graph, name, status=f"forward() returned no {name!r}", passed=False, shape=_shape(got, name))
+            )
+        elif name in graph.top1:
+            scores = got.get(graph.top1[name][0])
+            result.outputs.append(
+                _compare_top1(graph, name, got[name], expected[name], scores, graph.top1[name][1], precision)
             )
         else:
             result.outputs.append(
@@ -353,6 +386,88 @@ def compare(
     row = result.divergent_row()
     result.first_divergent = row.name if row is not None else None
     return result
+
+
+def diagnose(
+    network,
+    torch_model: torch.nn.Module,
+    feeds: Mapping[str, Any],
+    error: BaseException,
+    *,
+    forward: Forward,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+) -> CheckResult:
+    """The netdef could not complete ``network`` (``define`` raised ``error``): run ``torch_model`` with hooks and
+    compare the output shape TensorRT computed for each layer that exists with its module's, in network order.
+    Returns a failed :class:`CheckResult` whose first divergent row is the first layer whose shape differs;
+    re-raises ``error`` when every shape agrees (the mistake is then not a shape: the message says what it is)."""
+    nw = getattr(network, "network", network)
+    device = _device(device)
+    graph = _Graph(nw)
+    _, torch_feeds = _feeds(nw, feeds, device)
+    _, hooks = _torch_outputs(torch_model, torch_feeds, forward, device, graph.names())
+    atol, rtol = TOLERANCES.get(precision, TOLERANCES["fp32"])
+    return _shape_verdict(graph, hooks, error, precision, atol, rtol)
+
+
+def _torch_outputs(torch_model, torch_feeds, forward: Forward, device: torch.device, names) -> tuple[dict, _Hooks]:
+    """``forward``'s outputs of ``torch_model`` (fp32, eval mode) and the hooks that saw the modules ``names``."""
+    with _fp32_torch(), _eval(torch_model):
+        model = _fp32_model(torch_model, device)
+        with _Hooks(model, names) as hooks, torch.no_grad():
+            expected = dict(forward(model, {k: v.clone() for k, v in torch_feeds.items()}))
+    return expected, hooks
+
+
+def _shape_verdict(graph: _Graph, hooks: _Hooks, error: BaseException, precision: str, atol: float, rtol: float):
+    rows = _shape_rows(graph, hooks)
+    if not any(r.passed is False for r in rows):
+        raise error
+    result = CheckResult(outputs=[], layers=rows, atol=atol, rtol=rtol, precision=precision, incomplete=str(error))
+    result.first_divergent = result.divergent_row().name
+    return result
+
+
+def _shape_rows(graph: _Graph, hooks: _Hooks) -> list[Row]:
+    """One row per layer named like a module whose single tensor output PyTorch saw: TensorRT's output shape
+    (its own shape inference, -1 = the batch) against PyTorch's; rows stop where TensorRT knows no shape."""
+    rows = []
+    for name in graph.names():
+        calls = hooks.seen.get(name, [])
+        if name not in hooks.paths or len(calls) != 1 or not isinstance(calls[0], torch.Tensor):
+            continue
+        shape = _trt_shape(graph.tensors[graph.tensor_of[name]])
+        torch_shape = tuple(calls[0].shape)
+        if shape is None:
+            rows.append(_row_for(graph, name, shape=None, torch_shape=torch_shape, passed=None,
+                                 status="TensorRT computes no shape here"))  # fmt: skip
+            break
+        same = _same_shape(shape, torch_shape)
+        status = "shape ok" if same else f"shape differs: torch {list(torch_shape)} vs network {list(shape)}"
+        rows.append(_row_for(graph, name, shape=shape, torch_shape=torch_shape, status=status,
+                             passed=None if same else False))  # fmt: skip
+    return rows
+
+
+def _trt_shape(tensor) -> tuple[int, ...] | None:
+    try:
+        return tuple(tensor.shape)
+    except (RuntimeError, ValueError):
+        return None
+
+
+def _same_shape(shape: tuple[int, ...], torch_shape: tuple[int, ...]) -> bool:
+    """Equal up to size-1 dims, a -1 (dynamic) network dim matching any size."""
+    if len(shape) == len(torch_shape):
+        shape = tuple(t if d == -1 else d for d, t in zip(shape, torch_shape))
+    return _squeezed(shape) == _squeezed(torch_shape)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    from trtx.sources import torch_device
+
+    return torch_device(device)
 
 
 def _error_growth(graph: _Graph, rows: list[Row]) -> None:
@@ -411,18 +526,48 @@ class _Graph:
         self.producer: dict[str, tuple[int, str, str]] = {}
         #: candidate names in network order: layer name (its output 0) and every output tensor name
         self.order: list[tuple[str, str]] = []  # (name, tensor name)
+        #: tensor name -> the ITensor
+        self.tensors: dict[str, Any] = {}
+        #: tensor name -> (the layer producing it, its output index)
+        self.source: dict[str, tuple[Any, int]] = {}
         for i in range(nw.num_layers):
             layer = nw.get_layer(i)
             kind = layer_api.enum_name(layer_api.layer_type(layer))
             tensors = [layer.get_output(j) for j in range(layer.num_outputs)]
-            for t in tensors:
+            for j, t in enumerate(tensors):
                 self.producer[t.name] = (i, layer.name, kind)
+                self.tensors[t.name] = t
+                self.source[t.name] = (layer, j)
             if tensors:
                 self.order.append((layer.name, tensors[0].name))
             self.order.extend((t.name, t.name) for t in tensors)
         self.tensor_of: dict[str, str] = {}
         for name, tensor in self.order:
             self.tensor_of.setdefault(name, tensor)
+        #: integer output -> (the scores tensor a top-1 (k=1 TopK) picked its values from, the axis)
+        self.top1: dict[str, tuple[str, int]] = {}
+        for name in self.outputs():
+            found = self._top1_of(name)
+            if found is not None:
+                self.top1[name] = found
+
+    def _top1_of(self, name: str) -> tuple[str, int] | None:
+        """Follow ``name`` back through shuffles, casts and identities to a k=1 TopK's index output."""
+        from trtx import layers as layer_api
+
+        while name in self.source:
+            layer, index = self.source[name]
+            kind = layer_api.enum_name(layer_api.layer_type(layer))
+            if kind == "TOPK":
+                topk = layer_api.typed(layer)
+                if index != 1 or int(topk.k) != 1:
+                    return None
+                axes = layer_api.axes_list(int(topk.axes))
+                return (layer.get_input(0).name, axes[0]) if len(axes) == 1 else None
+            if kind not in _PASS_THROUGH or layer.num_inputs != 1:
+                return None
+            name = layer.get_input(0).name
+        return None
 
     def names(self) -> list[str]:
         return list(self.tensor_of)
@@ -453,7 +598,11 @@ def _feeds(nw, feeds: Mapping[str, Any], device: torch.device) -> tuple[dict[str
     net_feeds, torch_feeds = {}, {}
     for name, t in inputs.items():
         value = feeds[name]
-        value = value.detach() if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        else:
+            array = np.asarray(value)
+            value = torch.from_numpy(np.ascontiguousarray(array).reshape(array.shape))  # 0-d stays 0-d
         dtype = _torch_dtype(np_dtype(t.dtype))
         shape = tuple(t.shape)
         if len(shape) != value.dim() or any(d != -1 and d != v for d, v in zip(shape, value.shape)):
@@ -670,31 +819,73 @@ def _compare_tensor(
     exact: bool,
     metric: str = "max",
 ) -> Row:
-    """Compare one tensor. Shapes must agree up to size-1 dims; for outputs (``exact``) a differing shape
-    fails, for hooked modules it is reported and not compared (the module may return more than the layer)."""
+    """Compare one tensor. Shapes must agree up to size-1 dims (a differing shape fails: a wrong stride or padding
+    shows there first). A network output (``exact``) holding NaN or infinities fails, even where PyTorch's has the
+    same; a layer passes with them only where PyTorch has the very same values (the status counts them)."""
     shape = tuple(actual.shape)
     expected = torch.as_tensor(expected)
     torch_shape = tuple(expected.shape)
     if torch_shape != shape:
         if _squeezed(torch_shape) != _squeezed(shape):
-            status = f"shape differs: torch {list(torch_shape)} vs network {list(shape)}" + (
-                "" if exact else ": not compared"
-            )
-            return _row_for(graph, name, shape=shape, torch_shape=torch_shape, status=status,
-                            passed=False if exact else None)  # fmt: skip
+            status = f"shape differs: torch {list(torch_shape)} vs network {list(shape)}"
+            return _row_for(graph, name, shape=shape, torch_shape=torch_shape, status=status, passed=False)
         expected = expected.reshape(shape)
     abs_err, rel_err, passed = errors(actual, expected, atol=atol, rtol=rtol)
     rms_err, rms_passed = rms_errors(actual, expected, atol=atol, rtol=rtol)
     if metric == "rms":
         passed = rms_passed
-    if passed:
+    bad = _non_finite(actual) if actual.is_floating_point() else 0
+    if bad and passed:  # the same NaN/inf on both sides
+        passed = not exact
+        status = f"{'' if exact else 'ok, '}{bad} non-finite value(s), the same in PyTorch" + (
+            ": an output must be finite" if exact else ""
+        )
+    elif passed:
         status = "ok"
+    elif bad:
+        status = f"{bad} non-finite value(s) where PyTorch differs"
     elif math.isnan(rel_err) or math.isinf(abs_err):
         status = "non-finite values differ"
     else:
         status = "over tolerance"
     return _row_for(graph, name, shape=shape, torch_shape=torch_shape, max_abs_err=abs_err, max_rel_err=rel_err,
                     rms_rel_err=rms_err, status=status, passed=passed)  # fmt: skip
+
+
+def _non_finite(t: torch.Tensor) -> int:
+    return int((~torch.isfinite(t)).sum())
+
+
+def _compare_top1(graph: _Graph, name: str, actual: torch.Tensor, expected: Any, scores, axis: int, precision: str):
+    """An integer output of a top-1 over ``scores`` (class ids): equal to PyTorch's, or differing only where the
+    network's scores of its class and of PyTorch's class tie within ``TIE_RTOL[precision]`` of max |score|."""
+    expected = torch.as_tensor(expected).to(actual.device)
+    row = _compare_tensor(graph, name, actual, expected, 0.0, 0.0, exact=True)
+    if row.passed is not False or row.status.startswith("shape") or scores is None:
+        return row
+    actual_ids = actual.reshape(expected.shape).long() if actual.numel() == expected.numel() else None
+    if actual_ids is None:
+        return row
+    s = scores.detach().float().movedim(axis, -1)
+    s = s.reshape(-1, s.shape[-1])
+    if s.shape[0] != actual_ids.numel():
+        return row
+    ours, theirs = actual_ids.reshape(-1), expected.long().reshape(-1)
+    differ = torch.nonzero(ours != theirs).reshape(-1)
+    valid = bool(((theirs >= 0) & (theirs < s.shape[-1])).all())
+    if not valid:
+        return row
+    tol = TIE_RTOL.get(precision, DEFAULT_RTOL) * float(s.abs().max())
+    gap = s[differ, ours[differ]] - s[differ, theirs[differ]]
+    clear = int((gap > tol).sum())
+    if clear:
+        row.status = (f"{clear} of {differ.numel()} differing class id(s) are clear wins (score gap up to "
+                      f"{float(gap.max()):.3g} > tie tolerance {tol:.3g})")  # fmt: skip
+        return row
+    row.passed = True
+    row.status = (f"ok: {differ.numel()} of {ours.numel()} class id(s) differ where the scores tie within "
+                  f"{tol:.3g} ({precision})")  # fmt: skip
+    return row
 
 
 def rms_errors(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, rtol: float) -> tuple[float, bool]:
@@ -709,7 +900,11 @@ def rms_errors(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, rto
     if not (math.isfinite(diff) and math.isfinite(ref)):
         a, e = a.to("cpu", torch.float64), e.to("cpu", torch.float64)
         same = (a == e) | (torch.isnan(a) & torch.isnan(e))
-        diff = float(torch.nan_to_num(torch.where(same, torch.zeros_like(a), a - e), nan=math.inf).norm())
+        diff = float(
+            torch.nan_to_num(
+                torch.where(same, torch.zeros_like(a), a - e), nan=math.inf, posinf=math.inf, neginf=-math.inf
+            ).norm()
+        )
         ref = float(e[torch.isfinite(e)].norm())
     rel = diff / ref if ref > 0 else (0.0 if diff == 0 else math.inf)
     return rel, diff / math.sqrt(n) <= atol + rtol * ref / math.sqrt(n)
@@ -735,7 +930,7 @@ def _errors_nonfinite(a: torch.Tensor, e: torch.Tensor, *, atol: float, rtol: fl
     a, e = a.to("cpu", torch.float64), e.to("cpu", torch.float64)
     diff = (a - e).abs()
     same = (a == e) | (torch.isnan(a) & torch.isnan(e))
-    diff = torch.nan_to_num(torch.where(same, torch.zeros_like(diff), diff), nan=math.inf)
+    diff = torch.nan_to_num(torch.where(same, torch.zeros_like(diff), diff), nan=math.inf, posinf=math.inf)
     finite = e[torch.isfinite(e)]
     return _verdict(float(diff.max()), float(finite.abs().max()) if finite.numel() else 0.0, atol, rtol)
 

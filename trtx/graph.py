@@ -16,9 +16,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from trtx_base.errors import UserError
 from trtx_base.files import atomic_write
 
 FORMATS = (".svg", ".png", ".dot")
+
+
+class GraphError(UserError, ValueError):
+    """A graph cannot be drawn as asked (a format we do not write, Graphviz failed); the message says which."""
+
 
 #: fill colour per layer type (others: white)
 _COLOURS = {
@@ -72,7 +78,7 @@ def write_graph(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"{path}: graph format {suffix or '(none)'} is not one of {', '.join(FORMATS)}")
+        raise GraphError(f"{path}: graph format {suffix or '(none)'} is not one of {', '.join(FORMATS)}")
     source = to_dot(network, blocks=blocks, show_constants=show_constants)
     if suffix == ".dot":
         atomic_write(path, source)
@@ -91,7 +97,7 @@ def write_graph(
     command = [dot, f"-T{suffix[1:]}"] + ([f"-Gdpi={dpi}"] if suffix == ".png" else [])
     proc = subprocess.run(command, input=source.encode(), capture_output=True, check=False)
     if proc.returncode != 0 or not proc.stdout:
-        raise RuntimeError(f"dot -T{suffix[1:]} failed for {path}: {proc.stderr.decode(errors='replace').strip()}")
+        raise GraphError(f"dot -T{suffix[1:]} failed for {path}: {proc.stderr.decode(errors='replace').strip()}")
     atomic_write(path, proc.stdout)
     return GraphFile(path, rendered=True, note=f"wrote {path}")
 

@@ -70,7 +70,7 @@ class Net:
             raise NetdefError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         self.backend = backend.get()
         self.trt = self.backend.trt
-        self.logger = logger or Logger()
+        self.logger = logger or Logger(quiet=True)  # errors reach the user in the exceptions that carry them
         self.builder = self.trt.Builder(self.logger)
         self.network = self.builder.create_network(strongly_typed_flags(self.trt))
         self.network.name = name
@@ -96,6 +96,10 @@ class Net:
         self._cast_of: dict[str, str] = {}  # cast output -> the tensor it casts (same values, other dtype)
         self._cast_src: dict[str, Any] = {}  # cast output -> that tensor itself (int8 quantizes the original)
         self._qdq: dict[tuple[str, Any], Any] = {}  # (point, dtype) -> its dequantized tensor, shared by consumers
+        self._finite: set[str] = set()  # weight keys checked for NaN/inf
+        #: conv output tensor -> (layer, weight key, weight size, input channels, groups, kernel): its channel count
+        #: came from the weight's size, so a wrong ``groups`` shows first in the layer after it
+        self._channels_from: dict[str, tuple[str, str, int, int, int, tuple[int, ...]]] = {}
 
     def keep_plugin(self, plugin: Any) -> None:
         """Hold ``plugin`` (the IPluginV3 object of a plugin layer) as long as the network: TensorRT keeps only a
@@ -138,6 +142,9 @@ class Net:
             msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) and key in exc.args[0] else None
             raise NetdefError(msg or f"weights have no tensor {key!r}{where}") from None
         value = np.asarray(value, dtype=np.float32)
+        if key not in self._finite:
+            _check_finite(value, key, layer, getattr(self.weights, "path", None))
+            self._finite.add(key)
         if shape is None:
             return value
         shape = tuple(int(s) for s in shape)
@@ -181,6 +188,15 @@ class Net:
         layer = self.network.add_constant(array.shape, self.trt.Weights(array))
         self.name(layer, name)
         return layer.get_output(0)
+
+    def check_weights_finite(self) -> None:
+        """The weights the netdef read without :meth:`array` (``net.weights[key]``) hold no NaN or inf either."""
+        used = getattr(self.weights, "used", None)
+        path = getattr(self.weights, "path", None)
+        for key in used() if callable(used) else []:
+            if key not in self._finite:
+                _check_finite(np.asarray(self.weights.peek(key), dtype=np.float32), key, None, path)
+                self._finite.add(key)
 
     def unused_weights(self) -> list[str]:
         unused = getattr(self.weights, "unused", None)
@@ -284,6 +300,11 @@ class Net:
                 f"(= {in_ch} input channels / groups {groups} × kernel {kernel}) for layer {path}"
             )
         out_ch = w.size // per_out
+        if out_ch % groups:
+            raise NetdefError(
+                f"layer {path}: weight {weight_key!r} ({w.size} values) gives {out_ch} output channels with "
+                f"groups={groups}, not a multiple of the groups: check the groups of {path}"
+            )
         w = w.reshape(out_ch, in_ch // groups, *kernel)
         layer = self._weighted(
             x, path, w, 0, bias, bias_key or f"{path}.bias", out_ch, weight_key,
@@ -293,7 +314,9 @@ class Net:
         layer.padding_nd = _nd(padding, nd)
         layer.dilation_nd = _nd(dilation, nd)
         layer.num_groups = groups
-        return self.name(layer, path)
+        self.name(layer, path)
+        self._channels_from[layer.get_output(0).name] = (path, weight_key, w.size, in_ch, groups, kernel)
+        return layer
 
     def deconv(
         self,
@@ -379,12 +402,19 @@ class Net:
     def batchnorm(self, x, path: str, eps: float = 1e-5):
         """nn.BatchNormNd at ``path`` (inference) as a per-channel IScale: y = x·s + t (weights in x's dtype)."""
         c = int(x.shape[1])
+        self._check_channels(x, c, f"{path}.weight", path)
         gamma = self.array(f"{path}.weight", (c,), layer=path)
         beta = self.array(f"{path}.bias", (c,), layer=path)
         mean = self.array(f"{path}.running_mean", (c,), layer=path)
         var = self.array(f"{path}.running_var", (c,), layer=path)
         if f"{path}.num_batches_tracked" in self.weights:  # a training counter: mark it read, not unused
             self.weights[f"{path}.num_batches_tracked"]
+        if not (var + eps > 0).all():
+            bad = int(np.argmin(var + eps))
+            raise NetdefError(
+                f"weight {path + '.running_var'!r} (layer {path}) has {float(var[bad]):.4g} at channel {bad}: a "
+                "variance must be >= 0; the weights are broken"
+            )
         scale = gamma / np.sqrt(var + eps)
         shift = beta - mean * scale
         power = np.ones_like(scale)
@@ -398,6 +428,25 @@ class Net:
             1,
         )
         return self.name(layer, path)
+
+    def _check_channels(self, x, c: int, key: str, path: str) -> None:
+        """Before layer ``path`` reads ``key`` for ``c`` channels: where ``x`` comes from a convolution whose channel
+        count came from its weight's size and ``key`` has another count, the convolution's ``groups`` is what is
+        wrong (its weight fits the channels ``key`` has with other groups): name that convolution."""
+        source = self._channels_from.get(x.name)
+        if source is None or key not in self.weights:
+            return
+        peek = getattr(self.weights, "peek", self.weights.__getitem__)
+        have = int(np.asarray(peek(key)).size)
+        if have == c:
+            return
+        conv, weight_key, size, in_ch, groups, kernel = source
+        fits = [g for g in range(1, in_ch + 1) if in_ch % g == 0 and size == have * (in_ch // g) * math.prod(kernel)]
+        hint = f": groups={fits[0]} fits" if fits else ""
+        raise NetdefError(
+            f"layer {conv}: with groups={groups} its weight {weight_key!r} ({size} values) gives {c} output channels, "
+            f"but {path} after it has {have} ({key}){hint}; check the groups of {conv}"
+        )
 
     def add(self, a, b, name: str):
         """``a + b``, a residual connection. In int8, when one operand comes straight from a convolution (+ batch
@@ -529,6 +578,74 @@ class Net:
         if bias is False or (bias is None and key not in self.weights):
             return None
         return self.array(key, (n,), layer=path)
+
+
+def _check_finite(value: np.ndarray, key: str, layer: str | None, path: str | None) -> None:
+    """NaN or infinite weights make every output NaN: refuse them, naming the tensor (and its file)."""
+    if np.isfinite(value).all():
+        return
+    nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+    first = int(np.argmin(np.isfinite(value.reshape(-1))))
+    where = f" (layer {layer})" if layer else ""
+    source = f" in {path}" if path else ""
+    raise NetdefError(
+        f"weight {key!r}{where}{source} holds {nan} NaN and {inf} infinite values (first at index {first}): "
+        "the weights are broken (a diverged training run?); regenerate them"
+    )
+
+
+def define_network(net: Net, define: Any, *args: Any) -> None:
+    """Run a netdef's ``define(net, *args)``. When TensorRT cannot compute a tensor's shape (two tensors that
+    cannot be added, a reshape whose volume differs) it logs the error and the next layer reading that tensor
+    fails with a bare ``RuntimeError``; that becomes a :class:`NetdefError` naming the first layer whose output
+    shape TensorRT could not compute."""
+    try:
+        define(net, *args)
+    except RuntimeError as exc:
+        said = net.logger.errors()
+        if not said or isinstance(exc, UserError):
+            raise
+        raise NetdefError(shape_failure(net.network, said)) from None
+
+
+def shape_failure(network, said: Sequence[str]) -> str:
+    """One line: the first layer of ``network`` whose output shape TensorRT cannot compute, its inputs' shapes
+    and what TensorRT said."""
+    reason = _trt_reason(said[0])
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if all(_shape_or_none(layer.get_output(j)) is not None for j in range(layer.num_outputs)):
+            continue
+        inputs = [layer.get_input(k) for k in range(layer.num_inputs)]
+        shown = ", ".join(f"{t.name} {_shape_text(t)}" for t in inputs if t is not None)
+        return (
+            f"layer {layer.name!r} ({_layer_kind(layer)}): TensorRT cannot compute its output shape ({reason}); "
+            f"its inputs: {shown}. A layer before it computes a wrong shape (stride, padding, kernel?): "
+            "`check` names the first one that differs from PyTorch"
+        )
+    return f"TensorRT refused the network while it was defined: {reason}"
+
+
+def _shape_or_none(tensor) -> tuple[int, ...] | None:
+    try:
+        return tuple(tensor.shape)
+    except (RuntimeError, ValueError):
+        return None
+
+
+def _shape_text(tensor) -> str:
+    shape = _shape_or_none(tensor)
+    return "(shape unknown)" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _trt_reason(message: str) -> str:
+    """TensorRT's ``... Error Code 4: Shape Error (broadcast dimensions must be conformable In op at /_src/..)``
+    -> ``Shape Error: broadcast dimensions must be conformable``."""
+    import re
+
+    text = re.sub(r"\s+In (op|function|catchCudaError) at \S+.*$", "", message.strip().rstrip(")"))
+    text = re.sub(r"^.*?Error Code \d+: ", "", text)
+    return text.replace(" (", ": ", 1).rstrip(")")
 
 
 def _layer_kind(layer) -> str:

@@ -18,6 +18,7 @@ bin pairs), as TensorRT's calibrators do, so every value lands in a bin without 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -230,17 +231,31 @@ def cached_sensitivity(path: str | os.PathLike) -> dict[str, float] | None:
         value = json.loads(open(path).read()).get("sensitivity")
     except (OSError, json.JSONDecodeError):
         return None
-    return {k: float(v) for k, v in value.items()} if isinstance(value, dict) else None
+    if not isinstance(value, dict) or not all(_is_number(v) for v in value.values()):
+        return None  # none, or not numbers: the sensitivity pass runs again
+    return {k: float(v) for k, v in value.items()}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_cache(path: str | os.PathLike, *, weights_sha256: str, method: str | None = None) -> dict[str, float]:
     """The cached amax values; raises CalibrationError (with the reason) when the cache does not apply."""
     try:
-        doc = json.loads(open(path).read())
-    except (OSError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
         raise CalibrationError(f"calibration cache {path}: unreadable ({exc})") from None
-    if doc.get("version") != CACHE_VERSION or not isinstance(doc.get("amax"), dict):
-        raise CalibrationError(f"calibration cache {path}: not a trtx cache (version {doc.get('version')})")
+    if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION or not isinstance(doc.get("amax"), dict):
+        version = doc.get("version") if isinstance(doc, dict) else None
+        raise CalibrationError(f"calibration cache {path}: not a trtx cache (version {version})")
+    for name, value in doc["amax"].items():
+        if not _is_number(value) or value <= 0:
+            raise CalibrationError(
+                f"calibration cache {path}: tensor {name!r} has amax {value!r}; a range must be a positive number "
+                "(delete the cache to recalibrate)"
+            )
     if doc.get("weights_sha256") != weights_sha256:
         raise CalibrationError(
             f"calibration cache {path} was computed for other weights (sha256 {str(doc.get('weights_sha256'))[:12]}…, "

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from trtx.build import load_metadata
 from trtx_base import backend
 from trtx_base.errors import UserError
 
@@ -196,7 +197,8 @@ class Engine:
         if not path.is_file():
             raise EngineError(f"{path}: no such engine file")
         meta_path = path.with_name(path.name + ".json")
-        self.meta = _json(meta_path) if meta_path.is_file() else {}
+        data = path.read_bytes()
+        self.meta = load_metadata(path, data) if meta_path.exists() else {}  # verified: it describes this engine
         be = backend.get()
         _check_gpu_arch(path, self.meta, device)
         ok, why = be.can_execute()
@@ -213,7 +215,7 @@ class Engine:
         self.trt = trt = be.trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise EngineError(f"{path}: TensorRT could not deserialize the engine (built by another TensorRT "
                               "version or for another GPU?)")  # fmt: skip
@@ -349,12 +351,6 @@ def _check_gpu_arch(path: Path, meta: dict, device: int) -> None:
     if archs and dev is not None and dev.arch not in archs:
         raise EngineError(f"{path} was built for {', '.join(archs)}; GPU {device} is {dev.name} ({dev.arch}): "
                           f"rebuild with --gpu-arch {dev.arch} (or current)")  # fmt: skip
-
-
-def _json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
 
 
 __all__ = ["DeviceArray", "Engine", "EngineError", "cuda_array_interface", "cuda_context"]

@@ -14,6 +14,7 @@ import importlib.util
 import io
 import logging
 import os
+import pickle
 import tempfile
 import warnings
 from collections import OrderedDict
@@ -31,6 +32,26 @@ if TYPE_CHECKING:
 
 class SourceError(UserError, ValueError):
     """A model spec, checkpoint or state that cannot be used; the message is meant for the user."""
+
+
+def torch_device(device: Any, flag: str = "--device") -> torch.device:
+    """``device`` (``cpu``, ``cuda``, ``cuda:1``) as a torch.device this machine has, or a :class:`SourceError`
+    saying why not (no GPU, no such GPU, not a device trtx runs on)."""
+    import torch
+
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SourceError(f"{flag} {device}: not a device; use cpu or cuda[:N]") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SourceError(f"{flag} {device}: PyTorch sees no CUDA GPU on this machine; use cpu")
+        if device.index is not None and device.index >= count:
+            raise SourceError(f"{flag} {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    elif device.type != "cpu":
+        raise SourceError(f"{flag} {device}: trtx runs PyTorch on cpu or cuda[:N]")
+    return device
 
 
 # ---- environment ----------------------------------------------------------------------------------
@@ -201,14 +222,18 @@ def load_checkpoint(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> 
     path = os.fspath(path)
     if unsafe_pickle:
         prepare_environment()
-        with quiet():
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            with quiet():
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - unpickling runs the file's own code: anything can come out
+            what = _what_file(path) if isinstance(exc, pickle.UnpicklingError) else f"{type(exc).__name__}: {exc}"
+            raise SourceError(f"{path}: cannot load checkpoint ({' '.join(what.split())[:300]})") from None
     else:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError or RuntimeError, version-dependent
-            if "weights_only" not in str(exc) and "Unpickl" not in type(exc).__name__:
-                raise SourceError(f"{path}: cannot read checkpoint: {exc}") from None
+            if "Unsupported global" not in str(exc):  # not a checkpoint at all: never point at --unsafe-pickle
+                raise SourceError(f"{path}: not a PyTorch checkpoint ({_what_file(path)})") from None
             raise UnsafePickleError(
                 f"{path} contains pickled Python objects (e.g. a full nn.Module), and loading it would run "
                 "arbitrary code. If you trust this file, pass --unsafe-pickle."
@@ -225,3 +250,20 @@ def load_checkpoint(path: str | os.PathLike, *, unsafe_pickle: bool = False) -> 
     raise SourceError(
         f"{path}: expected a state_dict or a checkpoint with a 'model'/'ema' entry, got {type(ckpt).__name__}"
     )
+
+
+def _what_file(path: str) -> str:
+    """What a file that torch.load cannot read looks like, for the error message."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive torch cannot read: truncated or corrupted?"
+    first = head.split(b"\n", 1)[0].strip()
+    if first.isdigit():
+        return "it looks like a .wts file, which already is what gen_wts.py writes: give it to the netdef's -w"
+    if head.startswith(b"\x80"):
+        return "a pickle torch cannot read: truncated or corrupted?"
+    return "neither a zip archive nor a pickle"

@@ -30,13 +30,21 @@ def _logger_class() -> type:
                 print(f"[TensorRT {sev}] {msg}", file=sys.stderr)
 
         def errors(self) -> list[str]:
-            return [m for s, m in self.messages if s in ("ERROR", "INTERNAL_ERROR")]
+            """The errors TensorRT reported, without the CUDA runtime errors its error path raises on a machine
+            without a GPU (``cudaError 35: CUDA driver version is insufficient``) when a real error came first."""
+            said = [m for s, m in self.messages if s in ("ERROR", "INTERNAL_ERROR")]
+            real = [m for m in said if not _is_cuda_aftermath(m)]
+            return real or said
 
         def clear(self) -> None:
             self.messages.clear()
 
     _Logger.__name__ = _Logger.__qualname__ = "Logger"
     return _Logger
+
+
+def _is_cuda_aftermath(message: str) -> bool:
+    return "catchCudaError" in message or "cudaError 35" in message
 
 
 def Logger(verbose: bool = False, quiet: bool = False):  # noqa: N802 - used like the class it makes

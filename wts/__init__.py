@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trtx_base.files import atomic_open
-from wts.errors import WtsFormatError
+from trtx_base.files import atomic_open, file_errors
+from wts.errors import WtsFormatError, WtsWriteError
 from wts.safetensors_file import read_safetensors, write_safetensors
 from wts.text import as_float32, check_name, read_wts, write_wts
 from wts.weightmap import WeightKeyError, WeightMap
@@ -27,7 +27,7 @@ from wts.weightmap import WeightKeyError, WeightMap
 #: save() starts writing data to disk every this many bytes, so the final fsync has little left to wait for
 SYNC_EVERY = 32 << 20
 
-__all__ = ["WeightKeyError", "WeightMap", "WtsFormatError", "load", "save", "is_safetensors"]
+__all__ = ["WeightKeyError", "WeightMap", "WtsFormatError", "WtsWriteError", "load", "save", "is_safetensors"]
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:
@@ -38,9 +38,11 @@ def load(path: str | os.PathLike) -> WeightMap:
     """Read a ``.wts`` or (by suffix) ``.safetensors`` file into a :class:`WeightMap`.
 
     Values are flat float32 arrays in file order (callers reshape). Raises :class:`WtsFormatError`
-    for any malformed content and ``OSError`` when the file cannot be opened.
+    for any malformed content and :class:`~trtx_base.errors.FileAccessError` (an ``OSError``) naming the file when
+    it cannot be read.
     """
-    tensors = read_safetensors(path) if is_safetensors(path) else read_wts(path)
+    with file_errors(path, "read"):
+        tensors = read_safetensors(path) if is_safetensors(path) else read_wts(path)
     return WeightMap(tensors, path=path)
 
 

@@ -21,3 +21,7 @@ class WtsFormatError(UserError, ValueError):
         if tensor is not None:
             where.append(f"tensor {tensor!r}")
         super().__init__(f"{', '.join(where)}: {problem}")
+
+
+class WtsWriteError(UserError, ValueError):
+    """A mapping that cannot be written as weights (a name with whitespace, values that are not numbers)."""

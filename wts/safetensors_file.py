@@ -11,6 +11,7 @@ import json
 import math
 import mmap
 import os
+import stat
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -53,6 +54,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``name -> flat float32 array`` in header order; raises WtsFormatError on any inconsistency."""
     path = os.fspath(path)
     with open(path, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise WtsFormatError(path, None, None, "not a regular file (safetensors are read in place)")
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise WtsFormatError(path, None, None, "empty file")

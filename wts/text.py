@@ -23,12 +23,13 @@ import binascii
 import mmap
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from wts import sink
-from wts.errors import WtsFormatError
+from wts.errors import WtsFormatError, WtsWriteError
 from wts.sink import BackgroundWriter
 
 try:  # the optional C decoder/encoder of the fast paths (setup.py); numpy + binascii below do the same, slower
@@ -288,10 +289,18 @@ class _Reader:
         return self.error(lineno, name, f"value {first + index + 1}: token {_short(token)} is not 1-8 hex digits")
 
 
+def _readable_kind(f) -> bool:
+    """A regular file or a pipe: never a device such as /dev/zero, whose reading would not end."""
+    mode = os.fstat(f.fileno()).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISFIFO(mode)
+
+
 def read_wts(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Parse a ``.wts`` file into ``name -> flat float32 array`` (file order); raises WtsFormatError."""
     path = os.fspath(path)
     with open(path, "rb") as f:
+        if not _readable_kind(f):
+            raise WtsFormatError(path, None, None, "not a regular file (a device or a directory?)")
         try:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (ValueError, OSError):  # empty file, or a file that cannot be mapped (pipe, /proc)
@@ -312,7 +321,7 @@ def read_wts(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def check_name(name: object) -> bytes:
     """A tensor name as the bytes written: non-empty, no whitespace or control characters."""
     if not isinstance(name, str) or not name or any(c.isspace() for c in name) or _CONTROL.search(name):
-        raise ValueError(f"tensor name {name!r} cannot be written: names must be non-empty, without whitespace")
+        raise WtsWriteError(f"tensor name {name!r} cannot be written: names must be non-empty, without whitespace")
     return name.encode("utf-8")
 
 
@@ -325,7 +334,7 @@ def as_float32(name: str, value) -> np.ndarray:
         value = value.numpy()
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
-        raise TypeError(f"tensor {name!r} has dtype {array.dtype}; weights must be numeric")
+        raise WtsWriteError(f"tensor {name!r} has dtype {array.dtype}; weights must be numeric")
     if array.dtype != np.float32:
         with np.errstate(over="ignore", invalid="ignore"):
             array = array.astype(np.float32)

@@ -15,6 +15,7 @@ package writes its network and its decode; everything around them is here, one c
 ``draw``               boxes with labels, points (landmarks, keypoints), masks on a BGR image
 ``results``            COCO-style result JSON and the one-line summary
 ``options``            command-line helpers: thresholds in [0, 1], counts, an engine's metadata section
+``names``              a checkpoint's class names carried in the weights (``<head>.names``) and back
 =====================  =========================================================================================
 
 docs/netdefs.md ("Writing a detector") builds a complete toy detector from these pieces.

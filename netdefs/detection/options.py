@@ -5,10 +5,10 @@ line, naming the flag)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from trtx.net import NetdefError
+from trtx_base.files import check_input
 
 
 def flag(args: Any, name: str, default: Any = None) -> Any:
@@ -69,17 +69,21 @@ def imgsz(text: Any, multiple: int = 32) -> tuple[int, int]:
 def names_file(path: str, count: int) -> list[str]:
     """``--names``: class names from a .txt (one per line) or a .yaml/.json (``names``: a list or {id: name}),
     exactly ``count`` of them."""
-    p = Path(path)
-    if not p.is_file():
-        raise NetdefError(f"--names {path}: no such file")
-    if p.suffix.lower() in (".yaml", ".yml", ".json"):
-        import yaml
+    p = check_input(path, "--names")
+    try:
+        text = p.read_text(encoding="utf-8")
+        if p.suffix.lower() in (".yaml", ".yml", ".json"):
+            import yaml
 
-        doc = yaml.safe_load(p.read_text())
-        names = doc.get("names", doc) if isinstance(doc, dict) else doc
-        names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    else:
-        names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+            doc = yaml.safe_load(text)
+            names = doc.get("names", doc) if isinstance(doc, dict) else doc
+            names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+        else:
+            names = [line.strip() for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # ValueError: not UTF-8
+        raise NetdefError(f"--names {path}: not a list of class names ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and its kin: the file is not YAML or JSON
+        raise NetdefError(f"--names {path}: not YAML or JSON ({type(exc).__name__})") from None
     if len(names) != count:
         raise NetdefError(f"--names {path} lists {len(names)} names but the weights have {count} classes")
     return [str(n) for n in names]

@@ -15,6 +15,7 @@ from netdefs.retinaface.priors import MIN_SIZES, STEPS, VARIANCE, num_priors
 from trtx.net import NetdefError
 from trtx.netdef import Model
 from trtx_base import backend
+from trtx_base.cli import positive_int, unit_float
 
 #: arch -> what biubug6's cfg_mnet / cfg_re50 say about the network
 ARCHS = {
@@ -82,12 +83,17 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         "and nms plugins (needs plugin layers); none: the raw heads bbox_regressions, classifications (logits), "
         "ldm_regressions (default: native)",
     )
-    parser.add_argument("--conf", type=float, default=None, help="face score threshold (default: 0.5)")
-    parser.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: 0.4)")
+    parser.add_argument("--conf", type=unit_float, default=None, help="face score threshold (default: 0.5)")
+    parser.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default: 0.4)")
     parser.add_argument(
-        "--top-k", type=int, default=None, help="candidates kept by score before NMS, per image (default: 5000)"
+        "--top-k",
+        type=positive_int,
+        default=None,
+        help="candidates kept by score before NMS, per image (default: 5000)",
     )
-    parser.add_argument("--keep-top-k", type=int, default=None, help="faces kept after NMS, per image (default: 750)")
+    parser.add_argument(
+        "--keep-top-k", type=positive_int, default=None, help="faces kept after NMS, per image (default: 750)"
+    )
     if command in ("infer", "bench"):
         parser.add_argument(
             "--nms-device",

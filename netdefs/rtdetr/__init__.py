@@ -21,11 +21,10 @@ import numpy as np
 
 from netdefs.common import add_attention_argument, count_indices, peek
 from netdefs.detection import options
-from netdefs.detection.names import class_names
+from netdefs.detection.names import class_names, decode_names
 from netdefs.rtdetr import model
 from netdefs.rtdetr.app import APP
 from netdefs.rtdetr.torch_side import TORCH
-from netdefs.ultralytics.source import decode_names
 from trtx.net import Net, NetdefError
 from trtx.netdef import Netdef
 

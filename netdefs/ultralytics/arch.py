@@ -165,7 +165,7 @@ def read_arch(weights) -> Arch:
     c3k = {i for i in repeats if f"model.{i}.m.0.cv3.conv.weight" in weights}
     arch = Arch(family, task, last, nc, channels, repeats, c3k, set(attention))
     if f"{arch.prefix}.names" in weights:
-        from netdefs.ultralytics.source import decode_names
+        from netdefs.detection.names import decode_names
 
         arch.names = decode_names(peek(weights, f"{arch.prefix}.names"), f"{arch.prefix}.names")
         if len(arch.names) != nc:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from netdefs.detection.names import COCO_NAMES
-from netdefs.detection.options import flag, fraction, imgsz, meta_section, names_file
+from netdefs.detection.options import count, flag, fraction, imgsz, meta_section, names_file
 from netdefs.ultralytics.arch import (
     FAMILIES,
     SCALE_NAMES,
@@ -23,6 +23,7 @@ from netdefs.ultralytics.arch import (
 )
 from trtx.net import NetdefError
 from trtx.netdef import Model
+from trtx_base.cli import positive_int, unit_float
 
 INPUT = "images"
 POSTPROCESS = ("native", "plugin", "none")
@@ -124,7 +125,7 @@ def configure(args, weights, meta: dict | None = None) -> Config:
         postprocess="none" if cls else postprocess,
         conf=fraction(flag(args, "conf", 0.25), "--conf"),
         iou=fraction(flag(args, "iou", 0.7), "--iou"),
-        max_det=int(flag(args, "max_det", 300)),
+        max_det=count(flag(args, "max_det", 300), "--max-det"),
         attention=flag(args, "attention", "matmul"),
         multiples=multiples(arch),
         model_spec=flag(args, "model", None),
@@ -269,7 +270,7 @@ def _from_meta(args, meta_doc: dict) -> Config:
             nms_in_engine=post.get("nms") == "engine",
             conf=fraction(flag(args, "conf", post.get("conf", 0.25)), "--conf"),
             iou=fraction(flag(args, "iou", post.get("iou", 0.7)), "--iou"),
-            max_det=int(flag(args, "max_det", post.get("max_det", 300))),
+            max_det=count(flag(args, "max_det", post.get("max_det", 300)), "--max-det"),
             attention=m["attention"],
             outputs=[o["name"] for o in meta_doc["outputs"]],
         )
@@ -290,7 +291,7 @@ def add_arguments(parser, command: str) -> None:
         choices=(*SCALE_NAMES, "custom", "auto"),
         help="expected scale; 'auto' (default) takes what the weights contain, custom included",
     )
-    parser.add_argument("--classes", type=int, help="expected number of classes (checked against the weights)")
+    parser.add_argument("--classes", type=positive_int, help="expected number of classes (checked against the weights)")
     parser.add_argument(
         "--names",
         help="class names: .txt (one per line) or .yaml/.json with 'names'; default: "
@@ -319,9 +320,9 @@ def add_arguments(parser, command: str) -> None:
         help="YOLO11's C2PSA attention: matmul (default: matrix multiply + softmax layers) or trt "
         "(TensorRT's attention layer, where the backend has one)",
     )
-    parser.add_argument("--conf", type=float, default=None, help="confidence threshold (default 0.25)")
-    parser.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default 0.7, ultralytics')")
-    parser.add_argument("--max-det", type=int, default=None, help="detections kept per image (default 300)")
+    parser.add_argument("--conf", type=unit_float, default=None, help="confidence threshold (default 0.25)")
+    parser.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default 0.7, ultralytics')")
+    parser.add_argument("--max-det", type=positive_int, default=None, help="detections kept per image (default 300)")
     if command == "check":
         parser.add_argument(
             "--model",

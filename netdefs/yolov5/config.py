@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netdefs.detection.names import class_names
+from netdefs.detection.names import class_names, decode_names
 from netdefs.detection.nms import TRT_NMS_TOPK_LIMIT, NmsRule, nms_in_engine
-from netdefs.detection.options import flag, fraction, imgsz, meta_section, names_file
+from netdefs.detection.options import count, flag, fraction, imgsz, meta_section, names_file
 from netdefs.yolov5.arch import VARIANTS, Arch, multiples, read_arch, variant_name
 from trtx import letterbox as lb
 from trtx import nms as exact
 from trtx.net import NetdefError
 from trtx.netdef import Model
+from trtx_base.cli import positive_int, unit_float
 
 INPUT = "images"
 TASKS = ("detect", "seg", "cls")
@@ -86,6 +87,18 @@ def read_names(path: str | None, num_classes: int) -> list[str]:
     return names_file(path, num_classes)
 
 
+def _names(args, weights, head: str, num_classes: int) -> list[str]:
+    """``--names``, else the class names gen_wts.py wrote from a trained checkpoint (``<head>.names``), else the
+    defaults of :func:`read_names`."""
+    key = f"{head}.names"
+    if getattr(args, "names", None) is None and key in weights:
+        names = decode_names(weights[key], key)
+        if len(names) != num_classes:
+            raise NetdefError(f"weight {key!r} holds {len(names)} class names but the head has {num_classes} classes")
+        return names
+    return read_names(getattr(args, "names", None), num_classes)
+
+
 def configure(args, weights, meta: dict | None = None) -> Config:
     """The configuration: from the weights (build, check, inspect, infer -w) or an engine's metadata."""
     if meta is not None:
@@ -130,12 +143,12 @@ def configure(args, weights, meta: dict | None = None) -> Config:
         variant=variant,
         p6=arch.p6,
         num_classes=arch.num_classes,
-        names=read_names(getattr(args, "names", None), arch.num_classes),
+        names=_names(args, weights, head, arch.num_classes),
         imgsz=(0, 0),
         postprocess=postprocess if arch.task != "cls" else "none",
         conf=fraction(flag(args, "conf", 0.25), "--conf"),
         iou=fraction(flag(args, "iou", 0.45), "--iou"),
-        max_det=int(flag(args, "max_det", 300)),
+        max_det=count(flag(args, "max_det", 300), "--max-det"),
         anchors=arch.anchors,
         strides=arch.strides,
         num_anchors=arch.num_anchors,
@@ -180,7 +193,7 @@ def _config_from_section(args, meta: dict, m: dict) -> Config:
         nms_in_engine=post["nms"] == "engine",
         conf=fraction(flag(args, "conf", post.get("conf", 0.25)), "--conf"),
         iou=fraction(flag(args, "iou", post.get("iou", 0.45)), "--iou"),
-        max_det=int(flag(args, "max_det", post.get("max_det", 300))),
+        max_det=count(flag(args, "max_det", post.get("max_det", 300)), "--max-det"),
         depth_multiple=m.get("depth_multiple"),
         width_multiple=m.get("width_multiple"),
         outputs=[o["name"] for o in meta["outputs"]],
@@ -205,7 +218,7 @@ def add_arguments(parser, command: str) -> None:
         "custom depth/width multiples included",
     )
     parser.add_argument("--task", choices=TASKS, help="expected task; default: what the weights contain")
-    parser.add_argument("--classes", type=int, help="expected number of classes (checked against the weights)")
+    parser.add_argument("--classes", type=positive_int, help="expected number of classes (checked against the weights)")
     parser.add_argument("--names", help="class names: .txt (one per line) or .yaml/.json with 'names'")
     parser.add_argument(
         "--imgsz",
@@ -219,9 +232,9 @@ def add_arguments(parser, command: str) -> None:
         help="native (default): decode in TensorRT layers + TensorRT's NMS layer where the backend builds it, "
         "else NMS right after the engine; plugin: yolo_decode + nms plugins; none: raw head outputs",
     )
-    parser.add_argument("--conf", type=float, default=None, help="confidence threshold (default 0.25)")
-    parser.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default 0.45)")
-    parser.add_argument("--max-det", type=int, default=None, help="detections kept per image (default 300)")
+    parser.add_argument("--conf", type=unit_float, default=None, help="confidence threshold (default 0.25)")
+    parser.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default 0.45)")
+    parser.add_argument("--max-det", type=positive_int, default=None, help="detections kept per image (default 300)")
     if command == "bench":
         parser.set_defaults(image=_asset("bus.jpg"))
     if command == "check":

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from netdefs.detection.names import class_names_of, encode_names
 from netdefs.sources import Source
 from trtx.sources import SourceError, package_dir, prepare_environment
 
@@ -83,6 +84,9 @@ def wts_extras(model: Any, state: dict[str, np.ndarray], task: str | None) -> di
         stride = head.stride.detach().float().cpu()
         anchor_grid = head.anchors.detach().float().cpu() * stride[..., None, None]
     extras = {prefix + "anchor_grid": anchor_grid.reshape(-1).numpy(), prefix + "strides": stride.numpy()}
+    names = class_names_of(model)
+    if names is not None:  # a trained checkpoint's classes: configure, the engine's metadata and infer's labels
+        extras[prefix + "names"] = encode_names(names)
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
         out[key] = value

@@ -22,7 +22,7 @@ def torch_model(cfg: Config, weights):
     from netdefs.sources import build_model
     from trtx import sources
 
-    ignore = [f"model.{cfg.arch.head}.{k}" for k in WTS_EXTRAS]
+    ignore = [f"model.{cfg.arch.head}.{k}" for k in (*WTS_EXTRAS, "names")]  # gen_wts.py's, not the model's
     try:
         model = build_model(cfg.model_spec) if cfg.model_spec else _build(cfg)
         sources.load_state(model, weights, ignore=ignore)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from trtx import build
 from trtx.export import ExportError
-
-#: what ``trtx.build.metadata`` + ``save_engine`` always write and the exporters read
-REQUIRED = ("backend", "precision", "batch", "inputs", "outputs", "engine_bytes", "engine_sha256")
 
 
 @dataclass(frozen=True)
@@ -84,62 +79,16 @@ def _plugin(entry: dict) -> str:
 
 
 def metadata_path(engine: str | os.PathLike) -> Path:
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
+    return build.metadata_path(engine)
 
 
 def load(engine: str | os.PathLike) -> Bundle:
     """Read ``engine`` and ``engine.json``; raise :class:`ExportError` naming the file that is missing, garbled or
-    does not match the other (the metadata records the engine's size and sha256)."""
+    does not match the other (``trtx.build.load_metadata`` verifies the pair: the engine's size and sha256)."""
     path = Path(engine)
-    if path.name.endswith(".json"):
-        raise ExportError(f"{path}: pass the engine file, not its metadata (the .json beside it is read too)")
-    if not path.is_file():
-        raise ExportError(f"{path}: no such engine file")
-    meta_path = metadata_path(path)
-    if not meta_path.is_file():
-        raise ExportError(
-            f"{path}: no metadata {meta_path.name} beside it (trtx build writes the engine and its .json together; "
-            "export reads the inputs, outputs and batch profile from it)"
-        )
+    data = path.read_bytes() if path.is_file() and not path.name.endswith(".json") else None
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{meta_path}: not JSON (line {exc.lineno}: {exc.msg})") from None
-    except UnicodeDecodeError:
-        raise ExportError(f"{meta_path}: not a text file") from None
-    if not isinstance(meta, dict):
-        raise ExportError(f"{meta_path}: not trtx engine metadata (a JSON {type(meta).__name__}, not an object)")
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing:
-        raise ExportError(
-            f"{meta_path}: not trtx engine metadata, or written before trtx recorded the engine's hash "
-            f"(no {', '.join(missing)}); rebuild the engine"
-        )
-    data = path.read_bytes()
-    _check_pair(path, meta_path, data, meta)
+        meta = build.load_metadata(path, data)
+    except build.EngineMetadataError as exc:
+        raise ExportError(str(exc)) from None
     return Bundle(path, data, meta)
-
-
-def _check_pair(path: Path, meta_path: Path, data: bytes, meta: dict[str, Any]) -> None:
-    size, recorded = int(meta["engine_bytes"]), str(meta["engine_sha256"])
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) == size and digest == recorded:
-        return
-    found = f"{len(data)} bytes, sha256 {digest[:12]}…"
-    expected = f"{size} bytes, sha256 {recorded[:12]}…"
-    engine_time, meta_time = path.stat().st_mtime, meta_path.stat().st_mtime
-    if len(data) < size and digest != recorded and engine_time <= meta_time:
-        culprit = f"{path} is damaged or truncated"
-    elif engine_time > meta_time:
-        culprit = f"{path} was replaced after {meta_path.name} was written ({_when(engine_time)} > {_when(meta_time)})"
-    else:
-        culprit = f"{meta_path.name} was rewritten for another engine ({_when(meta_time)} > {_when(engine_time)})"
-    raise ExportError(
-        f"{path} ({found}) is not the engine {meta_path.name} describes ({expected}): {culprit}; "
-        "rebuild, or copy the engine and its .json together"
-    )
-
-
-def _when(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")

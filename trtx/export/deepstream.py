@@ -144,6 +144,8 @@ def write(bundle: Bundle, out_dir: str | os.PathLike, name: str, *, parse_func: 
     if not name or "/" in name or name.startswith("."):
         raise ExportError(f"--name {name!r}: must be a plain file-name stem")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"-o {out} is a file; give the folder for the config and labels")
     config, labels = out / f"config_infer_{name}.txt", out / f"labels_{name}.txt"
     text = config_text(bundle, out, labels.name, parse_func=parse_func, custom_lib=custom_lib)
     ours = written_by(config, MARKER)

@@ -28,7 +28,7 @@ from trtx.export import ExportError, written_by
 from trtx.export.bundle import Bundle
 from trtx_base import dtypes
 from trtx_base.backend import arch_capability
-from trtx_base.files import atomic_write
+from trtx_base.files import atomic_write, file_errors
 
 MARKER = "# written by python -m trtx export triton"
 PLAN = "model.plan"
@@ -209,14 +209,18 @@ def write_repository(
         raise ExportError(
             f"{target} exists and was not written by trtx export triton: remove it, or pick another --name"
         )
-    repo.mkdir(parents=True, exist_ok=True)
+    if repo.exists() and not repo.is_dir():
+        raise ExportError(f"--repo {repo} is a file; give the model repository's folder")
     staging = repo / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    staging.mkdir()  # with the umask's mode (mkdtemp's 0700 would shut out a Triton running as another user)
+    with file_errors(repo, "write into"):
+        repo.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()  # with the umask's mode (mkdtemp's 0700 would shut out a Triton running as another user)
     try:
         for b, file in zip(bundles, files):
             atomic_write(staging / VERSION / file, b.data)
         atomic_write(staging / "config.pbtxt", text)
-        _swap_in(staging, target)
+        with file_errors(target, "write"):
+            _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
