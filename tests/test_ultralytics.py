@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -90,19 +89,9 @@ def test_models_are_every_family_task_and_scale():
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(ultralytics_weights):
     """gen_wts.py --model ultralytics:<spec> --random-init, for every spec of the suite (lazily, once each)."""
-    folder = tmp_path_factory.mktemp("ultralytics_wts")
-
-    class Lazy(dict):
-        def __missing__(self, spec):
-            path = folder / f"{spec}.wts"
-            assert gen_wts.main(["-m", f"ultralytics:{spec}", "--random-init", "-o", str(path), "-q"]) == 0
-            self[spec] = str(path)
-            return self[spec]
-
-    yield Lazy()
-    shutil.rmtree(folder)
+    return ultralytics_weights
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -310,8 +299,6 @@ def test_class_names_and_keypoint_shape_travel_with_the_weights(tmp_path):
     class names on the head; configure reads them back."""
     import torch
     import yaml
-
-    import gen_wts
 
     d = yaml.safe_load((sources.package_dir("ultralytics") / "cfg/models/11/yolo11.yaml").read_text())
     d.update(scale="n", nc=3)

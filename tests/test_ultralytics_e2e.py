@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import gen_wts
 import wts
 from netdefs.ultralytics import NETDEF, app, arch, config, decode, model, torch_side
 from trtx import check, cli, sources
@@ -49,19 +47,9 @@ def _flags(spec: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(ultralytics_weights):
     """gen_wts.py --model ultralytics:<spec> --random-init, for every spec of the suite (lazily, once each)."""
-    folder = tmp_path_factory.mktemp("ultralytics_e2e_wts")
-
-    class Lazy(dict):
-        def __missing__(self, spec):
-            path = folder / f"{spec}.wts"
-            assert gen_wts.main(["-m", f"ultralytics:{spec}", "--random-init", "-o", str(path), "-q"]) == 0
-            self[spec] = str(path)
-            return self[spec]
-
-    yield Lazy()
-    shutil.rmtree(folder)
+    return ultralytics_weights
 
 
 def _net(path: str, **flags) -> tuple[Net, config.Config, wts.WeightMap]:
@@ -354,3 +342,43 @@ def test_a_checkpoint_fused_for_one_branch(weights):
         config.configure(argparse.Namespace(command="build", head="one2many"), one2one)
     one2many = wts.WeightMap({k: v for k, v in state.items() if ".one2one_" not in k})
     assert config.configure(argparse.Namespace(command="build"), one2many).head == "one2many"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["yolo26n", "yolo26n-pose", "yolov10n"])
+def test_engine_on_the_gpu_is_a_topk_of_pytorch(spec, weights, tmp_path, capsys):
+    """Where this machine's backend executes engines: the engine (batch 1:4:8, 320) on bus.jpg + zidane.jpg, fed
+    from the host and from a torch CUDA tensor (its outputs read as CUDA tensors): the same detections, a top-k of
+    PyTorch's candidates (tolerance 2e-3 of the box / score scale: TensorRT's fp32 convolutions may use TF32)."""
+    import cv2
+    import torch
+
+    from netdefs.detection.compare import compare_topk
+    from trtx import runtime
+    from trtx_base import backend
+
+    ok, why = backend.get().can_execute()
+    if not ok:
+        pytest.skip(why)
+    path = tmp_path / f"{spec}.engine"
+    rc, _, err = run_cli(["build", "-w", weights[spec], "-o", str(path), "--imgsz", "320", "--batch", "1:4:8"], capsys)
+    assert rc == 0, err
+    _, cfg, w = _net(weights[spec], imgsz="320")
+    feeds, _ = app.preprocess([cv2.imread(BUS), cv2.imread(ZIDANE)], cfg)
+    engine = runtime.Engine(path)
+    host = engine.infer(feeds)
+    on_gpu = engine.run({"images": torch.from_numpy(feeds["images"]).cuda()})
+    engine.synchronize()
+    cuda = {k: torch.as_tensor(v, device="cuda") for k, v in on_gpu.items()}
+    with torch.no_grad():
+        expected = torch_side.torch_forward(
+            torch_side.torch_model(cfg, w), {"images": torch.from_numpy(feeds["images"])}
+        )
+    theirs = app.candidates({k: v.numpy() for k, v in expected.items() if not isinstance(v, check.Unordered)}, cfg)
+    cfg.conf = float(np.quantile(np.concatenate([t.scores for t in theirs]), 0.8))
+    ours = app.detect(host, cfg)
+    passed, message = compare_topk(ours, theirs, min(cfg.max_det, len(theirs[0])), cfg.conf, 2e-3)
+    assert passed and all(len(d) > 5 for d in ours), message
+    for a, b in zip(ours, app.detect(cuda, cfg)):
+        np.testing.assert_array_equal(a.index, b.index)
+        np.testing.assert_array_equal(a.boxes, b.boxes)

@@ -79,13 +79,18 @@ def compare_detections(
             same += len(np.intersect1d(index, rule.select(t)))
         total += len(o)
     if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        return False, f"{len(problems)} problems: " + "; ".join(problems[:3]) + more
+        return False, problems_message(problems)
     if total == 0 and not any(len(rule.select(t)) for t in theirs):
         return True, "0 detections on both sides (lower --conf to compare some)"
     tie = f"; {total - same} differ from PyTorch's own NMS only by near-tied scores" if total > same else ""
     return True, (f"{same} identical (PyTorch's candidates, box within {_g(tol, 'box')}, score within "
                   f"{_g(tol, 'score')}){tie}: a greedy NMS of PyTorch's candidates")  # fmt: skip
+
+
+def problems_message(problems: Sequence[str]) -> str:
+    """The failure message of a comparison: how many problems, the first three."""
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"{len(problems)} problems: " + "; ".join(problems[:3]) + more
 
 
 def _g(tol: float | Tolerance, what: str) -> str:
@@ -134,6 +139,11 @@ def _differs(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> st
         t.class_scores is not None and t.class_scores[i, c] >= t.scores[i] - np.float32(tol.score)
     ):
         return f"class {c} vs {int(t.classes[i])}"
+    return _extras_differ(o, k, t, i, tol)
+
+
+def _extras_differ(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> str:
+    """How row ``k``'s extras (landmarks, mask coefficients...) differ from candidate ``i``'s beyond tolerance."""
     for name, values in o.extras.items():
         if name in t.extras:
             diff = float(np.abs(values[k] - t.extras[name][i]).max()) if values.size else 0.0
@@ -222,8 +232,7 @@ def compare_topk(
             same += len(np.intersect1d(pairs, _topk_pairs(t, k, conf)))
         total += len(o)
     if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        return False, f"{len(problems)} problems: " + "; ".join(problems[:3]) + more
+        return False, problems_message(problems)
     if total == 0:
         return True, "0 detections on both sides (lower --conf to compare some)"
     tie = f"; {total - same} differ from PyTorch's own top-k only by near-tied scores" if total > same else ""
@@ -265,12 +274,7 @@ def _pair_differs(o: Detections, r: int, t: Detections, i: int, c: int, tol: Tol
         return f"box by {box:.3g} (> {tol.box:.3g})"
     if score > tol.score:
         return f"score of class {c} by {score:.3g} (> {tol.score:.3g})"
-    for name, values in o.extras.items():
-        if name in t.extras:
-            diff = float(np.abs(values[r] - t.extras[name][i]).max()) if values.size else 0.0
-            if diff > tol.extras.get(name, 0.0):
-                return f"{name} by {diff:.3g} (> {tol.extras.get(name, 0.0):.3g})"
-    return ""
+    return _extras_differ(o, r, t, i, tol)
 
 
 def _not_a_topk(o: Detections, pairs: np.ndarray, t: Detections, k: int, conf: float, tol: Tolerance) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from netdefs.detection.boxes import Detections
-from netdefs.detection.compare import Tolerance
+from netdefs.detection.compare import Tolerance, problems_message
 from trtx import nms as exact
 
 #: ultralytics' max_wh (the class offset of its class-aware NMS) and max_nms (candidates entering the NMS)
@@ -78,8 +78,7 @@ def compare(ours: list[Detections], theirs: list[Detections], conf: float, iou: 
             same += len(np.intersect1d(index, select(t, conf, iou, max_det)))
         total += len(o)
     if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        return False, f"{len(problems)} problems: " + "; ".join(problems[:3]) + more
+        return False, problems_message(problems)
     if total == 0:
         return True, "0 detections on both sides (lower --conf to compare some)"
     tie = f"; {total - same} differ from PyTorch's own NMS only by near-tied scores" if total > same else ""
