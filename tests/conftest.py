@@ -53,6 +53,25 @@ def make_tiny_engine() -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(scope="module")
+def ultralytics_weights(tmp_path_factory):
+    """{spec: path} of ``gen_wts.py --model ultralytics:<spec> --random-init``, written when a test of the module
+    first asks for a spec, removed after the module."""
+    import gen_wts
+
+    folder = tmp_path_factory.mktemp("ultralytics_wts")
+
+    class Lazy(dict):
+        def __missing__(self, spec):
+            path = folder / f"{spec}.wts"
+            assert gen_wts.main(["-m", f"ultralytics:{spec}", "--random-init", "-o", str(path), "-q"]) == 0
+            self[spec] = str(path)
+            return self[spec]
+
+    yield Lazy()
+    shutil.rmtree(folder)
+
+
 def _cuda_available() -> bool:
     try:
         import torch

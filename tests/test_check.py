@@ -369,6 +369,30 @@ def test_extra_comparisons_are_rows_that_decide(feeds):
     assert set(result.network_outputs) == set(result.expected_outputs) == {"logits"}
 
 
+def test_unordered_outputs_are_left_to_the_extra_comparisons(feeds):
+    """An output forward() marks Unordered (a top-k, an NMS selection, which near-ties may order either way): its
+    row is not compared element by element (passed None, the status says where it is held), the rest decides,
+    and the extra comparisons get both values."""
+    model = make_model()
+    net = make_net(weights_of(model))
+    top = net.network.add_topk(net.network.get_output(0), net.trt.TopKOperation.MAX, 3, 1 << 1)
+    net.output(top.get_output(1), "top3", np.int32)
+
+    def fwd(m, f):
+        logits = m(f["images"])[0]
+        return {"logits": logits, "top3": check.Unordered(logits.topk(3, 1).indices)}
+
+    def same_sets(net_out, torch_out):
+        return net_out["top3"].sort(1).values.tolist() == torch_out["top3"].value.sort(1).values.tolist()
+
+    result = check.compare(net, model, feeds, forward=fwd, extras={"top-3 sets": same_sets})
+    row = {r.name: r for r in result.outputs}["top3"]
+    assert row.passed is None and "extra comparisons" in row.status and row.shape == (2, 3)
+    assert result.passed and result.extras[0].passed, result.table()
+    broken = check.compare(net, model, feeds, forward=lambda m, f: {**fwd(m, f), "logits": m(f["images"])[0] + 1})
+    assert not broken.passed and broken.first_divergent == "logits"
+
+
 def test_json_keys_and_strict_json(feeds):
     model = make_model()
     weights = weights_of(model)

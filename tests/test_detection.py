@@ -9,7 +9,7 @@ import pytest
 from netdefs.detection import boxes as bx
 from netdefs.detection import draw, results
 from netdefs.detection.boxes import Detections
-from netdefs.detection.compare import Tolerance, compare_detections
+from netdefs.detection.compare import Tolerance, compare_detections, compare_topk
 from netdefs.detection.nms import NmsRule, gather_selected, nms_layer, unpack_selected
 from trtx import nms as exact
 
@@ -153,6 +153,75 @@ def test_extras_are_compared():
     ours.extras["landmarks"][3, 4] += 1.0
     passed, message = compare_detections([ours], [theirs], RULE, 1e-4)
     assert not passed and "landmarks by" in message
+
+
+# ---- the top-k of an end-to-end (NMS-free) detector ---------------------------------------------------------------
+def pairs(seed: int, n: int = 300, classes: int = 4) -> Detections:
+    """Candidates with every class's score, on a coarse grid (many exact ties, like untrained scores)."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 600, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(10, 80, (n, 2))], 1).astype(np.float32)
+    class_scores = np.round(rng.uniform(0.2, 0.6, (n, classes)), 3).astype(np.float32)
+    return Detections(boxes, class_scores.max(1), class_scores.argmax(1), {}, np.arange(n), class_scores)
+
+
+def topk_of(t: Detections, k: int, conf: float, tie_seed: int | None = None, index: bool = True) -> Detections:
+    """An end-to-end head's selection over t's (candidate, class) pairs: the best k, those above conf; ties in
+    the order ``tie_seed`` shuffles them to (None: by pair index)."""
+    flat, nc = t.class_scores.reshape(-1), t.class_scores.shape[1]
+    perm = np.arange(flat.size) if tie_seed is None else np.random.default_rng(tie_seed).permutation(flat.size)
+    best = perm[np.argsort(-flat[perm].astype(np.float64), kind="stable")][:k]
+    best = best[flat[best] > np.float32(conf)]
+    return Detections(t.boxes[best // nc], flat[best], best % nc, {}, best // nc if index else None)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_topk_near_ties_pass_and_change_the_selection(seed):
+    """Ties broken another way change which pairs make the k cut; any such top-k passes, with and without the
+    candidate index (ultralytics' own rows carry none)."""
+    theirs = pairs(seed)
+    ours = topk_of(theirs, 40, 0.3, tie_seed=seed)
+    passed, message = compare_topk([ours], [theirs], 40, 0.3, 1e-4)
+    assert passed and "a top-40 of PyTorch's (candidate, class) pairs" in message, message
+    assert compare_topk([topk_of(theirs, 40, 0.3, tie_seed=seed, index=False)], [theirs], 40, 0.3, 1e-4)[0]
+    stable = topk_of(theirs, 40, 0.3)
+    assert compare_topk([stable], [theirs], 40, 0.3, 1e-4)[1].startswith("40 identical")
+    if seed < 2:  # (asserted for a few seeds: the ties really change the selection)
+        assert set(zip(ours.index, ours.classes)) != set(zip(stable.index, stable.classes))
+
+
+def test_topk_with_fewer_than_k_above_conf():
+    theirs = pairs(9)
+    ours = topk_of(theirs, 1000, 0.55)
+    assert 0 < len(ours) < 1000 and compare_topk([ours], [theirs], 1000, 0.55, 1e-4)[0]
+    passed, message = compare_topk([ours.take(np.arange(1, len(ours)))], [theirs], 1000, 0.55, 1e-4)
+    assert not passed and "is not detected" in message
+
+
+@pytest.mark.parametrize("fault", ["missing", "class", "box", "twice", "order", "extra"])
+def test_topk_faults_fail(fault):
+    theirs = pairs(11)
+    theirs.extras["keypoints"] = np.random.default_rng(0).uniform(0, 600, (len(theirs), 6)).astype(np.float32)
+    ours = topk_of(theirs, 30, 0.3)
+    ours.extras["keypoints"] = theirs.extras["keypoints"][ours.index].copy()
+    assert compare_topk([ours], [theirs], 30, 0.3, 1e-4)[0]
+    if fault == "missing":  # the best pair left out: another one takes its place past the cut
+        ours = topk_of(theirs, 31, 0.3).take(np.arange(1, 31))
+        ours.extras["keypoints"] = theirs.extras["keypoints"][ours.index]
+    elif fault == "class":
+        ours.classes[4] = (ours.classes[4] + 1) % 4
+    elif fault == "box":
+        ours.boxes[7, 1] += 1.0
+    elif fault == "twice":
+        ours = ours.take(np.r_[0, np.arange(len(ours) - 1)])
+    elif fault == "order":
+        ours = ours.take(np.r_[np.arange(1, len(ours)), 0])
+    else:
+        ours.extras["keypoints"][2, 3] += 1.0
+    passed, message = compare_topk([ours], [theirs], 30, 0.3, 1e-4)
+    why = {"missing": "is not detected", "class": "score of class", "box": "box by", "twice": "detected twice",
+           "order": "not best first", "extra": "keypoints by"}[fault]  # fmt: skip
+    assert not passed and why in message, message
 
 
 # ---- TensorRT's NMS layer as the toolkit wires it ---------------------------------------------------------------

@@ -74,6 +74,15 @@ class CheckError(UserError, ValueError):
     """``check`` cannot run as asked (feeds that don't fit the network inputs); the message says why."""
 
 
+@dataclass(frozen=True)
+class Unordered:
+    """What ``forward`` returns for an output whose rows come in no fixed order -- a top-k or NMS selection, which
+    near-tied scores may order and cut either way: it is not compared element by element (its row says so); the
+    netdef's extra comparisons hold it to PyTorch's candidates. ``value``: PyTorch's own selection, or None."""
+
+    value: Any = None
+
+
 @dataclass
 class Row:
     """One compared tensor: a network output, or a layer/tensor named like a PyTorch module."""
@@ -361,6 +370,9 @@ def compare(
             result.outputs.append(
                 _compare_top1(graph, name, got[name], expected[name], scores, graph.top1[name][1], precision)
             )
+        elif isinstance(expected[name], Unordered):
+            status = "a selection in no fixed order: held to PyTorch's by the extra comparisons"
+            result.outputs.append(_row_for(graph, name, status=status, passed=None, shape=_shape(got, name)))
         else:
             result.outputs.append(
                 _compare_tensor(graph, name, got[name], expected[name], atol, rtol, exact=True, metric=metric)

@@ -86,8 +86,7 @@ def compare_detections(
             same += len(np.intersect1d(index, rule.select(t)))
         total += len(o)
     if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        return False, f"{len(problems)} problems: " + "; ".join(problems[:3]) + more
+        return False, problems_message(problems)
     if total == 0 and not any(len(rule.select(t)) for t in theirs):
         return True, "0 detections on both sides (lower --conf to compare some)"
     tie = f"; {total - same} differ from PyTorch's own NMS only by near-tied scores" if total > same else ""
@@ -104,6 +103,12 @@ def same_detections(ours: Sequence[Detections], theirs: Sequence[Detections], to
     box = f"IoU >= {tol.iou}" if tol.iou is not None else f"box within {tol.box:.3g}"
     found = f"{sum(map(len, ours))} detections, each one of theirs ({box}, score within {tol.score:.3g})"
     return passed, found if passed else message
+
+
+def problems_message(problems: Sequence[str]) -> str:
+    """The failure message of a comparison: how many problems, the first three."""
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"{len(problems)} problems: " + "; ".join(problems[:3]) + more
 
 
 def _g(tol: float | Tolerance, what: str) -> str:
@@ -163,6 +168,11 @@ def _differs(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> st
         t.class_scores is not None and t.class_scores[i, c] >= t.scores[i] - np.float32(tol.score)
     ):
         return f"class {c} vs {int(t.classes[i])}"
+    return _extras_differ(o, k, t, i, tol)
+
+
+def _extras_differ(o: Detections, k: int, t: Detections, i: int, tol: Tolerance) -> str:
+    """How row ``k``'s extras (landmarks, mask coefficients...) differ from candidate ``i``'s beyond tolerance."""
     for name, values in o.extras.items():
         if name in t.extras:
             diff = _diff(values[k], t.extras[name][i])
@@ -217,3 +227,111 @@ def _not_a_greedy_nms(o: Detections, index: np.ndarray, t: Detections, rule: Nms
 def _row(d: Detections, k: int) -> str:
     return (f"[{', '.join(f'{v:.2f}' for v in d.boxes[k])}] class {int(d.classes[k])} "
             f"score {float(d.scores[k]):.6g}")  # fmt: skip
+
+
+def compare_topk(
+    ours: Sequence[Detections], theirs: Sequence[Detections], k: int, conf: float, tol: float | Tolerance = 1e-4
+) -> tuple[bool, str]:
+    """Per image, ``ours`` -- an end-to-end (NMS-free) detector's detections: the best ``k`` (candidate, class)
+    pairs by score, those above ``conf`` kept -- against PyTorch's candidates ``theirs`` (rows with
+    ``class_scores``), held the way :func:`compare_detections` holds NMS:
+
+    1. every detection is a PyTorch (candidate, class) pair -- the candidate of its ``index`` where the rows carry
+       one, else the closest unused one within tolerance -- box, extras and that class's score within tolerance;
+    2. together they are a top-k in an order that departs from PyTorch's only between scores within tolerance:
+       no pair twice, at most ``k``, best first, every one above ``conf``, and every pair left out scores no more
+       than the lowest detected one (when ``k`` were detected) or than ``conf`` (else), up to the tolerance.
+
+    ``tol``: a :class:`Tolerance`, or a relative one for :meth:`Tolerance.relative` over the candidates above
+    ``conf`` and our detections. Returns (passed, a message with the counts and the first problems)."""
+    if len(ours) != len(theirs):
+        return False, f"{len(ours)} images of detections vs {len(theirs)} of PyTorch candidates"
+    problems: list[str] = []
+    total = same = 0
+    for b, (o, t) in enumerate(zip(ours, theirs)):
+        tb = (
+            tol
+            if isinstance(tol, Tolerance)
+            else Tolerance.relative(float(tol), [o, t.take(t.scores > np.float32(conf))])
+        )
+        pairs, bad = _pairs_of(o, t, tb)
+        problems += [f"image {b}: {p}" for p in bad]
+        if not bad:
+            problems += [f"image {b}: {p}" for p in _not_a_topk(o, pairs, t, k, conf, tb)]
+            same += len(np.intersect1d(pairs, _topk_pairs(t, k, conf)))
+        total += len(o)
+    if problems:
+        return False, problems_message(problems)
+    if total == 0:
+        return True, "0 detections on both sides (lower --conf to compare some)"
+    tie = f"; {total - same} differ from PyTorch's own top-k only by near-tied scores" if total > same else ""
+    return True, (f"{same} identical (PyTorch's candidate and class, box within {_g(tol, 'box')}, score within "
+                  f"{_g(tol, 'score')}){tie}: a top-{k} of PyTorch's (candidate, class) pairs")  # fmt: skip
+
+
+def _pairs_of(o: Detections, t: Detections, tol: Tolerance) -> tuple[np.ndarray, list[str]]:
+    """Each detection's (candidate, class) pair as ``candidate * classes + class``, and what does not fit."""
+    nc = t.class_scores.shape[1]
+    pairs, problems = np.full(len(o), -1, np.int64), []
+    used: set[int] = set()
+    for r in range(len(o)):
+        c = int(o.classes[r])
+        if o.index is not None:
+            near = [int(o.index[r])]
+        else:  # the candidates whose score for this class and box are within tolerance, closest box first
+            near = np.nonzero(np.abs(t.class_scores[:, c] - o.scores[r]) <= tol.score)[0]
+            gap = np.abs(t.boxes[near] - o.boxes[r]).max(1)
+            near = near[gap <= tol.box][np.argsort(gap[gap <= tol.box], kind="stable")]
+            near = [int(i) for i in near if int(i) * nc + c not in used]
+        why = "no PyTorch candidate has that box and class score within tolerance" if not near else ""
+        for i in near:
+            why = _pair_differs(o, r, t, i, c, tol)
+            if not why:
+                pairs[r] = i * nc + c
+                used.add(int(pairs[r]))
+                break
+        if why:
+            what = f"PyTorch's candidate {near[0]}" if o.index is not None else "any PyTorch candidate"
+            problems.append(f"detection {_row(o, r)} differs from {what}: {why}")
+    return pairs, problems
+
+
+def _pair_differs(o: Detections, r: int, t: Detections, i: int, c: int, tol: Tolerance) -> str:
+    box = float(np.abs(o.boxes[r] - t.boxes[i]).max())
+    score = abs(float(o.scores[r]) - float(t.class_scores[i, c]))
+    if box > tol.box:
+        return f"box by {box:.3g} (> {tol.box:.3g})"
+    if score > tol.score:
+        return f"score of class {c} by {score:.3g} (> {tol.score:.3g})"
+    return _extras_differ(o, r, t, i, tol)
+
+
+def _not_a_topk(o: Detections, pairs: np.ndarray, t: Detections, k: int, conf: float, tol: Tolerance) -> list[str]:
+    """What keeps our detections (pairs, best first) from being a top-k of ``t``'s pairs above ``conf``."""
+    problems = []
+    if len(pairs) > k:
+        problems.append(f"{len(pairs)} detections, more than k = {k}")
+    if len(np.unique(pairs)) != len(pairs):
+        problems.append("a PyTorch (candidate, class) pair detected twice")
+    scores = o.scores.astype(np.float64)
+    if len(scores) and scores.min() <= conf:
+        problems.append(f"a detection scores {scores.min():.6g}, not above conf {conf}")
+    if np.any(np.diff(scores) > tol.score):
+        problems.append("detections are not best first")
+    flat = t.class_scores.reshape(-1).astype(np.float64)
+    floor = (scores.min() if len(pairs) >= k and len(pairs) else conf) + tol.score
+    left = np.setdiff1d(np.nonzero(flat > floor)[0], pairs)
+    nc = t.class_scores.shape[1]
+    for p in left[:5]:
+        problems.append(f"PyTorch's candidate {p // nc} scores {flat[p]:.6g} for class {p % nc}, more than the "
+                        f"detections' cut {floor - tol.score:.6g}, and is not detected")  # fmt: skip
+    if len(left) > 5:
+        problems.append(f"{len(left) - 5} more such pairs left out")
+    return problems
+
+
+def _topk_pairs(t: Detections, k: int, conf: float) -> np.ndarray:
+    """PyTorch's own top-k pairs above ``conf`` (ties by pair index)."""
+    flat = t.class_scores.reshape(-1)
+    best = np.argsort(-flat.astype(np.float64), kind="stable")[:k]
+    return best[flat[best] > np.float32(conf)]

@@ -81,20 +81,46 @@ def rule(cfg: Config) -> NmsRule:
 
 
 def candidates(outputs: dict, cfg: Config) -> list[Detections]:
-    """Per image, the candidates NMS chooses from: every anchor with its corner box, best score and class, every
-    class's score, and the task's extras (mask coefficients, decoded keypoints; OBB: the rotated box)."""
+    """Per image, the candidates NMS (an end-to-end head: its top-k) chooses from: every anchor with its corner
+    box, best score and class, every class's score, and the task's extras (mask coefficients, decoded keypoints;
+    OBB: the rotated box)."""
     boxes, scores = (np.asarray(outputs[k], np.float32) for k in ("boxes", "scores"))
     if cfg.task == "obb":
         angles = np.asarray(outputs["angles"], np.float32)
         return [rotated.candidates(boxes[b], angles[b], scores[b]) for b in range(len(boxes))]
     extras = {k: np.asarray(outputs[k], np.float32) for k in ("masks", "keypoints") if k in outputs}
-    return [Detections(xywh2xyxy(boxes[b]), scores[b].max(1), scores[b].argmax(1), {k: v[b] for k, v in extras.items()},
+    corners = boxes if cfg.end2end else xywh2xyxy(boxes)  # the one-to-one branch decodes to corners
+    return [Detections(corners[b], scores[b].max(1), scores[b].argmax(1), {k: v[b] for k, v in extras.items()},
                        np.arange(boxes.shape[1]), scores[b]) for b in range(len(boxes))]  # fmt: skip
 
 
+def end2end_detections(outputs: dict, cfg: Config) -> list[Detections]:
+    """Per image, the detections of an end-to-end head's top-k (``det_*`` outputs): the rows scoring above
+    ``conf``, the first ``max_det`` -- ultralytics' non_max_suppression(end2end=True) -- with the anchor each
+    came from as ``index``."""
+    from netdefs.common import as_numpy
+
+    out = {k: as_numpy(v) for k, v in outputs.items() if k.startswith("det_")}
+    per = []
+    for b in range(len(out["det_scores"])):
+        rows = np.nonzero(out["det_scores"][b] > np.float32(cfg.conf))[0][: cfg.max_det]
+        boxes = out["det_boxes"][b, rows].astype(np.float32)
+        scores, classes = out["det_scores"][b, rows].astype(np.float32), out["det_classes"][b, rows].astype(np.int64)
+        index = out["det_index"][b, rows].astype(np.int64)
+        if cfg.task == "obb":
+            xywhr = np.concatenate([boxes, out["det_angles"][b, rows, None].astype(np.float32)], 1)
+            per.append(Detections(rotated.aabb(xywhr), scores, classes, {"xywhr": xywhr}, index))
+            continue
+        extras = {k: out[f"det_{k}"][b, rows].astype(np.float32) for k in ("masks", "keypoints") if f"det_{k}" in out}
+        per.append(Detections(boxes, scores, classes, extras, index))
+    return per
+
+
 def detect(outputs: dict, cfg: Config) -> list[Detections]:
-    """Per image, the detections of native outputs in input pixels, best first: ultralytics' NMS on the host
-    (exact), or, for torch CUDA outputs, the plugins' GPU kernels."""
+    """Per image, the detections of native outputs in input pixels, best first: an end-to-end head's top-k above
+    conf; else ultralytics' NMS on the host (exact), or, for torch CUDA outputs, the plugins' GPU kernels."""
+    if "det_scores" in outputs:
+        return end2end_detections(outputs, cfg)
     if "dets" in outputs:
         return from_records(outputs, cfg)
     if getattr(outputs.get("scores"), "is_cuda", False):

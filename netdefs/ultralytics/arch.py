@@ -1,9 +1,10 @@
-"""What the weights contain: family (YOLOv8 or YOLO11), task, widths, depths, classes, reg_max, keypoints.
+"""What the weights contain: family (YOLOv8, YOLO11, YOLOv10, YOLO12, YOLO26), task, widths, depths, classes,
+reg_max, keypoints, and which branches of an end-to-end head they hold.
 
 Nothing here needs ultralytics or torch: ``build`` reads everything from the state_dict keys and sizes. The
-published scales (n s m l x) are the yaml files' ``scales`` tables, repeated here (tests/test_ultralytics.py
-holds them equal to the installed yaml files); weights that match none of them are a ``custom`` scale, and
-the network is built from them all the same.
+published scales are the yaml files' ``scales`` tables, repeated here (tests/test_ultralytics.py holds them equal
+to the installed yaml files); weights that match none of them are a ``custom`` scale, and the network is built
+from them all the same.
 """
 
 from __future__ import annotations
@@ -15,12 +16,23 @@ from dataclasses import dataclass, field
 from netdefs.common import count_indices, peek
 from trtx.net import NetdefError
 
-FAMILIES = ("yolov8", "yolo11")
+FAMILIES = ("yolov8", "yolo11", "yolov10", "yolo12", "yolo26")
 TASKS = ("detect", "seg", "pose", "obb", "cls")
+#: the tasks each family's yaml files provide (cfg/models/v10 has detection only)
+FAMILY_TASKS = {**{f: TASKS for f in FAMILIES}, "yolov10": ("detect",)}
+#: families whose head has a one-to-one branch (``one2one_cv2``...): NMS-free, a top-k of its scores
+END2END = ("yolov10", "yolo26")
 SUFFIX = {"detect": "", "seg": "-seg", "pose": "-pose", "obb": "-obb", "cls": "-cls"}
-SCALE_NAMES = ("n", "s", "m", "l", "x")
-#: [depth, width, max_channels] by family and scale (``scales:`` of yolov8.yaml / yolo11.yaml; the -cls yaml of
-#: YOLOv8 caps no channels)
+SCALE_NAMES = ("n", "s", "m", "b", "l", "x")  # b: YOLOv10's only
+_YOLO11_SCALES = {
+    "n": (0.50, 0.25, 1024),
+    "s": (0.50, 0.50, 1024),
+    "m": (0.50, 1.00, 512),
+    "l": (1.00, 1.00, 512),
+    "x": (1.00, 1.50, 512),
+}
+#: [depth, width, max_channels] by family and scale (``scales:`` of the yaml files; the -cls yaml of YOLOv8 caps
+#: no channels; YOLOv10 has one yaml per scale, each with its own row)
 SCALES = {
     "yolov8": {
         "n": (0.33, 0.25, 1024),
@@ -36,15 +48,39 @@ SCALES = {
         "l": (1.00, 1.00, 1024),
         "x": (1.00, 1.25, 1024),
     },
-    "yolo11": {
-        "n": (0.50, 0.25, 1024),
-        "s": (0.50, 0.50, 1024),
-        "m": (0.50, 1.00, 512),
+    "yolo11": dict(_YOLO11_SCALES),
+    "yolov10": {
+        "n": (0.33, 0.25, 1024),
+        "s": (0.33, 0.50, 1024),
+        "m": (0.67, 0.75, 768),
+        "b": (0.67, 1.00, 512),
         "l": (1.00, 1.00, 512),
-        "x": (1.00, 1.50, 512),
+        "x": (1.00, 1.25, 512),
     },
+    "yolo12": dict(_YOLO11_SCALES),
+    "yolo26": dict(_YOLO11_SCALES),
 }
-#: module index -> (channels, repeats) as the yaml writes them, before the scale (repeats 0: no repeat argument)
+_YOLO11_NOMINAL = {
+    0: (64, 0),
+    1: (128, 0),
+    2: (256, 2),
+    3: (256, 0),
+    4: (512, 2),
+    5: (512, 0),
+    6: (512, 2),
+    7: (1024, 0),
+    8: (1024, 2),
+    9: (1024, 0),
+    10: (1024, 2),
+    13: (512, 2),
+    16: (256, 2),
+    17: (256, 0),
+    19: (512, 2),
+    20: (512, 0),
+    22: (1024, 2),
+}
+#: module index -> (channels, repeats) as the yaml writes them, before the scale (repeats 0: no repeat argument,
+#: or 1)
 NOMINAL = {
     "yolov8": {
         0: (64, 0),
@@ -64,50 +100,93 @@ NOMINAL = {
         19: (512, 0),
         21: (1024, 3),
     },
-    "yolo11": {
+    "yolo11": dict(_YOLO11_NOMINAL),
+    "yolov10": {
+        0: (64, 0),
+        1: (128, 0),
+        2: (128, 3),
+        3: (256, 0),
+        4: (256, 6),
+        5: (512, 0),
+        6: (512, 6),
+        7: (1024, 0),
+        8: (1024, 3),
+        9: (1024, 0),
+        10: (1024, 0),
+        13: (512, 3),
+        16: (256, 3),
+        17: (256, 0),
+        19: (512, 3),
+        20: (512, 0),
+        22: (1024, 3),
+    },
+    "yolo12": {
         0: (64, 0),
         1: (128, 0),
         2: (256, 2),
         3: (256, 0),
         4: (512, 2),
         5: (512, 0),
-        6: (512, 2),
+        6: (512, 4),
         7: (1024, 0),
-        8: (1024, 2),
-        9: (1024, 0),
-        10: (1024, 2),
-        13: (512, 2),
-        16: (256, 2),
-        17: (256, 0),
-        19: (512, 2),
-        20: (512, 0),
-        22: (1024, 2),
+        8: (1024, 4),
+        11: (512, 2),
+        14: (256, 2),
+        15: (256, 0),
+        17: (512, 2),
+        18: (512, 0),
+        20: (1024, 2),
     },
+    "yolo26": {**_YOLO11_NOMINAL, 22: (1024, 0)},
 }
-#: the classification yamls: the backbone up to P5, then Classify (YOLO11: C2PSA at 9 instead of SPPF + C2PSA)
+#: the classification yamls: the backbone up to P5, then Classify (YOLO11 and YOLO26: C2PSA at 9 instead of SPPF +
+#: C2PSA; YOLO12: the A2C2f backbone)
 NOMINAL_CLS = {
     "yolov8": {i: c for i, c in NOMINAL["yolov8"].items() if i <= 8},
-    "yolo11": {**{i: c for i, c in NOMINAL["yolo11"].items() if i <= 8}, 9: (1024, 2)},
+    "yolo11": {**{i: c for i, c in _YOLO11_NOMINAL.items() if i <= 8}, 9: (1024, 2)},
+    "yolo12": {i: c for i, c in NOMINAL["yolo12"].items() if i <= 8},
+    "yolo26": {**{i: c for i, c in _YOLO11_NOMINAL.items() if i <= 8}, 9: (1024, 2)},
 }
-#: index of the head module: Detect/Segment/Pose/OBB, and Classify
-HEAD = {"yolov8": 22, "yolo11": 23}
-HEAD_CLS = {"yolov8": 9, "yolo11": 10}
+#: index of the head module: Detect/Segment/Pose/OBB (v10Detect, Segment26...), and Classify
+HEAD = {"yolov8": 22, "yolo11": 23, "yolov10": 23, "yolo12": 21, "yolo26": 23}
+HEAD_CLS = {"yolov8": 9, "yolo11": 10, "yolo12": 9, "yolo26": 10}
+#: where each family has its attention blocks (detect; cls), what read_arch holds the weights to
+ATTENTION = {
+    "yolov8": ((), ()),
+    "yolo11": ((10,), (9,)),
+    "yolov10": ((10,), ()),
+    "yolo12": ((6, 8), (6, 8)),
+    "yolo26": ((10, 22), (9,)),
+}
+#: YOLOv10's yaml of each scale: the C2f modules that are C2fCIB, and those whose CIBs have large kernels (lk)
+V10_LAYOUT = {
+    "n": ({22}, {22}),
+    "s": ({8, 22}, {8, 22}),
+    "m": ({8, 19, 22}, set()),
+    "b": ({8, 13, 19, 22}, set()),
+    "l": ({8, 13, 19, 22}, set()),
+    "x": ({6, 8, 13, 19, 22}, set()),
+}
 PROTO_CHANNELS = 256  # Segment's npr in the yaml, scaled by width like a layer
 STRIDES = (8, 16, 32)
+ONE2ONE = "one2one_"  # the prefix of an end-to-end head's one-to-one branch: one2one_cv2, one2one_cv3, ...
 
 
 @dataclass
 class Arch:
     """The model as the weights describe it."""
 
-    family: str  # yolov8 | yolo11
+    family: str  # yolov8 | yolo11 | yolov10 | yolo12 | yolo26
     task: str  # detect | seg | pose | obb | cls
     head: int  # index of the head module in model.N
     num_classes: int
     channels: dict[int, int]  # module index -> output channels
     repeats: dict[int, int]  # module index -> blocks in its .m
-    c3k: set[int] = field(default_factory=set)  # C3k2 modules whose blocks are C3k (not Bottleneck)
-    psa: set[int] = field(default_factory=set)  # C2PSA modules
+    c3k: set[int] = field(default_factory=set)  # C3k2 / A2C2f modules whose blocks are C3k
+    psa: set[int] = field(default_factory=set)  # the attention modules (C2PSA, PSA, A2C2f, YOLO26's C3k2)
+    cib: set[int] = field(default_factory=set)  # C2f modules whose blocks are CIB (YOLOv10's C2fCIB)
+    lk: set[int] = field(default_factory=set)  # C2fCIB modules whose CIBs have a RepVGGDW (lk=True)
+    gamma: set[int] = field(default_factory=set)  # A2C2f modules with the residual gamma (YOLO12 l/x)
     reg_max: int = 16
     num_masks: int = 0
     num_protos: int = 0
@@ -115,10 +194,17 @@ class Arch:
     kpt_shape: tuple[int, int] | None = None  # from the weights' extra entry, when gen_wts wrote one
     names: list[str] | None = None  # a checkpoint's class names, when gen_wts wrote them
     strides: list[int] = field(default_factory=lambda: list(STRIDES))
+    one2one: bool = False  # the head has an end-to-end (one-to-one) branch
+    one2many: bool = True  # the head has the one-to-many branch (cv2, cv3...) that NMS selects from
 
     @property
     def prefix(self) -> str:
         return f"model.{self.head}"
+
+    @property
+    def branch(self) -> str:
+        """The prefix of a head branch the weights have (the one-to-many one where both are there)."""
+        return "" if self.one2many else ONE2ONE
 
 
 def size(weights, key: str) -> int:
@@ -126,44 +212,56 @@ def size(weights, key: str) -> int:
 
 
 def read_arch(weights) -> Arch:
-    """Family, task, widths, depths and head of the YOLOv8 / YOLO11 model the weights hold; a one-line error
-    saying what they hold instead when they are something else."""
+    """Family, task, widths, depths and head of the ultralytics model the weights hold; a one-line error saying
+    what they hold instead when they are something else."""
     _refuse_other_models(weights)
     indices = sorted({int(m.group(1)) for k in weights if (m := re.match(r"model\.(\d+)\.", k))})
     last = indices[-1]
-    attention = [i for i in indices if f"model.{i}.m.0.attn.qkv.conv.weight" in weights]
-    family = "yolo11" if attention else "yolov8"
+    family = _family(weights)
     if f"model.{last}.linear.weight" in weights:  # Classify
-        if last != HEAD_CLS[family] or (attention and attention != [HEAD_CLS[family] - 1]):
-            raise NetdefError(_layout_error(last, attention, "Classify"))
+        if family not in HEAD_CLS or last != HEAD_CLS[family]:
+            raise NetdefError(_layout_error(weights, family, last, "Classify"))
         task, nc = "cls", size(weights, f"model.{last}.linear.bias")
     else:
         h = f"model.{last}"
-        if f"{h}.cv2.0.2.bias" not in weights or f"{h}.cv3.0.2.bias" not in weights:
+        branches = [p for p in ("", ONE2ONE) if f"{h}.{p}cv2.0.2.bias" in weights and f"{h}.{p}cv3.0.2.bias" in weights]
+        if not branches:
             raise NetdefError(
-                f"weights end with {h}, which is neither a YOLOv8/YOLO11 head (no {h}.cv2.0.2.bias, "
-                f"{h}.cv3.0.2.bias) nor Classify (no {h}.linear.weight)"
+                f"weights end with {h}, which is neither a YOLO detection head (no {h}.cv2.0.2.bias, {h}.cv3.0.2.bias "
+                f"or their one2one_ branch) nor Classify (no {h}.linear.weight)"
             )
-        if last != HEAD[family] or (attention and attention != [HEAD[family] - 13]):
-            raise NetdefError(_layout_error(last, attention, "Detect"))
-        nc = size(weights, f"{h}.cv3.0.2.bias")
+        if last != HEAD[family]:
+            raise NetdefError(_layout_error(weights, family, last, "Detect"))
+        p = branches[0]
+        nc = size(weights, f"{h}.{p}cv3.0.2.bias")
         if f"{h}.proto.cv1.conv.weight" in weights:
             task = "seg"
-        elif f"{h}.cv4.0.2.bias" in weights:
-            task = "obb" if size(weights, f"{h}.cv4.0.2.bias") == 1 else "pose"
+        elif f"{h}.{p}cv4_kpts.0.bias" in weights or f"{h}.{p}cv4.0.2.bias" in weights:
+            values = f"{h}.{p}cv4_kpts.0.bias" if f"{h}.{p}cv4_kpts.0.bias" in weights else f"{h}.{p}cv4.0.2.bias"
+            task = "obb" if size(weights, values) == 1 else "pose"
         else:
             task = "detect"
-    channels, repeats = {}, {}
+    channels, blocks = {}, {}
+    for k in weights:
+        if m := re.match(r"model\.(\d+)\.m\.(\d+)\.", k):
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     for i in indices:
-        for key in (f"model.{i}.bn.weight", f"model.{i}.cv2.bn.weight"):  # Conv; C2f, C3k2, SPPF, C2PSA
+        for key in (f"model.{i}.bn.weight", f"model.{i}.cv2.bn.weight"):  # Conv; C2f, C3k2, SPPF, C2PSA, A2C2f...
             if key in weights:
                 channels[i] = size(weights, key)
                 break
-        blocks = count_indices(weights, f"model.{i}.m.{{}}.cv1.conv.weight")  # Bottleneck, C3k
-        if n := blocks or count_indices(weights, f"model.{i}.m.{{}}.attn.qkv.conv.weight"):  # PSABlock
-            repeats[i] = n
-    c3k = {i for i in repeats if f"model.{i}.m.0.cv3.conv.weight" in weights}
-    arch = Arch(family, task, last, nc, channels, repeats, c3k, set(attention))
+    repeats = {i: next(j for j in range(len(js) + 1) if j not in js) for i, js in blocks.items()}
+    has = lambda key: {i for i in indices if key.format(i) in weights}  # noqa: E731
+    # the attention of C2PSA, A2C2f, YOLO26's C3k2 and PSA
+    attention = ("model.{}.m.0.attn", "model.{}.m.0.0.attn", "model.{}.m.0.1.attn", "model.{}.attn")
+    arch = Arch(
+        family, task, last, nc, channels, repeats,
+        c3k=has("model.{}.m.0.cv3.conv.weight"),
+        psa=set().union(*(has(a + ".qkv.conv.weight") for a in attention)),
+        cib=has("model.{}.m.0.cv1.0.conv.weight"),
+        lk=has("model.{}.m.0.cv1.2.conv1.conv.weight"),
+        gamma=has("model.{}.gamma"),
+    )  # fmt: skip
     if f"{arch.prefix}.names" in weights:
         from netdefs.detection.names import decode_names
 
@@ -173,70 +271,92 @@ def read_arch(weights) -> Arch:
     if task == "cls":
         return arch
     h = arch.prefix
-    levels = count_indices(weights, h + ".cv2.{}.2.bias")
+    arch.one2one, arch.one2many = ONE2ONE in branches, "" in branches
+    if arch.one2one and family not in END2END:
+        raise NetdefError(f"weights have an end-to-end head ({h}.one2one_cv2), which {family} has not")
+    p = arch.branch
+    levels = count_indices(weights, f"{h}.{p}cv2.{{}}.2.bias")
     if levels != len(STRIDES):
         raise NetdefError(
-            f"weights have a {levels}-level head ({h}.cv2.0 .. {h}.cv2.{levels - 1}): only the P3-P5 "
-            "layouts (three levels, strides 8, 16, 32) of yolov8.yaml and yolo11.yaml are supported"
+            f"weights have a {levels}-level head ({h}.{p}cv2.0 .. {h}.{p}cv2.{levels - 1}): only the P3-P5 layouts "
+            "(three levels, strides 8, 16, 32) of the yaml files are supported"
         )
-    box = size(weights, f"{h}.cv2.0.2.bias")
+    box = size(weights, f"{h}.{p}cv2.0.2.bias")
     if box % 4:
-        raise NetdefError(f"{h}.cv2.0.2.bias has {box} values: not 4 x reg_max box distributions")
+        raise NetdefError(f"{h}.{p}cv2.0.2.bias has {box} values: not 4 x reg_max box distributions")
     arch.reg_max = box // 4
     if f"{h}.dfl.conv.weight" in weights and size(weights, f"{h}.dfl.conv.weight") != arch.reg_max:
         raise NetdefError(
             f"{h}.dfl.conv.weight has {size(weights, f'{h}.dfl.conv.weight')} values but the box "
-            f"branch {h}.cv2.0.2 outputs 4 x {arch.reg_max}"
+            f"branch {h}.{p}cv2.0.2 outputs 4 x {arch.reg_max}"
         )
     if arch.reg_max > 1 and f"{h}.dfl.conv.weight" not in weights:
-        raise NetdefError(f"weights have no {h}.dfl.conv.weight, which reg_max {arch.reg_max} ({h}.cv2.0.2) needs")
+        raise NetdefError(f"weights have no {h}.dfl.conv.weight, which reg_max {arch.reg_max} ({h}.{p}cv2.0.2) needs")
     if task == "seg":
-        arch.num_masks = size(weights, f"{h}.cv4.0.2.bias")
+        arch.num_masks = size(weights, f"{h}.{p}cv4.0.2.bias")
         arch.num_protos = size(weights, f"{h}.proto.cv1.bn.weight")
         if size(weights, f"{h}.proto.cv3.bn.weight") != arch.num_masks:
             raise NetdefError(
                 f"{h}.proto.cv3 makes {size(weights, f'{h}.proto.cv3.bn.weight')} prototypes but "
-                f"{h}.cv4 predicts {arch.num_masks} mask coefficients"
+                f"{h}.{p}cv4 predicts {arch.num_masks} mask coefficients"
             )
+        if (family == "yolo26") != (f"{h}.proto.feat_fuse.conv.weight" in weights):
+            what = "no " if family == "yolo26" else ""
+            raise NetdefError(f"{h}.proto: YOLO26's Segment26 has a Proto26 (feat_refine, feat_fuse), the others' a "
+                              f"Proto, but these {family} weights have {what}feat_fuse")  # fmt: skip
     if task == "pose":
-        arch.num_keypoint_values = size(weights, f"{h}.cv4.0.2.bias")
+        values = f"{h}.{p}cv4_kpts.0.bias" if family == "yolo26" else f"{h}.{p}cv4.0.2.bias"
+        if values not in weights:
+            raise NetdefError(f"weights have no {values}: the keypoint predictions of a {family} Pose head")
+        arch.num_keypoint_values = size(weights, values)
         if f"{h}.kpt_shape" in weights:
             k, d = (int(v) for v in peek(weights, f"{h}.kpt_shape"))
             if k * d != arch.num_keypoint_values or d not in (2, 3):
                 raise NetdefError(
-                    f"{h}.kpt_shape says {[k, d]} but {h}.cv4.0.2 predicts {arch.num_keypoint_values} keypoint values"
+                    f"{h}.kpt_shape says {[k, d]} but {values.removesuffix('.bias')} predicts "
+                    f"{arch.num_keypoint_values} keypoint values"
                 )
             arch.kpt_shape = (k, d)
     return arch
 
 
+def _family(weights) -> str:
+    """Which generation: area attention in model.6 (YOLO12's A2C2f), PSA at model.10 (YOLOv10), attention inside
+    C3k2 at model.22 (YOLO26), C2PSA (YOLO11), none of these (YOLOv8). A YOLO26 classifier is a YOLO11 classifier
+    layer for layer (the same yaml rows): its weights read as YOLO11's."""
+    if "model.6.m.0.0.attn.qkv.conv.weight" in weights:
+        return "yolo12"
+    if "model.10.attn.qkv.conv.weight" in weights:
+        return "yolov10"
+    if "model.22.m.0.1.attn.qkv.conv.weight" in weights:
+        return "yolo26"
+    if any(re.match(r"model\.\d+\.m\.0\.attn\.qkv\.conv\.weight$", k) for k in weights):
+        return "yolo11"
+    return "yolov8"
+
+
 def _refuse_other_models(weights) -> None:
-    """One line naming what the weights hold when it is not a YOLOv8/YOLO11 model."""
+    """One line naming what the weights hold when it is not an ultralytics YOLO model of these families."""
     if "model.0.conv.weight" not in weights:
         if "model.0.conv.conv.weight" in weights:
-            raise NetdefError("weights have a Focus stem (model.0.conv.conv): an early YOLOv5, not YOLOv8/YOLO11")
-        raise NetdefError("weights have no model.0.conv.weight: not an ultralytics YOLOv8/YOLO11 model")
+            raise NetdefError("weights have a Focus stem (model.0.conv.conv): an early YOLOv5, not an ultralytics YOLO")
+        raise NetdefError("weights have no model.0.conv.weight: not an ultralytics YOLO model")
     if "model.2.cv3.conv.weight" in weights:
         raise NetdefError("weights hold a YOLOv5 model (C3 blocks: model.2.cv3): use netdefs/yolov5.py")
-    e2e = sorted(k for k in weights if re.match(r"model\.\d+\.one2one_cv2\.", k))
-    if e2e:
-        raise NetdefError(
-            f"weights have an end-to-end head ({e2e[0].rsplit('.', 3)[0]}: YOLOv10/YOLO26): only "
-            "YOLOv8 and YOLO11 are supported"
-        )
     if "model.2.m.0.cv1.conv.weight" not in weights:
         raise NetdefError(
-            "weights have no model.2.m.0.cv1.conv.weight: model.2 is not a C2f/C3k2 block, so not YOLOv8/YOLO11"
+            "weights have no model.2.m.0.cv1.conv.weight: model.2 is not a C2f/C3k2 block, so not YOLOv8, YOLO11, "
+            "YOLOv10, YOLO12 or YOLO26"
         )
 
 
-def _layout_error(last: int, attention: list[int], head: str) -> str:
-    has = f"C2PSA at model.{attention[0]}" if attention else "no C2PSA"
-    want = (
-        "YOLOv8 has it at model.22 (Classify: model.9), YOLO11 at model.23 with C2PSA at model.10 (Classify: "
-        "model.10, C2PSA at model.9)"
+def _layout_error(weights, family: str, last: int, head: str) -> str:
+    found = sorted(i for i in range(last) if any(k.startswith(f"model.{i}.") and ".attn.qkv." in k for k in weights))
+    has = f"attention at model.{', model.'.join(map(str, found))}" if found else "no attention block"
+    want = "; ".join(
+        f"{f} at model.{HEAD[f]}" + (f" (Classify: model.{HEAD_CLS[f]})" if f in HEAD_CLS else "") for f in FAMILIES
     )
-    return f"weights have a {head} head at model.{last} and {has}: {want}"
+    return f"weights have a {head} head at model.{last} and {has} (read as {family}): the heads are {want}"
 
 
 def make_divisible(x: float, divisor: int = 8) -> int:
@@ -266,8 +386,16 @@ def reproduces(arch: Arch, depth: float, width: float, max_channels: float) -> b
 
 
 def scale_name(arch: Arch) -> str:
-    """``n`` ... ``x`` when the weights match a published scale, else ``custom``."""
-    return next((s for s, m in scale_table(arch).items() if reproduces(arch, *m)), "custom")
+    """``n`` ... ``x`` when the weights match a published scale (YOLOv10: its yaml's C2fCIB layout too), else
+    ``custom``."""
+    return next((s for s, m in scale_table(arch).items() if reproduces(arch, *m) and v10_layout_fits(arch, s)),
+                "custom")  # fmt: skip
+
+
+def v10_layout_fits(arch: Arch, scale: str) -> bool:
+    """Whether YOLOv10 weights have the C2fCIB (and RepVGGDW) modules of yolov10{scale}.yaml (other families:
+    True)."""
+    return arch.family != "yolov10" or (arch.cib, arch.lk) == V10_LAYOUT[scale]
 
 
 def multiples(arch: Arch) -> tuple[float, float, float] | None:
@@ -304,5 +432,5 @@ def describe(arch: Arch) -> str:
     """A short account of what the weights hold, for error messages."""
     return (
         f"{arch.family}{scale_name(arch)}{SUFFIX[arch.task]} (stem {arch.channels.get(0)} channels, blocks per "
-        f"C2f/C3k2 {[arch.repeats[i] for i in sorted(arch.repeats)]})"
+        f"C2f/C3k2/attention module {[arch.repeats[i] for i in sorted(arch.repeats)]})"
     )

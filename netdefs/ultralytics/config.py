@@ -12,7 +12,9 @@ from netdefs.detection.names import COCO_NAMES
 from netdefs.detection.options import count, flag, fraction, imgsz, meta_section, names_file
 from netdefs.ultralytics.arch import (
     FAMILIES,
+    FAMILY_TASKS,
     SCALE_NAMES,
+    SCALES,
     SUFFIX,
     TASKS,
     Arch,
@@ -28,8 +30,11 @@ from trtx_base.cli import positive_int, unit_float
 INPUT = "images"
 POSTPROCESS = ("native", "plugin", "none")
 ATTENTION = ("matmul", "trt")
+HEADS = ("auto", "one2one", "one2many")
+#: TensorRT's TopK layer takes k up to this: an end-to-end head keeps at most this many detections per image
+TOPK_LIMIT = 3840
 DEFAULT_MODEL = "yolo11n"
-#: every published model: family x scale x task
+#: every published model: family x task x scale (the tasks and scales of its yaml files)
 MODELS = tuple(
     Model(
         f"{family}{scale}{SUFFIX[task]}",
@@ -37,8 +42,8 @@ MODELS = tuple(
         f"{family}{scale}{SUFFIX[task]}" == DEFAULT_MODEL,
     )
     for family in FAMILIES
-    for task in TASKS
-    for scale in SCALE_NAMES
+    for task in FAMILY_TASKS[family]
+    for scale in SCALES[family]
 )
 #: DOTAv1's 15 classes (yolov8-obb / yolo11-obb are trained on them)
 DOTA_NAMES = (
@@ -62,7 +67,7 @@ DOTA_NAMES = (
 
 @dataclass
 class Config:
-    family: str  # yolov8 | yolo11
+    family: str  # yolov8 | yolo11 | yolov10 | yolo12 | yolo26
     task: str  # detect | seg | pose | obb | cls
     scale: str  # n s m l x | custom
     num_classes: int
@@ -73,7 +78,9 @@ class Config:
     kpt_shape: tuple[int, int] | None = None
     strides: list[int] = field(default_factory=lambda: [8, 16, 32])
     postprocess: str = "native"
+    head: str = "one2many"  # one2one: an end-to-end head's NMS-free branch, ending in a top-k; one2many: NMS
     nms_in_engine: bool = False
+    candidates: bool = False  # end-to-end heads under check: the top-k's candidates are outputs too
     conf: float = 0.25
     iou: float = 0.7
     max_det: int = 300
@@ -90,6 +97,11 @@ class Config:
         return f"{self.family}{self.scale}{SUFFIX[self.task]}"
 
     @property
+    def end2end(self) -> bool:
+        """The network ends in the top-k of the one-to-one branch (no NMS)."""
+        return self.head == "one2one"
+
+    @property
     def bn_eps(self) -> float:
         from netdefs.ultralytics.model import BN_EPS, BN_EPS_CLS
 
@@ -101,6 +113,8 @@ def configure(args, weights, meta: dict | None = None) -> Config:
     if meta is not None:
         return _from_meta(args, meta)
     arch = read_arch(weights)
+    if arch.task == "cls" and arch.family == "yolo11" and flag(args, "family") == "yolo26":
+        arch.family = "yolo26"  # yolo26-cls.yaml has yolo11-cls.yaml's rows: the weights cannot tell them apart
     scale = scale_name(arch)
     for option, got in (("family", arch.family), ("task", arch.task), ("scale", scale)):
         if flag(args, option) not in (None, "auto", got):
@@ -112,6 +126,7 @@ def configure(args, weights, meta: dict | None = None) -> Config:
     kpt_shape = _kpt_shape(arch, flag(args, "kpt_shape", None))
     postprocess = flag(args, "postprocess", "native")
     cls = arch.task == "cls"
+    head = _head(arch, flag(args, "head", None) or "auto", postprocess)
     cfg = Config(
         family=arch.family,
         task=arch.task,
@@ -123,6 +138,7 @@ def configure(args, weights, meta: dict | None = None) -> Config:
         num_masks=arch.num_masks,
         kpt_shape=kpt_shape,
         postprocess="none" if cls else postprocess,
+        head=head,
         conf=fraction(flag(args, "conf", 0.25), "--conf"),
         iou=fraction(flag(args, "iou", 0.7), "--iou"),
         max_det=count(flag(args, "max_det", 300), "--max-det"),
@@ -131,9 +147,33 @@ def configure(args, weights, meta: dict | None = None) -> Config:
         model_spec=flag(args, "model", None),
         arch=arch,
     )
+    if cfg.end2end and not 1 <= cfg.max_det <= TOPK_LIMIT:
+        raise NetdefError(f"--max-det {cfg.max_det}: an end-to-end head's top-k keeps 1 to {TOPK_LIMIT} detections "
+                          "(TensorRT's TopK layer)")  # fmt: skip
     _runtime_options(cfg, args)
     _backend_options(cfg, flag(args, "command", "build"))
     return cfg
+
+
+def _head(arch: Arch, asked: str, postprocess: str) -> str:
+    """Which branch of the head the network runs: the one-to-one branch where the weights have it (its top-k:
+    no NMS), else the one-to-many one (NMS); ``--head`` picks either where both are there."""
+    if arch.task == "cls":
+        return "one2many"
+    have = [b for b, there in (("one2one", arch.one2one), ("one2many", arch.one2many)) if there]
+    head = have[0] if asked == "auto" else asked
+    if head not in have:
+        if arch.family not in ("yolov10", "yolo26"):
+            raise NetdefError(f"--head {asked}: {describe(arch)} has a one-to-many head only (NMS); one2one is "
+                              "YOLOv10's and YOLO26's end-to-end branch")  # fmt: skip
+        where = f"{arch.prefix}.one2one_cv2" if head == "one2one" else f"{arch.prefix}.cv2"
+        raise NetdefError(f"--head {asked}: the weights have no {where} (a checkpoint fused for the other branch)")
+    if head == "one2one" and postprocess == "plugin":
+        raise NetdefError(
+            "--postprocess plugin runs NMS (the nms plugin), which the one-to-one branch does without: use "
+            "--head one2many with it, or --postprocess native (the top-k in the network)"
+        )
+    return head
 
 
 def _kpt_shape(arch: Arch, flag: str | None) -> tuple[int, int] | None:
@@ -179,8 +219,11 @@ def _backend_options(cfg: Config, command: str) -> None:
     except backend.BackendUnavailable:  # configuring only (the PyTorch side of bench): no network is defined
         be = None
     # TensorRT's NMS layer goes into engines only: check and the reference executor compare up to it
-    engine_nms = bool(be and be.has_nms_runner) and cfg.postprocess == "native" and cfg.task != "obb"
+    engine_nms = (
+        bool(be and be.has_nms_runner) and cfg.postprocess == "native" and cfg.task != "obb" and not cfg.end2end
+    )
     cfg.nms_in_engine = engine_nms and command in ("build", "inspect")
+    cfg.candidates = cfg.end2end and command == "check"
     if cfg.postprocess == "plugin" and not (be and be.has_plugin_layers):
         what = f"{be.name} {be.version} does not have" if be else "no TensorRT module is installed to provide"
         raise NetdefError(
@@ -225,8 +268,12 @@ def meta(cfg: Config) -> dict[str, Any]:
     """The ``ultralytics`` section of the engine's .json: what infer needs without the weights."""
     post: dict[str, Any] = {"mode": cfg.postprocess}
     if cfg.task != "cls":
+        if cfg.end2end:
+            nms = "none"  # the one-to-one branch's top-k, in the engine
+        else:
+            nms = "engine" if cfg.nms_in_engine else ("none" if cfg.postprocess == "none" else "after-engine")
         post.update(
-            nms="engine" if cfg.nms_in_engine else ("none" if cfg.postprocess == "none" else "after-engine"),
+            nms=nms,
             conf=cfg.conf,
             iou=cfg.iou,
             max_det=cfg.max_det,
@@ -246,6 +293,7 @@ def meta(cfg: Config) -> dict[str, Any]:
         "num_masks": cfg.num_masks,
         "kpt_shape": list(cfg.kpt_shape) if cfg.kpt_shape else None,
         "attention": cfg.attention,
+        "head": cfg.head,
         "bn_eps": cfg.bn_eps,
         "postprocess": post,
     }
@@ -267,6 +315,7 @@ def _from_meta(args, meta_doc: dict) -> Config:
             kpt_shape=tuple(m["kpt_shape"]) if m["kpt_shape"] else None,
             strides=m["strides"],
             postprocess=post["mode"],
+            head=m.get("head", "one2many"),
             nms_in_engine=post.get("nms") == "engine",
             conf=fraction(flag(args, "conf", post.get("conf", 0.25)), "--conf"),
             iou=fraction(flag(args, "iou", post.get("iou", 0.7)), "--iou"),
@@ -283,13 +332,18 @@ def _from_meta(args, meta_doc: dict) -> Config:
 
 def add_arguments(parser, command: str) -> None:
     """The netdef's own options (every command)."""
-    parser.add_argument("--family", choices=FAMILIES, help="expected family; default: what the weights contain")
+    parser.add_argument(
+        "--family",
+        choices=FAMILIES,
+        help="expected family; default: what the weights contain (a YOLO26 classifier's weights are a YOLO11 "
+        "classifier's: --family yolo26 names them so)",
+    )
     parser.add_argument("--task", choices=TASKS, help="expected task; default: what the weights contain")
     parser.add_argument(
         "--scale",
         default="auto",
         choices=(*SCALE_NAMES, "custom", "auto"),
-        help="expected scale; 'auto' (default) takes what the weights contain, custom included",
+        help="expected scale (b: YOLOv10's); 'auto' (default) takes what the weights contain, custom included",
     )
     parser.add_argument("--classes", type=positive_int, help="expected number of classes (checked against the weights)")
     parser.add_argument(
@@ -314,15 +368,28 @@ def add_arguments(parser, command: str) -> None:
         "plugins, tensorrtx's way (backends with plugin layers); none: the head's raw outputs",
     )
     parser.add_argument(
+        "--head",
+        choices=HEADS,
+        default="auto",
+        help="YOLOv10's and YOLO26's end-to-end heads: one2one (the NMS-free branch; the network ends in its "
+        "top-k, ultralytics' end2end post-processing) or one2many (the branch NMS selects from, as for YOLOv8); "
+        "auto (default): one2one where the weights have it",
+    )
+    parser.add_argument(
         "--attention",
         choices=ATTENTION,
         default="matmul",
-        help="YOLO11's C2PSA attention: matmul (default: matrix multiply + softmax layers) or trt "
-        "(TensorRT's attention layer, where the backend has one)",
+        help="the attention of C2PSA, PSA and YOLO12's area attention: matmul (default: matrix multiply + "
+        "softmax layers) or trt (TensorRT's attention layer, where the backend has one)",
     )
     parser.add_argument("--conf", type=unit_float, default=None, help="confidence threshold (default 0.25)")
     parser.add_argument("--iou", type=unit_float, default=None, help="NMS IoU threshold (default 0.7, ultralytics')")
-    parser.add_argument("--max-det", type=positive_int, default=None, help="detections kept per image (default 300)")
+    parser.add_argument(
+        "--max-det",
+        type=positive_int,
+        default=None,
+        help="detections kept per image (default 300; an end-to-end head's top-k: its k, fixed in the engine)",
+    )
     if command == "check":
         parser.add_argument(
             "--model",

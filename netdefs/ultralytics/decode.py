@@ -7,6 +7,12 @@ the prototypes), in fp32, then the outputs ``--postprocess`` asks for.
 [B, A, K*D] (x, y in pixels[, visibility]), ``angles`` [B, A] (radians): ultralytics' prediction ``y``
 (B, 4 + nc + extra, A), transposed and split -- what its non_max_suppression takes. ``none``: the head's raw
 outputs (Detect.forward_head).
+
+An end-to-end head's one-to-one branch (YOLOv10, YOLO26; ``--head one2one``) ends instead in ultralytics' end2end
+post-processing, a top-k and no NMS: ``det_boxes`` [B, k, 4] (x1, y1, x2, y2; OBB: cx, cy, w, h), ``det_scores``,
+``det_classes``, ``det_index`` (the anchor) [B, k] and the task's ``det_masks`` + ``proto``, ``det_keypoints``,
+``det_angles``, best first (:func:`end2end_outputs`). ``check`` also outputs the candidates the top-k chooses
+from, as ``native`` names them (boxes as corners), which it compares element by element.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 
 from netdefs.common import concat
 from netdefs.ultralytics import model
-from netdefs.ultralytics.arch import HEAD
+from netdefs.ultralytics.arch import END2END, HEAD
 from netdefs.ultralytics.config import INPUT, Config, meta
 from trtx.net import Net, NetdefError
 
@@ -32,7 +38,8 @@ def define(net: Net, cfg: Config) -> None:
         if f"{cfg.arch.prefix}.{key}" in net.weights:
             net.weights[f"{cfg.arch.prefix}.{key}"]
     x = net.input(INPUT, (-1, 3, h, w))
-    out = model.NETWORKS[cfg.family](net, x, cfg.task)
+    branch = {"one2one": cfg.end2end} if cfg.family in END2END else {}
+    out = model.NETWORKS[cfg.family](net, x, cfg.task, **branch)
     if cfg.task == "cls":
         prob = net.network.add_softmax(net.to_fp32(out, "softmax.to_fp32"))
         prob.axes = 1 << 1
@@ -49,7 +56,10 @@ def define(net: Net, cfg: Config) -> None:
         plugin_outputs(net, out, cfg, path)
         return
     pred = decode(net, out, cfg, path)
-    native_outputs(net, pred, cfg, f"{path}.post")
+    if cfg.end2end:
+        end2end_outputs(net, pred, cfg, f"{path}.topk")
+    if not cfg.end2end or cfg.candidates:
+        native_outputs(net, pred, cfg, f"{path}.post")
 
 
 #: entries gen_wts.py adds to the head (netdefs/ultralytics/source.py) that the PyTorch model has no tensor for
@@ -66,18 +76,22 @@ RAW_OUTPUTS = {
 
 
 def decode(net: Net, raw: dict[str, Any], cfg: Config, path: str) -> dict[str, Any]:
-    """Detect._inference per part, [B, C, A] in fp32: {"boxes" (xywh pixels), "scores" (sigmoid), "masks",
-    "keypoints" (decoded), "angle"} -- the rows of ultralytics' ``y`` (B, 4 + nc + extra, A)."""
+    """Detect._inference per part, [B, C, A] in fp32: {"boxes" (xywh pixels; end-to-end: corners), "scores"
+    (sigmoid), "masks", "keypoints" (decoded), "angle"} -- the rows of ultralytics' ``y`` (B, 4 + nc + extra, A)."""
     nw, trt = net.network, net.trt
     a = int(raw["boxes"].shape[2])
     anchors, strides = anchor_points(cfg, a)
     anchors = net.constant(anchors[None], f"{path}.anchors", np.float32)  # [1, 2, A]
     strides = net.constant(strides[None, None], f"{path}.strides", np.float32)  # [1, 1, A]
-    dist = model.dfl(net, raw["boxes"], f"{path}.dfl") if cfg.reg_max > 1 else net.to_fp32(raw["boxes"])
+    if cfg.reg_max > 1:
+        dist = model.dfl(net, raw["boxes"], f"{path}.dfl")
+    else:  # YOLO26: the distances themselves, no DFL
+        dist = net.to_fp32(raw["boxes"], f"{path}.boxes.to_fp32")
+    angle = net.to_fp32(raw["angle"], f"{path}.angle.to_fp32") if cfg.task == "obb" else None
     if cfg.task == "obb":
-        box = dist2rbox(net, dist, raw["angle"], anchors, f"{path}.dist2rbox")
+        box = dist2rbox(net, dist, angle, anchors, f"{path}.dist2rbox")
     else:
-        box = dist2bbox(net, dist, anchors, f"{path}.dist2bbox")
+        box = dist2bbox(net, dist, anchors, f"{path}.dist2bbox", xywh=not cfg.end2end)
     out = {"boxes": _op(net, box, strides, trt.ElementWiseOperation.PROD, f"{path}.dbox")}
     scores = nw.add_activation(net.to_fp32(raw["scores"], f"{path}.scores.to_fp32"), trt.ActivationType.SIGMOID)
     out["scores"] = net.name(scores, f"{path}.scores.sigmoid").get_output(0)
@@ -85,9 +99,10 @@ def decode(net: Net, raw: dict[str, Any], cfg: Config, path: str) -> dict[str, A
         out["masks"] = net.to_fp32(raw["mask_coefficient"], f"{path}.mask_coefficient.to_fp32")
         out["proto"] = raw["proto"]
     if cfg.task == "pose":
-        out["keypoints"] = kpts_decode(net, raw["kpts"], anchors, strides, cfg.kpt_shape, f"{path}.kpts_decode")
+        out["keypoints"] = kpts_decode(net, raw["kpts"], anchors, strides, cfg.kpt_shape, f"{path}.kpts_decode",
+                                       yolo26=cfg.family == "yolo26")  # fmt: skip
     if cfg.task == "obb":
-        out["angle"] = raw["angle"]
+        out["angle"] = angle
     return out
 
 
@@ -109,13 +124,16 @@ def anchor_points(cfg: Config, total: int) -> tuple[np.ndarray, np.ndarray]:
     return points, strides
 
 
-def dist2bbox(net: Net, dist, anchors, name: str):
-    """ultralytics.utils.tal.dist2bbox(xywh=True, dim=1): (left, top, right, bottom) from the anchor point ->
-    (cx, cy, w, h), [B, 4, A] in grid units."""
+def dist2bbox(net: Net, dist, anchors, name: str, xywh: bool = True):
+    """ultralytics.utils.tal.dist2bbox(xywh, dim=1): (left, top, right, bottom) from the anchor point ->
+    (cx, cy, w, h), or the corners (x1, y1, x2, y2) where ``xywh`` is False (end-to-end heads); [B, 4, A] in grid
+    units."""
     E = net.trt.ElementWiseOperation
     lt, rb = _rows(net, dist, [0, 1], f"{name}.lt"), _rows(net, dist, [2, 3], f"{name}.rb")
     x1y1 = _op(net, anchors, lt, E.SUB, f"{name}.x1y1")
     x2y2 = _op(net, anchors, rb, E.SUM, f"{name}.x2y2")
+    if not xywh:
+        return concat(net, [x1y1, x2y2], name, axis=1)
     two = net.constant(np.full((1, 1, 1), 2.0, np.float32), f"{name}.two", np.float32)
     c_xy = _op(net, _op(net, x1y1, x2y2, E.SUM, f"{name}.xy_sum"), two, E.DIV, f"{name}.c_xy")
     wh = _op(net, x2y2, x1y1, E.SUB, f"{name}.wh")
@@ -152,8 +170,9 @@ def dist2rbox(net: Net, dist, angle, anchors, name: str):
     return concat(net, [xy, _op(net, lt, rb, E.SUM, f"{name}.wh")], name, axis=1)
 
 
-def kpts_decode(net: Net, kpts, anchors, strides, kpt_shape: tuple[int, int], name: str):
-    """Pose.kpts_decode: x, y = (raw * 2 + (anchor - 0.5)) * stride; visibility = sigmoid(raw). [B, K*D, A]."""
+def kpts_decode(net: Net, kpts, anchors, strides, kpt_shape: tuple[int, int], name: str, yolo26: bool = False):
+    """Pose.kpts_decode: x, y = (raw * 2 + (anchor - 0.5)) * stride (Pose26: (raw + anchor) * stride); visibility
+    = sigmoid(raw). [B, K*D, A]."""
     E = net.trt.ElementWiseOperation
     nw = net.network
     k, d = kpt_shape
@@ -162,13 +181,17 @@ def kpts_decode(net: Net, kpts, anchors, strides, kpt_shape: tuple[int, int], na
     grid.reshape_dims = (0, k, d, a)
     y = net.name(grid, f"{name}.view").get_output(0)
     xy = _rows(net, y, [0, 1], f"{name}.xy", axis=2)
-    two = net.constant(np.full((1, 1, 1, 1), 2.0, np.float32), f"{name}.two", np.float32)
-    half = net.constant(np.full((1, 1, 1), 0.5, np.float32), f"{name}.half", np.float32)
-    offset = _op(net, anchors, half, E.SUB, f"{name}.anchor_offset")  # [1, 2, A]
-    offset = _reshape(net, offset, (1, 1, 2, a), f"{name}.anchor_offset4")
+    if yolo26:
+        offset = _reshape(net, anchors, (1, 1, 2, a), f"{name}.anchor_offset4")
+    else:
+        two = net.constant(np.full((1, 1, 1, 1), 2.0, np.float32), f"{name}.two", np.float32)
+        xy = _op(net, xy, two, E.PROD, f"{name}.xy2")
+        half = net.constant(np.full((1, 1, 1), 0.5, np.float32), f"{name}.half", np.float32)
+        offset = _op(net, anchors, half, E.SUB, f"{name}.anchor_offset")  # [1, 2, A]
+        offset = _reshape(net, offset, (1, 1, 2, a), f"{name}.anchor_offset4")
     xy = _op(
         net,
-        _op(net, _op(net, xy, two, E.PROD, f"{name}.xy2"), offset, E.SUM, f"{name}.xy_shift"),
+        _op(net, xy, offset, E.SUM, f"{name}.xy_shift"),
         _reshape(net, strides, (1, 1, 1, a), f"{name}.strides4"),
         E.PROD,
         f"{name}.xy_px",
@@ -194,6 +217,49 @@ def native_outputs(net: Net, pred: dict[str, Any], cfg: Config, path: str) -> No
         net.output(_transpose(net, pred["keypoints"], f"{path}.keypoints"), "keypoints")
     if "angle" in pred:
         net.output(_reshape(net, pred["angle"], (0, a), f"{path}.angles"), "angles")
+
+
+def end2end_outputs(net: Net, pred: dict[str, Any], cfg: Config, path: str) -> None:
+    """ultralytics' end2end post-processing (Detect.postprocess, get_topk_index): the best k = min(max_det, A)
+    anchors by their best class score, then the best k (anchor, class) pairs among those anchors' k x nc scores --
+    per pair its box, score, class, anchor and the task's extras, best first. No NMS; the confidence threshold is
+    left to after the engine, where ultralytics applies it too."""
+    nw, trt = net.network, net.trt
+    E = trt.ElementWiseOperation
+    a, nc = int(pred["scores"].shape[2]), cfg.num_classes
+    k = min(cfg.max_det, a)
+    scores = _transpose(net, pred["scores"], f"{path}.scores_t")  # [B, A, nc]
+    best = net.name(nw.add_reduce(scores, trt.ReduceOperation.MAX, 1 << 2, False), f"{path}.best").get_output(0)
+    anchors = net.name(nw.add_topk(best, trt.TopKOperation.MAX, k, 1 << 1), f"{path}.anchors").get_output(1)
+    pairs = _take(net, scores, anchors, f"{path}.anchor_scores")  # [B, k, nc]
+    pairs = _reshape(net, pairs, (0, k * nc), f"{path}.pairs")
+    top = net.name(nw.add_topk(pairs, trt.TopKOperation.MAX, k, 1 << 1), f"{path}.pair_topk")
+    index = top.get_output(1)  # anchor slot * nc + class
+    ncs = net.constant(np.full((1, 1), nc, np.int32), f"{path}.nc", np.int32)
+    slot = _op(net, index, ncs, E.FLOOR_DIV, f"{path}.slot")
+    classes = _op(net, index, _op(net, slot, ncs, E.PROD, f"{path}.slot_nc"), E.SUB, f"{path}.classes")
+    anchor = _take(net, anchors, slot, f"{path}.index")  # [B, k]
+    net.output(_take(net, _transpose(net, pred["boxes"], f"{path}.boxes_t"), anchor, f"{path}.boxes"), "det_boxes")
+    net.output(top.get_output(0), "det_scores")
+    net.output(classes, "det_classes", np.int32)
+    net.output(anchor, "det_index", np.int32)
+    if "masks" in pred:
+        net.output(_take(net, _transpose(net, pred["masks"], f"{path}.masks_t"), anchor, f"{path}.masks"), "det_masks")
+        if not cfg.candidates:  # else with the candidates
+            net.output(pred["proto"], "proto")
+    if "keypoints" in pred:
+        kpts = _take(net, _transpose(net, pred["keypoints"], f"{path}.keypoints_t"), anchor, f"{path}.keypoints")
+        net.output(kpts, "det_keypoints")
+    if "angle" in pred:
+        angles = _take(net, _reshape(net, pred["angle"], (0, a), f"{path}.angles_a"), anchor, f"{path}.angles")
+        net.output(angles, "det_angles")
+
+
+def _take(net: Net, data, index, name: str):
+    """Per image, the rows ``index`` [B, k] of ``data`` [B, N, ...] -> [B, k, ...] (``torch.gather`` along 1)."""
+    layer = net.network.add_gather(data, index, 1)
+    layer.num_elementwise_dims = 1
+    return net.name(layer, name).get_output(0)
 
 
 def plugin_outputs(net: Net, raw: dict[str, Any], cfg: Config, path: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from netdefs.detection.boxes import Detections
-from netdefs.detection.compare import Tolerance
+from netdefs.detection.compare import Tolerance, problems_message
 from trtx import nms as exact
 
 #: ultralytics' max_wh (the class offset of its class-aware NMS) and max_nms (candidates entering the NMS)
@@ -63,8 +63,8 @@ def compare(ours: list[Detections], theirs: list[Detections], conf: float, iou: 
        within ``rtol`` of their scale;
     2. no detection is overlapped (probiou > IoU) by a candidate of its class that scores clearly higher, and
        every candidate above the cuts that no candidate of its class scoring as high (within tolerance) overlaps
-       is detected. Scores within tolerance may order either way; a probiou within what the box tolerance can move
-       it (2 x box tolerance / the smaller side) counts either way."""
+       is detected. Scores within tolerance may order either way; a probiou within what the box tolerance and the
+       rounding of the class-shifted centers can move it (2 x that / the smaller side) counts either way."""
     problems, same, total = [], 0, 0
     for b, (o, t) in enumerate(zip(ours, theirs)):
         tol = Tolerance.relative(rtol, [o, t.take(t.scores > np.float32(conf))])
@@ -78,8 +78,7 @@ def compare(ours: list[Detections], theirs: list[Detections], conf: float, iou: 
             same += len(np.intersect1d(index, select(t, conf, iou, max_det)))
         total += len(o)
     if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        return False, f"{len(problems)} problems: " + "; ".join(problems[:3]) + more
+        return False, problems_message(problems)
     if total == 0:
         return True, "0 detections on both sides (lower --conf to compare some)"
     tie = f"; {total - same} differ from PyTorch's own NMS only by near-tied scores" if total > same else ""
@@ -118,7 +117,9 @@ def _not_a_fast_nms(index: np.ndarray, t: Detections, conf: float, iou: float, m
     xywhr = t.extras["xywhr"][cand]
     pairs = exact.probiou(xywhr, xywhr).astype(np.float64)  # rows: the overlapping candidate, columns: the one it drops
     side = np.maximum(np.minimum(xywhr[:, 2], xywhr[:, 3]), 1e-6)
-    slack = np.minimum(2 * tol.box / np.minimum.outer(side, side), 0.5)
+    # ultralytics shifts the centers by class x MAX_WH in float32 before probiou: they round to that number's ulp
+    shift = float(np.spacing(np.float32(MAX_WH * (int(t.classes.max(initial=0)) + 1))))
+    slack = np.minimum(2 * (tol.box + shift) / np.minimum.outer(side, side), 0.5)
     s = scores[cand]
     cls, class_scores = t.classes[cand], t.class_scores[cand]
     same_class = cls[:, None] == cls[None, :]
