@@ -109,7 +109,9 @@ def test_json_is_strict_and_complete():
 
 def test_dynamic_spatial_dims_have_no_mac_estimate():
     net = Net({"c.weight": np.ones((4, 3, 1, 1), np.float32)}, name="dyn")
-    net.output(net.conv(net.input("x", (1, 3, -1, -1)), "c", 1).get_output(0), "y")
+    net.output(
+        net.conv(net.input("x", (1, 3, -1, -1), ranges={2: (8, 32, 64), 3: (8, 32, 64)}), "c", 1).get_output(0), "y"
+    )
     summary = tinspect.describe(net)
     assert summary.layers[0].macs is None and summary.macs_unknown == ["c"]
     assert "no estimate for c" in summary.table()

@@ -32,7 +32,7 @@ class Detections:
         n = len(self.scores)
         self.classes = np.zeros(n, np.int64) if self.classes is None else np.asarray(self.classes).reshape(-1)
         self.classes = self.classes.astype(np.int64)
-        self.extras = {k: np.asarray(v, np.float32).reshape(n, -1) for k, v in self.extras.items()}
+        self.extras = {k: _rows(v, n) for k, v in self.extras.items()}
         if len(self.boxes) != n or len(self.classes) != n:
             raise ValueError(f"{len(self.boxes)} boxes, {n} scores, {len(self.classes)} classes")
 
@@ -98,3 +98,11 @@ def iou_bounds(a: np.ndarray, b: np.ndarray, d: float) -> tuple[np.ndarray, np.n
     with np.errstate(divide="ignore", invalid="ignore"):
         low = np.where(union_max > 0, inter_min / union_max, 0.0)
     return low, np.minimum(1.0, inter_max / union_min)
+
+
+def _rows(values, n: int) -> np.ndarray:
+    """``values`` as ``n`` rows of float32 (no rows: the width its trailing axes give, 0 when they give none)."""
+    values = np.asarray(values, np.float32)
+    if n == 0 and values.size == 0:
+        return values.reshape(0, int(np.prod(values.shape[1:])) if values.ndim > 1 else 0)
+    return values.reshape(n, -1)
