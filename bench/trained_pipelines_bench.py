@@ -160,22 +160,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--iters", type=int, default=5, help="timed runs per image (default: 5)")
     parser.add_argument("--width", type=int, default=256, help="crop width of the LSTM comparison (default: 256)")
+    parser.add_argument(
+        "--pipelines",
+        nargs="+",
+        choices=("mtcnn", "ocr"),
+        default=["mtcnn", "ocr"],
+        help="which pipelines (default: both; ocr also times the LSTM forms)",
+    )
     parser.add_argument("--out", help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     command = (
-        f"python bench/trained_pipelines_bench.py --device {args.device} --iters {args.iters} --width {args.width}"
+        f"python bench/trained_pipelines_bench.py --device {args.device} --iters {args.iters} --width {args.width} "
+        f"--pipelines {' '.join(args.pipelines)}"
     )
     lines = [f"# OCR and MTCNN pipelines, {name}, {dt.date.today()}", "",
              f"`{command}`; median of {args.iters} runs after a warm-up, batch 1, fp32 (TF32 off).", ""]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="trtx-bench-") as tmp:
         folder = Path(tmp)
-        lines += ["## MTCNN", "", *bench_mtcnn(folder, args.device, args.iters), ""]
-        rows, weights = bench_ocr(folder, args.device, args.iters)
-        lines += ["## OCR", "", *rows, ""]
-        lines += ["## The recognizer's LSTM: loop vs unrolled", "", *bench_lstm(weights, args.device, args.iters,
-                                                                              args.width), ""]  # fmt: skip
+        if "mtcnn" in args.pipelines:
+            lines += ["## MTCNN", "", *bench_mtcnn(folder, args.device, args.iters), ""]
+        if "ocr" in args.pipelines:
+            rows, weights = bench_ocr(folder, args.device, args.iters)
+            lines += ["## OCR", "", *rows, ""]
+            lines += ["## The recognizer's LSTM: loop vs unrolled", "", *bench_lstm(weights, args.device, args.iters,
+                                                                                  args.width), ""]  # fmt: skip
     text = "\n".join(lines)
     print(text)
     if args.out:

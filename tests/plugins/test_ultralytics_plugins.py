@@ -43,7 +43,7 @@ def raw_head(batch: int, *, obb: bool, seed: int, size: int = 640, nc: int = NC,
 
 
 def _decode_fields(obb: bool, **kw) -> dict:
-    return dict(num_classes=NC, height=640, width=640, angle=obb, max_det=8400, **kw)
+    return {"num_classes": NC, "height": 640, "width": 640, "angle": obb, "max_det": 8400, **kw}
 
 
 def _ultralytics_head(obb: bool):
