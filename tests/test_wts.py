@@ -332,8 +332,7 @@ def test_net_array_reports_the_weightmap_message(tmp_path):
     from trtx.net import Net, NetdefError
 
     wts.save({"conv.weight": np.ones(4, np.float32)}, tmp_path / "m.wts")
-    net = Net.__new__(Net)  # only the weight lookup is exercised; no TensorRT network needed
-    net.weights = wts.load(tmp_path / "m.wts")
+    net = Net(wts.load(tmp_path / "m.wts"), name="m")
     with pytest.raises(NetdefError, match="closest names: conv.weight"):
         net.array("conv.wieght")
     assert net.unused_weights() == ["conv.weight"]

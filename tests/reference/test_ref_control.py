@@ -143,7 +143,7 @@ def test_loop_lstm_matches_torch(device):
     c.output(loop.add_loop_output(cell.get_output(0), c.trt.LoopOutput.LAST_VALUE), "c")
     xv = rand(seq, batch, inp)
     out = c.run({"x": xv}, device)
-    with torch.no_grad():
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # cuDNN's LSTM: no TF32
         y, (hn, cn) = lstm.to(device)(t(xv, device))
     assert_close(out["y"], y)
     assert_close(out["h"], hn[0])

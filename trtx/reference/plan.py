@@ -381,7 +381,7 @@ class Plan:
                 continue
             if self._protect and (slot in self._const or slot in self._per_shape):
                 value = value.clone()  # the plan's own copy stays untouched
-            out[self._names[slot]] = value
+            out[self._names[slot]] = value.contiguous()  # a CPU convolution's channels-last result: a copy in order
         return out
 
     def _run(self, entry: _Entry, fed: list[torch.Tensor]) -> list:

@@ -23,5 +23,5 @@ def plugin(call: LayerCall) -> list[torch.Tensor]:
     fn = reference_for_layer(call.raw)
     if fn is None:
         raise NotImplementedInReference(f"{call.where()}: its plugin registers no torch reference")
-    outputs = list(fn(list(call.inputs)))
+    outputs = list(fn([x.contiguous() for x in call.inputs]))  # TensorRT hands plugins linear (row-major) tensors
     return outputs

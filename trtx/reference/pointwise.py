@@ -200,7 +200,8 @@ def scale(call: LayerCall) -> list[torch.Tensor]:
     shift, factor, power, affine = call.memo(("scale", x.shape, x.dtype), lambda: _scale_setup(call, x))
     if affine is not None:
         weight, bias, zeros, ones = affine
-        y = torch.nn.functional.batch_norm(x, zeros, ones, weight, bias, False, 0.0, 0.0)
+        # the ATen op: torch.nn.functional.batch_norm refuses eps 0 (torch 2.11), the kernel computes it exactly
+        y = torch.batch_norm(x, weight, bias, zeros, ones, False, 0.0, 0.0, torch.backends.cudnn.enabled)
     else:
         y = x
         if factor is not None:
