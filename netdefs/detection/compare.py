@@ -85,13 +85,9 @@ def compare_detections(
             problems += [f"image {b}: {p}" for p in _not_a_greedy_nms(o, index, t, rule, tb)]
             same += len(np.intersect1d(index, rule.select(t)))
         total += len(o)
-    if problems:
-        return False, problems_message(problems)
-    if total == 0 and not any(len(rule.select(t)) for t in theirs):
-        return True, "0 detections on both sides (lower --conf to compare some)"
-    tie = f"; {total - same} differ from PyTorch's own NMS only by near-tied scores" if total > same else ""
-    return True, (f"{same} identical (PyTorch's candidates, box within {_g(tol, 'box')}, score within "
-                  f"{_g(tol, 'score')}){tie}: a greedy NMS of PyTorch's candidates")  # fmt: skip
+    matched = f"PyTorch's candidates, box within {_g(tol, 'box')}, score within {_g(tol, 'score')}"
+    empty = total == 0 and not problems and not any(len(rule.select(t)) for t in theirs)
+    return verdict(problems, total, same, matched, "NMS", "a greedy NMS of PyTorch's candidates", empty=empty)
 
 
 def same_detections(ours: Sequence[Detections], theirs: Sequence[Detections], tol: Tolerance) -> tuple[bool, str]:
@@ -103,6 +99,20 @@ def same_detections(ours: Sequence[Detections], theirs: Sequence[Detections], to
     box = f"IoU >= {tol.iou}" if tol.iou is not None else f"box within {tol.box:.3g}"
     found = f"{sum(map(len, ours))} detections, each one of theirs ({box}, score within {tol.score:.3g})"
     return passed, found if passed else message
+
+
+def verdict(
+    problems: Sequence[str], total: int, same: int, matched: str, own: str, picks: str, *, empty: bool | None = None
+) -> tuple[bool, str]:
+    """The result of a detection comparison: its problems fail it; else how many of the ``total`` detections are
+    ``same`` as PyTorch's own selection (``own``: "NMS", "top-k"; ``matched``: what counts as the same; ``picks``:
+    what ours were shown to be). ``empty``: whether to report nothing compared (default: no detections)."""
+    if problems:
+        return False, problems_message(problems)
+    if total == 0 if empty is None else empty:
+        return True, "0 detections on both sides (lower --conf to compare some)"
+    tie = f"; {total - same} differ from PyTorch's own {own} only by near-tied scores" if total > same else ""
+    return True, f"{same} identical ({matched}){tie}: {picks}"
 
 
 def problems_message(problems: Sequence[str]) -> str:
@@ -260,13 +270,8 @@ def compare_topk(
             problems += [f"image {b}: {p}" for p in _not_a_topk(o, pairs, t, k, conf, tb)]
             same += len(np.intersect1d(pairs, _topk_pairs(t, k, conf)))
         total += len(o)
-    if problems:
-        return False, problems_message(problems)
-    if total == 0:
-        return True, "0 detections on both sides (lower --conf to compare some)"
-    tie = f"; {total - same} differ from PyTorch's own top-k only by near-tied scores" if total > same else ""
-    return True, (f"{same} identical (PyTorch's candidate and class, box within {_g(tol, 'box')}, score within "
-                  f"{_g(tol, 'score')}){tie}: a top-{k} of PyTorch's (candidate, class) pairs")  # fmt: skip
+    matched = f"PyTorch's candidate and class, box within {_g(tol, 'box')}, score within {_g(tol, 'score')}"
+    return verdict(problems, total, same, matched, "top-k", f"a top-{k} of PyTorch's (candidate, class) pairs")
 
 
 def _pairs_of(o: Detections, t: Detections, tol: Tolerance) -> tuple[np.ndarray, list[str]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from netdefs.detection.boxes import Detections
-from netdefs.detection.compare import Tolerance, problems_message
+from netdefs.detection.compare import Tolerance, verdict
 from trtx import nms as exact
 
 #: ultralytics' max_wh (the class offset of its class-aware NMS) and max_nms (candidates entering the NMS)
@@ -77,15 +77,8 @@ def compare(ours: list[Detections], theirs: list[Detections], conf: float, iou: 
             problems += [f"image {b}: {p}" for p in _not_a_fast_nms(index, t, conf, iou, max_det, tol)]
             same += len(np.intersect1d(index, select(t, conf, iou, max_det)))
         total += len(o)
-    if problems:
-        return False, problems_message(problems)
-    if total == 0:
-        return True, "0 detections on both sides (lower --conf to compare some)"
-    tie = f"; {total - same} differ from PyTorch's own NMS only by near-tied scores" if total > same else ""
-    return (
-        True,
-        f"{same} identical (rotated box and score within {rtol:g} relative){tie}: a Fast NMS of PyTorch's candidates",
-    )
+    matched = f"rotated box and score within {rtol:g} relative"
+    return verdict(problems, total, same, matched, "NMS", "a Fast NMS of PyTorch's candidates")
 
 
 def _differs(o: Detections, k: int, t: Detections, i: int, tol: Tolerance, rtol: float) -> str:
