@@ -226,7 +226,9 @@ def _end2end_extra(cfg: Config, outputs: dict, expected: dict, precision: str) -
     ours = app.detect({name: as_numpy(v) for name, v in outputs.items()}, cfg)
     rows = [("end-to-end detections", *compare_topk(ours, theirs, k, cfg.conf, DETECTION_RTOL[precision]))]
     kept = _ultralytics_end2end(expected, cfg)
-    passed, message = compare_topk(kept, theirs, k, cfg.conf, 1e-6)
+    # check's PyTorch run followed the network's top-k picks among near-ties (trtx.check): ultralytics' own rows
+    # then keep the network's order, which departs from the scores' by up to check's tolerance
+    passed, message = compare_topk(kept, theirs, k, cfg.conf, DETECTION_RTOL[precision])
     message = f"ultralytics detected {sum(map(len, kept))} ({sum(map(len, ours))} here); as a top-k: {message}"
     rows.append(("ultralytics' end-to-end output", passed, message))
     return rows
