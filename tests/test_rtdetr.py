@@ -102,14 +102,14 @@ def test_detections_equal_ultralytics_predictor_on_bus(rtdetr_l):
     detections on bus.jpg, up to near-tied scores (netdefs.detection.compare)."""
     from ultralytics.models.rtdetr import RTDETRPredictor
 
-    from trtx.check import _FollowTopK, _Graph
+    from trtx import check
 
     weights = wts.load(rtdetr_l)
     cfg = _cfg(weights)
     net = Net(weights, name="rtdetr-l")
     rtdetr.define(net, cfg)
     feeds, sizes = app.preprocess(app.load_images([BUS]), cfg)
-    picks = _Graph(net.network).topk_indices()
+    picks = check.topk_indices(net)
     got = reference.execute(net.network, feeds, keep=picks)
     outputs = {k: v.numpy() for k, v in got.items() if k not in picks}
     ours = app.detections(outputs, sizes, cfg)
@@ -117,7 +117,7 @@ def test_detections_equal_ultralytics_predictor_on_bus(rtdetr_l):
                                            "device": "cpu"})  # fmt: skip
     # random weights score the encoder's anchors within rounding of each other: the query selection's top-k follows
     # the network's picks where PyTorch sees the picked scores as equal (what check does), not a coin toss
-    with _FollowTopK([(n, got[n]) for n in picks], 1e-5, 1e-4) as topk:
+    with check.follow_topk(net, got) as topk:
         (r,) = predictor(source=str(BUS), model=torch_side.torch_model(cfg, weights))
     assert all(row.passed for row in topk.rows) and topk.rows, [(row.name, row.message) for row in topk.rows]
     theirs = Detections(r.boxes.xyxy.numpy(), r.boxes.conf.numpy(), r.boxes.cls.numpy().astype(np.int64))

@@ -400,6 +400,19 @@ def compare(
     return result
 
 
+def topk_indices(network) -> list[str]:
+    """The index outputs of ``network``'s TopK layers, in network order: what :func:`follow_topk` needs kept."""
+    return _Graph(getattr(network, "network", network)).topk_indices()
+
+
+def follow_topk(network, got: Mapping[str, torch.Tensor], precision: str = "fp32") -> _FollowTopK:
+    """A context in which PyTorch's top-k calls follow ``network``'s TopK picks among near-ties, as :func:`compare`
+    does (``got``: the reference executor's outputs, :func:`topk_indices` among them kept). Its ``rows`` say, per
+    top-k, whether the picks were PyTorch's or near-ties of them, for a comparison outside ``compare``."""
+    atol, rtol = TOLERANCES[precision]
+    return _FollowTopK([(n, got[n]) for n in topk_indices(network)], atol, rtol)
+
+
 def diagnose(
     network,
     torch_model: torch.nn.Module,
