@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import gen_wts
-from netdefs import ocr
 from netdefs.ocr import NETDEF, pipeline
 from trtx import cli, sources
 
@@ -25,11 +24,6 @@ pytest.importorskip("easyocr")
 
 def models_dir() -> Path:
     return sources.package_dir("easyocr_en_models") / "models"
-
-
-needs_loops = pytest.mark.skipif(
-    not ocr.reference_runs_loops(), reason="the reference executor runs ILoop from the ref branch on"
-)
 
 
 # ---- images with text, made with OpenCV ---------------------------------------------------------------
@@ -141,14 +135,12 @@ def test_check_crnn_unrolled_every_module(weights, capsys):
     assert len(result["layers"]) == 29 and all(r["passed"] for r in result["layers"])
 
 
-@needs_loops
 def test_check_crnn_loop_every_module(weights, capsys):
     result = _check(capsys, weights, "--network", "crnn", "--batch", "2")["ocr.crnn"]
     assert len(result["layers"]) == 29 and all(r["passed"] for r in result["layers"])
 
 
 # ---- the pipeline against EasyOCR ---------------------------------------------------------------------
-@needs_loops
 @pytest.mark.parametrize("name", [*SYNTHETIC, *PHOTOS])
 def test_strings_and_boxes_equal_easyocr(weights, reader, tmp_path, capsys, name):
     path = image_path(name, tmp_path)
@@ -163,7 +155,6 @@ def test_strings_and_boxes_equal_easyocr(weights, reader, tmp_path, capsys, name
     assert (tmp_path / "out" / path.name).is_file()
 
 
-@needs_loops
 @pytest.mark.slow
 def test_bus_jpg_equals_easyocr(weights, reader, tmp_path, capsys):
     path = sources.sample_images() / "bus.jpg"

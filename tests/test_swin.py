@@ -23,7 +23,7 @@ import gen_wts
 import wts
 from netdefs import swin
 from netdefs.sources import state_dict_for_wts
-from trtx import check, cli, reference
+from trtx import check, cli
 from trtx.build import BatchSpec, BuildOptions, build_serialized
 from trtx.net import Net
 
@@ -174,8 +174,6 @@ def test_shift_mask_is_torchvisions(monkeypatch):
     assert np.array_equal(seen["attn"][:, 0].numpy(), mask)
 
 
-@pytest.mark.skipif("ATTENTION_INPUT" not in reference.implemented_kinds(),
-                    reason="the reference executor has no ATTENTION layer yet (branch ref adds it)")  # fmt: skip
 @pytest.mark.parametrize(("arch", "size", "window"), [("swin_t", 64, 4), ("swin_v2_t", 96, 8)])
 def test_small_swin_attention_layer_matches_torchvision(arch, size, window):
     """--attention trt with shifted windows: position bias + shift mask as the attention layer's add mask over

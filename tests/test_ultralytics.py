@@ -520,12 +520,7 @@ def test_plugin_records_give_the_same_detections(spec, states):
 
 def test_attention_layer_option_is_checked_like_the_matmul_form(monkeypatch):
     """--attention trt (TensorRT's IAttention, q and k zero-padded to the value width): C2PSA alone passes check,
-    and without its scale is named at the projection, as the matrix-multiply form. Needs the reference executor's
-    ATTENTION layers (skipped until it has them; the builder builds the layer either way: test above)."""
-    from trtx import reference
-
-    if "ATTENTION_INPUT" not in reference.implemented_kinds():
-        pytest.skip("the reference executor does not run ATTENTION layers yet")
+    and without its scale is named at the projection, as the matrix-multiply form."""
     result = _c2psa_check("trt")
     assert result.passed, result.table()[-2000:]
     original = model.attention

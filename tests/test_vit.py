@@ -22,15 +22,10 @@ import gen_wts
 import wts
 from netdefs import common, vit
 from netdefs.sources import state_dict_for_wts
-from trtx import check, cli, reference, sources
+from trtx import check, cli, sources
 from trtx.build import BatchSpec, BuildOptions, build_serialized
 from trtx.net import Net
 
-#: the reference executor runs TensorRT's attention layer (branch ref adds it): the --attention trt checks need it
-ATTENTION_IN_REFERENCE = "ATTENTION_INPUT" in reference.implemented_kinds()
-needs_attention_layer = pytest.mark.skipif(
-    not ATTENTION_IN_REFERENCE, reason="the reference executor has no ATTENTION layer yet (branch ref adds it)"
-)
 RTOL = 1e-4
 FP16_RTOL = 1e-2  # check's fp16 tolerance (relative RMS error), docs/check-and-inspect.md
 BUS = sources.sample_images() / "bus.jpg"
@@ -82,7 +77,6 @@ def test_check_vit_b_16_matches_torchvision(vit_b_16, capsys):
     assert [e["passed"] for e in doc["extras"]] == [True, True]  # top-5, logits not constant
 
 
-@needs_attention_layer
 def test_check_vit_b_16_attention_layer(vit_b_16, capsys):
     """--attention trt: TensorRT's attention layer in every block, the same 103 layers within 1e-4."""
     code, doc = _check_json(capsys, "-w", str(vit_b_16), "--attention", "trt")
@@ -161,7 +155,6 @@ def test_small_vit_with_representation_layer():
     assert result.passed and {"heads.pre_logits", "heads.act"} <= {r.name for r in result.layers}
 
 
-@needs_attention_layer
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_small_vit_attention_layer_matches_torchvision(precision):
     cfg, weights = small_vit(6)

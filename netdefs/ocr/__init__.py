@@ -15,7 +15,6 @@ The networks are in ``craft.py`` and ``crnn.py`` (what a user edits), the host s
 from __future__ import annotations
 
 import argparse
-import functools
 from types import SimpleNamespace
 from typing import Any
 
@@ -152,28 +151,6 @@ def crnn_feeds(cfg, image: str | None, batch: int, seed: int) -> dict[str, np.nd
     width = cfg.width if cfg.lstm == "unrolled" else 128
     rng = np.random.default_rng(seed)
     return {"crop": rng.uniform(-1, 1, (batch, 1, crnn.HEIGHT, width)).astype(np.float32)}
-
-
-@functools.cache
-def reference_runs_loops() -> bool:
-    """Whether trtx.reference executes ILoop (it does from the ``ref`` branch on)."""
-    from trtx import reference
-    from trtx.net import Net
-
-    net = Net()
-    x = net.input("x", (2, 3))
-    loop = net.network.add_loop()
-    loop.add_trip_limit(net.constant(np.array(2, np.int32), "n", np.int32), net.trt.TripLimit.COUNT)
-    rec = loop.add_recurrence(net.constant(np.zeros(3, np.float32), "zero"))
-    total = net.network.add_elementwise(rec.get_output(0), loop.add_iterator(x, 0, False).get_output(0),
-                                        net.trt.ElementWiseOperation.SUM).get_output(0)  # fmt: skip
-    rec.set_input(1, total)
-    net.output(loop.add_loop_output(rec.get_output(0), net.trt.LoopOutput.LAST_VALUE).get_output(0), "y")
-    try:
-        reference.execute(net.network, {"x": np.ones((2, 3), np.float32)})
-    except Exception:  # noqa: BLE001 - ReferenceExecutionError: no LOOP
-        return False
-    return True
 
 
 # ---- the application ----------------------------------------------------------------------------------
