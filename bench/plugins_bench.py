@@ -142,6 +142,30 @@ def summary(times: list[float]) -> str:
     return f"{statistics.median(times):.3f} ms (p10 {q[0]:.3f}, p90 {q[-1]:.3f})"
 
 
+def compare_row(ours, base, x, records, suppress, args) -> str:
+    """The timing cells of one table row, from "kept/img" on: ours (``ours(x)`` -> (num, dets), ``ours.decode``,
+    ``suppress(records)``) against a baseline (``base(x)`` -> kept per image, ``base.decode``, ``base.nms``) on the
+    same input, and ours as one CUDA graph."""
+    num, _ = ours(x)
+    kept_base = [len(o) for o in base(x)]
+    agree = num.tolist() == kept_base
+    t_ours, t_base = timed(ours, x, args.iters, args.warmup), timed(base, x, args.iters, args.warmup)
+    t_od = timed(ours.decode, x, args.iters, args.warmup)
+    t_on = timed(suppress, records, args.iters, args.warmup)
+    pred = base.decode(x)
+    t_bd = timed(base.decode, x, args.iters, args.warmup)
+    t_bn = timed(base.nms, pred, args.iters, args.warmup)
+    gpu = graph_time(ours, x, args.iters)
+    ratio = statistics.median(t_base) / statistics.median(t_ours)
+    kept = f"{float(num.float().mean()):.1f} / {sum(kept_base) / len(kept_base):.1f}{'' if agree else ' (differ)'}"
+    return (
+        f"{kept} | {summary(t_ours)} | {summary(t_base)} | **{ratio:.2f}x** "
+        f"| {statistics.median(t_od):.3f} ms | {statistics.median(t_on):.3f} ms "
+        f"| {statistics.median(t_bd):.3f} ms | {statistics.median(t_bn):.3f} ms "
+        f"| {'n/a' if gpu is None else f'{gpu:.3f} ms'} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
@@ -171,24 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         xs = heads(batch, args.seed)
         records = ours.decode(xs)
         candidates = sum(int(n.sum()) for n in records[0::2]) / batch
-        num, dets = ours(xs)
-        kept_torch = [len(o) for o in base(xs)]
-        agree = num.tolist() == kept_torch
-        t_ours, t_base = timed(ours, xs, args.iters, args.warmup), timed(base, xs, args.iters, args.warmup)
-        t_od = timed(ours.decode, xs, args.iters, args.warmup)
-        t_on = timed(lambda r: ours.nms.execute(r, poison=False), records, args.iters, args.warmup)
-        pred = base.decode(xs)
-        t_bd = timed(base.decode, xs, args.iters, args.warmup)
-        t_bn = timed(base.nms, pred, args.iters, args.warmup)
-        gpu = graph_time(ours, xs, args.iters)
-        ratio = statistics.median(t_base) / statistics.median(t_ours)
-        kept = f"{float(num.float().mean()):.1f} / {sum(kept_torch) / batch:.1f}{'' if agree else ' (differ)'}"
-        lines.append(
-            f"| {batch} | {candidates:.0f} | {kept} | {summary(t_ours)} | {summary(t_base)} | **{ratio:.2f}x** "
-            f"| {statistics.median(t_od):.3f} ms | {statistics.median(t_on):.3f} ms "
-            f"| {statistics.median(t_bd):.3f} ms | {statistics.median(t_bn):.3f} ms "
-            f"| {'n/a' if gpu is None else f'{gpu:.3f} ms'} |"
-        )
+        row = compare_row(ours, base, xs, records, lambda r: ours.nms.execute(r, poison=False), args)
+        lines.append(f"| {batch} | {candidates:.0f} | {row}")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import math
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from plugins_bench import graph_time, summary, timed  # noqa: E402  (the same timing as the yolov5 kernels' bench)
+from plugins_bench import compare_row  # noqa: E402  (the same timing as the yolov5 kernels' bench)
 
 from plugins.ops.dfl_decode import DflDecode  # noqa: E402
 from plugins.ops.nms import Nms  # noqa: E402
@@ -133,24 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             head = head_outputs(task, batch, args.seed)
             records = ours.decode(head)
             candidates = float(records[0].float().mean())
-            num, _ = ours(head)
-            kept_base = [len(o) for o in base(head)]
-            agree = num.tolist() == kept_base
-            t_ours, t_base = timed(ours, head, args.iters, args.warmup), timed(base, head, args.iters, args.warmup)
-            t_od = timed(ours.decode, head, args.iters, args.warmup)
-            t_on = timed(ours.suppress, records, args.iters, args.warmup)
-            pred = base.decode(head)
-            t_bd = timed(base.decode, head, args.iters, args.warmup)
-            t_bn = timed(base.nms, pred, args.iters, args.warmup)
-            gpu = graph_time(ours, head, args.iters)
-            ratio = statistics.median(t_base) / statistics.median(t_ours)
-            kept = f"{float(num.float().mean()):.1f} / {sum(kept_base) / batch:.1f}{'' if agree else ' (differ)'}"
-            lines.append(
-                f"| {task} | {batch} | {candidates:.0f} | {kept} | {summary(t_ours)} | {summary(t_base)} "
-                f"| **{ratio:.2f}x** | {statistics.median(t_od):.3f} ms | {statistics.median(t_on):.3f} ms "
-                f"| {statistics.median(t_bd):.3f} ms | {statistics.median(t_bn):.3f} ms "
-                f"| {'n/a' if gpu is None else f'{gpu:.3f} ms'} |"
-            )
+            row = compare_row(ours, base, head, records, ours.suppress, args)
+            lines.append(f"| {task} | {batch} | {candidates:.0f} | {row}")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
