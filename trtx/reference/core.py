@@ -17,6 +17,7 @@ TensorRT does, with fp32 math inside a layer.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -276,3 +277,20 @@ def _dense(t: torch.Tensor) -> bool:
         return True
     layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
     return layout is not None and t.is_contiguous(memory_format=layout)
+
+
+@dataclass(eq=False)
+class Node:
+    """One layer of a plan: its op, its reusable LayerCall, input/output slots and declared outputs. A loop or a
+    conditional is one node too: ``call`` None, ``op(values, check)`` runs its own steps. A node made of several
+    layers (:mod:`trtx.reference.fusion`) names its fusion in ``fused``."""
+
+    kind: str
+    where: str
+    op: Any
+    call: LayerCall | None
+    ins: list[int]  # -1: input not set
+    outs: list[int]
+    #: per output: (torch dtype, TensorRT dtype name, declared dims, name)
+    meta: list[tuple[torch.dtype, str, tuple[int, ...], str]]
+    fused: str = ""

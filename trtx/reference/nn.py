@@ -8,6 +8,7 @@ Pooling.html.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -57,17 +58,19 @@ def forward_padding(call: LayerCall, spatial, window, stride, dilation) -> list[
     return out
 
 
-def _static_weights(call: LayerCall, c: int, transposed: bool):
-    """(kernel shape, kernel, bias) from the layer's weights (None where they come from inputs 1/2), checked."""
+def _static_weights(call: LayerCall, c: int, transposed: bool, static: bool = False):
+    """(kernel shape, kernel, bias) from the layer's weights (None where they come from inputs 1/2), checked.
+    ``static``: the layer's own weights whatever the call's other inputs are (a fused node's)."""
     layer = call.layer
     kernel = L.dims(layer.kernel_size_nd)
     groups = int(layer.num_groups)
     k = int(layer.num_output_maps)
     shape = (c, k // groups, *kernel) if transposed else (k, c // groups, *kernel)
-    w = None if call.optional(1) is not None else call.weights(layer.kernel)
-    if call.optional(1) is None and w is None:
+    kernel_input = not static and call.optional(1) is not None
+    w = None if kernel_input else call.weights(layer.kernel)
+    if not kernel_input and w is None:
         raise call.error("has no kernel weights")
-    b = None if call.optional(2) is not None else call.weights(layer.bias)
+    b = None if not static and call.optional(2) is not None else call.weights(layer.bias)
     if w is not None:
         w = _checked_kernel(call, w, shape, c, groups)
     if b is not None:
@@ -103,12 +106,29 @@ def _check_rank(call: LayerCall, x: torch.Tensor, nd: int) -> None:
         raise call.unsupported(f"input rank {x.dim()} with a {nd}-D kernel (expected rank {nd + 2})")
 
 
-def _conv_setup(call: LayerCall, x: torch.Tensor):
+class ConvSetup(NamedTuple):
+    """What a convolution needs for one input shape: kernel/bias (None: from inputs 1/2), the padding as the
+    convolution's own (symmetric) or as an explicit pad first, and the CPU layout."""
+
+    shape: tuple[int, ...]
+    w: torch.Tensor | None
+    b: torch.Tensor | None
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    pads: list[tuple[int, int]] | None  # explicit (pre, post) per spatial dim; None: ``padding`` does it
+    padding: tuple[int, ...] | int
+    nd: int
+    layout: torch.memory_format | None
+
+
+def conv_setup(call: LayerCall, x: torch.Tensor, static: bool = False) -> ConvSetup:
+    """The convolution of ``call`` for inputs shaped like ``x`` (``static``: weights from the layer only)."""
     layer = call.layer
     kernel = L.dims(layer.kernel_size_nd)
     nd = len(kernel)
     _check_rank(call, x, nd)
-    shape, w, b = _static_weights(call, x.shape[1], transposed=False)
+    shape, w, b = _static_weights(call, x.shape[1], transposed=False, static=static)
     stride, dilation = L.dims(layer.stride_nd), L.dims(layer.dilation_nd)
     pads = [(pre, post + extra) for pre, post, extra in forward_padding(call, x.shape[2:], kernel, stride, dilation)]
     symmetric = all(pre == post for pre, post in pads)  # the convolution pads itself: no padded copy of x
@@ -116,20 +136,25 @@ def _conv_setup(call: LayerCall, x: torch.Tensor):
     layout = _CHANNELS_LAST.get(nd) if call.device.type == "cpu" else None
     if layout is not None and w is not None:
         w = w.contiguous(memory_format=layout)
-    return shape, w, b, stride, dilation, int(layer.num_groups), (None if symmetric else pads), padding, nd, layout
+    return ConvSetup(shape, w, b, stride, dilation, int(layer.num_groups), None if symmetric else pads, padding, nd,
+                     layout)  # fmt: skip
+
+
+def convolve(call: LayerCall, x: torch.Tensor, setup: ConvSetup) -> torch.Tensor:
+    """The convolution ``setup`` describes, applied to ``x``."""
+    w, b = _conv_weights(call, x, setup.shape, setup.w, setup.b)
+    if setup.pads is not None:
+        x = _pad_last(x, setup.pads)
+    if setup.layout is not None:  # oneDNN's convolutions run fastest on channels-last tensors on the CPU
+        x = x.contiguous(memory_format=setup.layout)
+    s = setup
+    return _CONV[s.nd](x, w, b, stride=s.stride, padding=s.padding, dilation=s.dilation, groups=s.groups)
 
 
 @implements("CONVOLUTION")
 def convolution(call: LayerCall) -> list[torch.Tensor]:
     x = call.x(0)
-    setup = call.memo(("conv", x.shape), lambda: _conv_setup(call, x))
-    shape, w, b, stride, dilation, groups, pads, padding, nd, layout = setup
-    w, b = _conv_weights(call, x, shape, w, b)
-    if pads is not None:
-        x = _pad_last(x, pads)
-    if layout is not None:  # oneDNN's convolutions run fastest on channels-last tensors on the CPU
-        x = x.contiguous(memory_format=layout)
-    return [_CONV[nd](x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)]
+    return [convolve(call, x, call.memo(("conv", x.shape), lambda: conv_setup(call, x)))]
 
 
 def _deconv_setup(call: LayerCall, x: torch.Tensor):

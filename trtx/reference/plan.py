@@ -14,7 +14,8 @@ output. Then, with ``optimize=True`` (the default):
 * **CUDA graphs** (CUDA, ``cuda_graphs=True``): the run for one input shape is captured on its second call and
   replayed after that; one graph per input shape, the ``cache_size`` most recently used kept. Networks with a
   layer that reads device values on the host run eagerly.
-* **fast_math** (default on CUDA only): x · sigmoid(x) fused to one SiLU -- the same function, rounded once.
+* **fast_math** (default on CUDA only): layers fused into one kernel computing the same function with fewer
+  roundings (:mod:`trtx.reference.fusion`: a convolution and its batch-norm scale, x · sigmoid(x) as SiLU).
 
 ``optimize=False`` is the plain executor: every layer runs on every call, in order, into fresh tensors, and every
 computed tensor stays alive until the run ends. Both use the same op functions, so on the CPU their outputs are
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +38,14 @@ from trtx import layers as L
 from trtx.reference.core import (
     REFUSED,
     LayerCall,
+    Node,
     NotImplementedInReference,
     ReferenceExecutionError,
     registry,
     to_declared,
     torch_dtype,
 )
+from trtx.reference.fusion import fuse
 from trtx.reference.regions import Graph, Region
 from trtx_base import backend
 
@@ -93,21 +96,6 @@ def exact_float32():
 
 
 # ---- reading the network ------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Node:
-    """One layer of the plan: its op, its reusable LayerCall, input/output slots and declared outputs. A loop or a
-    conditional is one node too: ``call`` None, ``op(values, check)`` runs its own steps."""
-
-    kind: str
-    where: str
-    op: Any
-    call: LayerCall | None
-    ins: list[int]  # -1: input not set
-    outs: list[int]
-    #: per output: (torch dtype, TensorRT dtype name, declared dims, name)
-    meta: list[tuple[torch.dtype, str, tuple[int, ...], str]]
 
 
 @dataclass(eq=False)
@@ -300,7 +288,7 @@ class Plan:
         self._static_shape = static_shape
         returned = set(self._returned)
         if self.fast_math:
-            general = _fuse_silu(general, returned)
+            general = fuse(general, returned)
         self._pinned = feeds | set(self._const) | returned  # never freed, never overwritten
         self._general = self._program(general, protect=per_shape)
         self._capturable = all(
@@ -494,48 +482,12 @@ class Plan:
             "folded_constants": sum(1 for node in self._nodes if set(node.outs) <= set(self._const)),
             "shape_tensors": len(self._per_shape),
             "steps": len(self._general),
-            "fused": sum(1 for step in self._general if step.node.kind == "SILU"),
+            "fused": sum(1 for step in self._general if step.node.fused),
+            "fusions": dict(Counter(step.node.fused for step in self._general if step.node.fused)),
             "capturable": self._capturable,
             "input_shapes_cached": len(self._entries),
             "graphs": sum(1 for e in self._entries.values() if e.graph is not None),
         }
-
-
-def _silu(call: LayerCall) -> list[torch.Tensor]:
-    x = call.x(0)
-    return [torch.nn.functional.silu(x, inplace=call.scratch(0, x) is not None)]
-
-
-def _fuse_silu(nodes: list[Node], returned: set[int]) -> list[Node]:
-    """x · sigmoid(x) (an ELEMENTWISE PROD of x and an ACTIVATION SIGMOID of x used nowhere else) as one SiLU:
-    the same function, one kernel instead of two, the product rounded once instead of twice."""
-    uses: dict[int, int] = {}
-    for node in nodes:
-        for i in node.ins:
-            uses[i] = uses.get(i, 0) + 1
-    producer = {slot: node for node in nodes for slot in node.outs}
-    out: list[Node] = []
-    for node in nodes:
-        if node.kind == "ELEMENTWISE" and len(node.ins) == 2 and node.call.layer.op.name == "PROD":
-            for x, s in (node.ins, node.ins[::-1]):
-                sig = producer.get(s)
-                if (
-                    sig is not None
-                    and sig.kind == "ACTIVATION"
-                    and sig.call.layer.type.name == "SIGMOID"
-                    and sig.ins == [x]
-                    and uses.get(s) == 1
-                    and s not in returned
-                    and sig in out
-                    and node.meta[0][0].is_floating_point
-                ):
-                    out.remove(sig)
-                    call = LayerCall(node.call.raw, "SILU", None, node.call.device, node.call.out_dtypes,
-                                     host=node.call._host, trt=node.call.trt)  # fmt: skip
-                    node = Node("SILU", f"{node.where} = SiLU of {sig.where}", _silu, call, [x], node.outs, node.meta)
-                    break
-        out.append(node)
-    return out
 
 
 def compile(  # noqa: A001  -- trtx.reference.compile, as the torch.compile of this executor
@@ -556,8 +508,9 @@ def compile(  # noqa: A001  -- trtx.reference.compile, as the torch.compile of t
     tensors (the plain executor). ``cuda_graphs`` (CUDA only, default on) captures the run per input shape on its
     second call; ``cache_size`` input shapes are remembered (least recently used dropped). ``fast_math`` (default:
     on CUDA only) lets the plan fuse layers into one kernel computing the same function with fewer roundings
-    (x · sigmoid(x) as SiLU); without it the plan's outputs are bit-identical to the plain executor's. The plan keeps
-    ``network`` alive and assumes it is not changed after compiling.
+    (a convolution and its batch-norm scale as one convolution, x · sigmoid(x) as SiLU); without it the plan's
+    outputs are bit-identical to the plain executor's. The plan keeps ``network`` alive and assumes it is not
+    changed after compiling.
     """
     return Plan(network, device, keep=keep, optimize=optimize, cuda_graphs=cuda_graphs, fast_math=fast_math,
                 cache_size=cache_size)  # fmt: skip

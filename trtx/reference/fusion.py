@@ -1,0 +1,223 @@
+"""``fast_math``: several layers of a plan run as one kernel that computes the same function with fewer roundings.
+
+Each rewrite takes the plan's nodes in order and returns them with some runs of layers replaced by one node; a
+layer is only absorbed when nothing but the next layer of the pattern reads its output and the caller does not get
+it back (a network output or a kept tensor). The results differ from the plain executor's in the last bits only;
+:class:`~trtx.reference.plan.Plan` applies them when ``fast_math`` is on (by default on CUDA).
+
+* convolution followed by a per-channel scale (``net.batchnorm``: y = x·s + t) -> one convolution with the kernel
+  scaled by s and the bias b·s + t, folded once per input shape;
+* convolution (folded or not) -> ReLU, and convolution -> + z -> ReLU (a residual block's end) -> one node: on CUDA
+  one cuDNN kernel (``torch.cudnn_convolution_relu`` / ``cudnn_convolution_add_relu``), elsewhere the convolution
+  followed by the sum and the ReLU in place;
+* x · sigmoid(x) -> one SiLU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from trtx.reference import nn
+from trtx.reference.core import LayerCall, Node
+
+
+def fuse(nodes: list[Node], returned: set[int]) -> list[Node]:
+    """Every rewrite of this module, in order (a folded convolution may feed a ReLU or a SiLU)."""
+    return fuse_silu(fuse_conv_relu(fold_conv_scale(nodes, returned), returned), returned)
+
+
+def _readers(nodes: list[Node]) -> tuple[dict[int, int], dict[int, Node]]:
+    """(slot -> how many inputs read it, slot -> the node producing it)."""
+    uses: dict[int, int] = {}
+    for node in nodes:
+        for i in node.ins:
+            uses[i] = uses.get(i, 0) + 1
+    return uses, {slot: node for node in nodes for slot in node.outs}
+
+
+# ---- convolution + per-channel scale ---------------------------------------------------------------
+
+
+def _channel_affine(scale: Node, channels: int) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
+    """(s, t) of a SCALE node computing x·s + t per channel of axis 1, or None if it is anything else."""
+    call = scale.call
+    layer = call.layer
+    if layer.mode.name != "CHANNEL" or int(layer.channel_axis) != 1 or len(scale.ins) != 1:
+        return None
+    s, t, power = (call.weights(getattr(layer, name)) for name in ("scale", "shift", "power"))
+    for w in (s, t, power):
+        if w is not None and (w.numel() != channels or not bool(torch.isfinite(w).all())):
+            return None
+    if power is not None and not bool((power == 1).all()):
+        return None
+    return s, t
+
+
+def _folded(setup: nn.ConvSetup, s: torch.Tensor | None, t: torch.Tensor | None) -> nn.ConvSetup:
+    """The convolution computing conv(x)·s + t: kernel·s per output channel, bias b·s + t (in float64, rounded
+    once to the kernel's dtype)."""
+    w, b = setup.w.double(), None if setup.b is None else setup.b.double()
+    if s is not None:
+        s = s.double().reshape(-1)
+        w = w * s.reshape(-1, *(1,) * (w.dim() - 1))
+        b = None if b is None else b * s
+    if t is not None:
+        b = t.double().reshape(-1) if b is None else b + t.double().reshape(-1)
+    w = w.to(setup.w.dtype).contiguous(memory_format=setup.layout or torch.contiguous_format)
+    return setup._replace(w=w, b=None if b is None else b.to(setup.w.dtype))
+
+
+def _conv(call: LayerCall, *, s: torch.Tensor | None, t: torch.Tensor | None, add: bool, relu: bool):
+    """A fused convolution node's op: relu?(conv(x)·s + t (+ z)), x = input 0, z = input 1 when ``add``."""
+    x = call.x(0)
+    setup = call.memo(("fused conv", x.shape), lambda: _folded(nn.conv_setup(call, x, static=True), s, t))
+    z = call.x(1) if add else None
+    if relu and x.is_cuda and setup.pads is None and setup.nd == 2 and torch.backends.cudnn.enabled:
+        args = (setup.b, setup.stride, setup.padding, setup.dilation, setup.groups)
+        if z is None:
+            return [torch.cudnn_convolution_relu(x.contiguous(), setup.w, *args)]
+        if z.shape == call.memo(("fused conv output", x.shape), lambda: _output_shape(x, setup)):
+            return [torch.cudnn_convolution_add_relu(x.contiguous(), setup.w, z.contiguous(), 1.0, *args)]
+    y = nn.convolve(call, x, setup)
+    if z is not None:
+        y = y.add_(z) if torch.broadcast_shapes(y.shape, z.shape) == y.shape else y + z
+    return [y.clamp_min_(0) if relu else y]
+
+
+def _output_shape(x: torch.Tensor, setup: nn.ConvSetup) -> torch.Size:
+    """The shape a convolution padding itself by ``setup.padding`` gives for ``x``."""
+    kernel = setup.shape[2:]
+    spatial = [
+        (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        for size, pad, dil, k, stride in zip(x.shape[2:], setup.padding, setup.dilation, kernel, setup.stride)
+    ]
+    return torch.Size([x.shape[0], setup.shape[0], *spatial])
+
+
+def _conv_node(conv: Node, last: Node, ins: list[int], fused: str, **how) -> Node:
+    """A node running ``conv`` (a static convolution, perhaps already fused) through ``last``'s output."""
+    call = LayerCall(conv.call.raw, "CONVOLUTION", None, conv.call.device, last.call.out_dtypes,
+                     host=conv.call._host, trt=conv.call.trt)  # fmt: skip
+    before = conv.op.keywords if conv.fused else {"s": None, "t": None, "add": False, "relu": False}
+    op = functools.partial(_conv, **{**before, **how})
+    where = conv.where if last is conv else f"{conv.where} … {last.where}"
+    return Node("CONVOLUTION", where, op, call, ins, last.outs, last.meta, fused=fused)
+
+
+def _static_conv(conv: Node | None, slot: int, uses: dict[int, int], returned: set[int], out: list[Node]) -> bool:
+    """``conv`` is a convolution with the layer's own weights, nothing but one input reads its output ``slot``
+    (not returned either), and it is still a node of its own in ``out``."""
+    return (
+        conv is not None
+        and conv.kind == "CONVOLUTION"
+        and all(i < 0 for i in conv.ins[1:])  # kernel and bias are the layer's, not Q/DQ inputs
+        and uses.get(slot) == 1
+        and slot not in returned
+        and conv.meta[0][0] == torch.float32
+        and conv in out
+    )
+
+
+def fold_conv_scale(nodes: list[Node], returned: set[int]) -> list[Node]:
+    """A CONVOLUTION with constant weights whose only reader is a per-channel SCALE -> one convolution."""
+    uses, producer = _readers(nodes)
+    out: list[Node] = []
+    for node in nodes:
+        conv = producer.get(node.ins[0]) if node.kind == "SCALE" and node.ins else None
+        if _static_conv(conv, node.ins[0], uses, returned, out) and not conv.fused:
+            affine = _channel_affine(node, int(conv.call.layer.num_output_maps))
+            if affine is not None:
+                out.remove(conv)
+                node = _conv_node(conv, node, conv.ins[:1], "conv+scale", s=affine[0], t=affine[1])
+        out.append(node)
+    return out
+
+
+def _is(node: Node | None, kind: str, op: str) -> bool:
+    """``node`` is an ACTIVATION of type ``op`` or an ELEMENTWISE of operation ``op``."""
+    if node is None or node.kind != kind or node.call is None:
+        return False
+    layer = node.call.layer
+    return (layer.type if kind == "ACTIVATION" else layer.op).name == op
+
+
+def fuse_conv_relu(nodes: list[Node], returned: set[int]) -> list[Node]:
+    """ReLU(conv) and ReLU(conv + z) -> one node (z a residual declared with the convolution's shape; a run where
+    one broadcasts after all takes the unfused path)."""
+    uses, producer = _readers(nodes)
+    out: list[Node] = []
+    for node in nodes:
+        a = node.ins[0] if _is(node, "ACTIVATION", "RELU") and len(node.ins) == 1 else None
+        if a is not None and node.meta[0][0] == torch.float32:
+            src = producer.get(a)
+            if _static_conv(src, a, uses, returned, out):
+                out.remove(src)
+                node = _conv_node(src, node, src.ins[:1], _name(src, "relu"), relu=True)
+            elif (
+                _is(src, "ELEMENTWISE", "SUM")
+                and uses.get(a) == 1
+                and a not in returned
+                and src in out
+                and len(src.ins) == 2
+                and src.ins[0] != src.ins[1]
+            ):
+                for c, z in (src.ins, src.ins[::-1]):
+                    conv = producer.get(c)
+                    same_shape = conv is not None and conv.meta[0][2] == src.meta[0][2] == _dims(producer, z)
+                    if same_shape and _static_conv(conv, c, uses, returned, out):
+                        out.remove(conv)
+                        out.remove(src)
+                        node = _conv_node(conv, node, [conv.ins[0], z], _name(conv, "add+relu"), add=True,
+                                          relu=True)  # fmt: skip
+                        break
+        out.append(node)
+    return out
+
+
+def _name(conv: Node, then: str) -> str:
+    return f"{conv.fused or 'conv'}+{then}"
+
+
+def _dims(producer: dict[int, Node], slot: int) -> tuple[int, ...] | None:
+    """Declared dims of ``slot`` where a node of the list produces it (None for feeds and constants)."""
+    node = producer.get(slot)
+    return None if node is None else node.meta[node.outs.index(slot)][2]
+
+
+# ---- SiLU ------------------------------------------------------------------------------------------
+
+
+def _silu(call: LayerCall) -> list[torch.Tensor]:
+    x = call.x(0)
+    return [torch.nn.functional.silu(x, inplace=call.scratch(0, x) is not None)]
+
+
+def fuse_silu(nodes: list[Node], returned: set[int]) -> list[Node]:
+    """x · sigmoid(x) (an ELEMENTWISE PROD of x and an ACTIVATION SIGMOID of x used nowhere else) as one SiLU:
+    the same function, one kernel instead of two, the product rounded once instead of twice."""
+    uses, producer = _readers(nodes)
+    out: list[Node] = []
+    for node in nodes:
+        if node.kind == "ELEMENTWISE" and len(node.ins) == 2 and node.call.layer.op.name == "PROD":
+            for x, s in (node.ins, node.ins[::-1]):
+                sig = producer.get(s)
+                if (
+                    sig is not None
+                    and sig.kind == "ACTIVATION"
+                    and sig.call.layer.type.name == "SIGMOID"
+                    and sig.ins == [x]
+                    and uses.get(s) == 1
+                    and s not in returned
+                    and sig in out
+                    and node.meta[0][0].is_floating_point
+                ):
+                    out.remove(sig)
+                    call = LayerCall(node.call.raw, "SILU", None, node.call.device, node.call.out_dtypes,
+                                     host=node.call._host, trt=node.call.trt)  # fmt: skip
+                    node = Node("SILU", f"{node.where} = SiLU of {sig.where}", _silu, call, [x], node.outs, node.meta,
+                                fused="silu")  # fmt: skip
+                    break
+        out.append(node)
+    return out
