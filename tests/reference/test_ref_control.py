@@ -145,9 +145,11 @@ def test_loop_lstm_matches_torch(device):
     out = c.run({"x": xv}, device)
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # cuDNN's LSTM: no TF32
         y, (hn, cn) = lstm.to(device)(t(xv, device))
-    assert_close(out["y"], y)
-    assert_close(out["h"], hn[0])
-    assert_close(out["c"], cn[0])
+    # cuDNN's LSTM sums its products in another order than the loop's matmuls: on CUDA, 1e-4 of the output scale
+    tol = {} if device == "cpu" else {"rtol": 1e-4, "atol": 1e-4 * max(float(y.abs().max()), 1.0)}
+    assert_close(out["y"], y, **tol)
+    assert_close(out["h"], hn[0], **tol)
+    assert_close(out["c"], cn[0], **tol)
 
 
 def test_nested_loops(device):

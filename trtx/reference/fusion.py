@@ -10,7 +10,9 @@ it back (a network output or a kept tensor). The results differ from the plain e
 * convolution (folded or not) -> ReLU, and convolution -> + z -> ReLU (a residual block's end) -> one node: on CUDA
   one cuDNN kernel (``torch.cudnn_convolution_relu`` / ``cudnn_convolution_add_relu``), elsewhere the convolution
   followed by the sum and the ReLU in place;
-* x · sigmoid(x) -> one SiLU.
+* x · sigmoid(x) -> one SiLU, and a convolution -> SiLU -> one node: on CUDA the convolution without its bias, then
+  one elementwise kernel adding the bias and applying SiLU (``torch.cuda.jiterator``; PyTorch adds a convolution's
+  bias in a kernel of its own), elsewhere the convolution and SiLU in place.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from trtx.reference.core import LayerCall, Node
 
 def fuse(nodes: list[Node], returned: set[int]) -> list[Node]:
     """Every rewrite of this module, in order (a folded convolution may feed a ReLU or a SiLU)."""
-    return fuse_silu(fuse_conv_relu(fold_conv_scale(nodes, returned), returned), returned)
+    nodes = fuse_conv_relu(fold_conv_scale(nodes, returned), returned)
+    return fuse_conv_silu(fuse_silu(nodes, returned), returned)
 
 
 def _readers(nodes: list[Node]) -> tuple[dict[int, int], dict[int, Node]]:
@@ -69,21 +72,47 @@ def _folded(setup: nn.ConvSetup, s: torch.Tensor | None, t: torch.Tensor | None)
     return setup._replace(w=w, b=None if b is None else b.to(setup.w.dtype))
 
 
-def _conv(call: LayerCall, *, s: torch.Tensor | None, t: torch.Tensor | None, add: bool, relu: bool):
-    """A fused convolution node's op: relu?(conv(x)·s + t (+ z)), x = input 0, z = input 1 when ``add``."""
+def _conv(call: LayerCall, *, s: torch.Tensor | None, t: torch.Tensor | None, add: bool, act: str | None):
+    """A fused convolution node's op: act(conv(x)·s + t (+ z)), x = input 0, z = input 1 when ``add``."""
     x = call.x(0)
     setup = call.memo(("fused conv", x.shape), lambda: _folded(nn.conv_setup(call, x, static=True), s, t))
     z = call.x(1) if add else None
-    if relu and x.is_cuda and setup.pads is None and setup.nd == 2 and torch.backends.cudnn.enabled:
+    cuda = x.is_cuda and setup.pads is None and setup.nd == 2 and torch.backends.cudnn.enabled
+    if act == "relu" and cuda:
         args = (setup.b, setup.stride, setup.padding, setup.dilation, setup.groups)
         if z is None:
             return [torch.cudnn_convolution_relu(x.contiguous(), setup.w, *args)]
         if z.shape == call.memo(("fused conv output", x.shape), lambda: _output_shape(x, setup)):
             return [torch.cudnn_convolution_add_relu(x.contiguous(), setup.w, z.contiguous(), 1.0, *args)]
+    bias_silu = _bias_silu(x.device) if act == "silu" and x.is_cuda and setup.b is not None else None
+    if bias_silu is not None:
+        y = nn.convolve(call, x, setup._replace(b=None))
+        return [bias_silu(y, setup.b.reshape(1, -1, *(1,) * setup.nd))]
     y = nn.convolve(call, x, setup)
     if z is not None:
         y = y.add_(z) if torch.broadcast_shapes(y.shape, z.shape) == y.shape else y + z
-    return [y.clamp_min_(0) if relu else y]
+    if act == "silu":
+        return [torch.nn.functional.silu(y, inplace=True)]
+    return [y.clamp_min_(0) if act == "relu" else y]
+
+
+@functools.cache
+def _bias_silu(device: torch.device):
+    """silu(x + b) as one CUDA kernel (NVRTC through torch's jiterator), or None where it does not compile or
+    disagrees with PyTorch's silu on a probe (then the plan keeps two kernels). First called in a plan's first,
+    uncaptured run: the probe synchronizes."""
+    try:
+        from torch.cuda import jiterator  # noqa: PLC0415  -- CUDA builds only
+
+        fn = jiterator._create_jit_fn(
+            "template <typename T> T bias_silu(T x, T b) { T y = x + b; return y / (T(1) + exp(-y)); }"
+        )
+        x = torch.linspace(-20, 20, 64, device=device).reshape(2, 4, 2, 4)
+        b = torch.linspace(-1, 1, 4, device=device).reshape(1, 4, 1, 1)
+        ok = torch.allclose(fn(x, b), torch.nn.functional.silu(x + b), rtol=1e-6, atol=1e-7)
+    except Exception:  # noqa: BLE001  -- no jiterator, or NVRTC refused the kernel: the unfused form
+        return None
+    return fn if ok else None
 
 
 def _output_shape(x: torch.Tensor, setup: nn.ConvSetup) -> torch.Size:
@@ -100,7 +129,7 @@ def _conv_node(conv: Node, last: Node, ins: list[int], fused: str, **how) -> Nod
     """A node running ``conv`` (a static convolution, perhaps already fused) through ``last``'s output."""
     call = LayerCall(conv.call.raw, "CONVOLUTION", None, conv.call.device, last.call.out_dtypes,
                      host=conv.call._host, trt=conv.call.trt)  # fmt: skip
-    before = conv.op.keywords if conv.fused else {"s": None, "t": None, "add": False, "relu": False}
+    before = conv.op.keywords if conv.fused else {"s": None, "t": None, "add": False, "act": None}
     op = functools.partial(_conv, **{**before, **how})
     where = conv.where if last is conv else f"{conv.where} … {last.where}"
     return Node("CONVOLUTION", where, op, call, ins, last.outs, last.meta, fused=fused)
@@ -154,7 +183,7 @@ def fuse_conv_relu(nodes: list[Node], returned: set[int]) -> list[Node]:
             src = producer.get(a)
             if _static_conv(src, a, uses, returned, out):
                 out.remove(src)
-                node = _conv_node(src, node, src.ins[:1], _name(src, "relu"), relu=True)
+                node = _conv_node(src, node, src.ins[:1], _name(src, "relu"), act="relu")
             elif (
                 _is(src, "ELEMENTWISE", "SUM")
                 and uses.get(a) == 1
@@ -170,7 +199,7 @@ def fuse_conv_relu(nodes: list[Node], returned: set[int]) -> list[Node]:
                         out.remove(conv)
                         out.remove(src)
                         node = _conv_node(conv, node, [conv.ins[0], z], _name(conv, "add+relu"), add=True,
-                                          relu=True)  # fmt: skip
+                                          act="relu")  # fmt: skip
                         break
         out.append(node)
     return out
@@ -219,5 +248,19 @@ def fuse_silu(nodes: list[Node], returned: set[int]) -> list[Node]:
                     node = Node("SILU", f"{node.where} = SiLU of {sig.where}", _silu, call, [x], node.outs, node.meta,
                                 fused="silu")  # fmt: skip
                     break
+        out.append(node)
+    return out
+
+
+def fuse_conv_silu(nodes: list[Node], returned: set[int]) -> list[Node]:
+    """SiLU(conv) (after :func:`fuse_silu`) -> one node."""
+    uses, producer = _readers(nodes)
+    out: list[Node] = []
+    for node in nodes:
+        if node.kind == "SILU" and node.meta[0][0] == torch.float32:
+            src = producer.get(node.ins[0])
+            if _static_conv(src, node.ins[0], uses, returned, out) and not (src.fused or "").endswith("relu"):
+                out.remove(src)
+                node = _conv_node(src, node, src.ins[:1], _name(src, "silu"), act="silu")
         out.append(node)
     return out
