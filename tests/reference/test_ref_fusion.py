@@ -97,7 +97,8 @@ def test_conv_and_scale_stay_apart_when_folding_would_change_the_answer(why):
     xv = rand(2, 4, 8, 8)
     c.build({"x": xv})
     fast = reference.compile(c.nw, fast_math=True)
-    assert fast.describe()["fusions"] == ({"conv+scale": 1} if why == "relu of a sum that broadcasts" else {})
+    broadcast = why == "relu of a sum that broadcasts"  # the sum and the ReLU: an elementwise tree of their own
+    assert fast.describe()["fusions"] == ({"conv+scale": 1, "elementwise": 1} if broadcast else {})
     plain = reference.compile(c.nw, optimize=False)({"x": xv})
     for name, value in fast({"x": xv}).items():
         assert_close(value, plain[name], rtol=1e-6)
@@ -190,3 +191,49 @@ def test_the_bias_silu_kernel_compiles_and_agrees_with_pytorch():
     x = torch.randn(3, 16, 9, 7, device="cuda") * 8
     b = torch.randn(1, 16, 1, 1, device="cuda")
     torch.testing.assert_close(fn(x, b), torch.nn.functional.silu(x + b), rtol=1e-6, atol=1e-7)
+
+
+def _decode_like(c: Case, returned_inner: bool = False, extra_leaves: int = 0):
+    """yolov5's decode per level: s = sigmoid(t); y = s·(a + s·q) + gx + gy with broadcast constants, where s is
+    read twice inside the tree (and, with ``returned_inner``, also returned). ``extra_leaves`` more sums with
+    fed tensors past the 8 inputs one kernel takes."""
+    E, A = c.trt.ElementWiseOperation, c.trt.ActivationType
+    t = c.input("t", (-1, 3, 4, 5, 7))
+    s = c.nw.add_activation(t, A.SIGMOID).get_output(0)
+    q, a = c.const(rand(1, 3, 1, 1, 7)), c.const(rand(1, 1, 1, 1, 7))
+    gx, gy = c.const(rand(1, 1, 1, 5, 7)), c.const(rand(1, 1, 4, 1, 7))
+    y = c.nw.add_elementwise(s, q, E.PROD).get_output(0)
+    y = c.nw.add_elementwise(y, a, E.SUM).get_output(0)
+    y = c.nw.add_elementwise(s, y, E.PROD).get_output(0)
+    y = c.nw.add_elementwise(y, gx, E.SUM).get_output(0)
+    y = c.nw.add_elementwise(y, gy, E.SUB).get_output(0)
+    for k in range(extra_leaves):
+        y = c.nw.add_elementwise(y, c.input(f"e{k}", (1, 1, 1, 1, 7)), E.SUM).get_output(0)
+    c.output(y)
+    if returned_inner:
+        c.output(s, "s")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", ["decode", "returned inner", "too many inputs"])
+def test_elementwise_trees_run_as_one_node(device, shape):
+    """The decode's six layers are one node (the shared sigmoid inside it); a sigmoid the caller gets back stays
+    out (five layers); a tree reading more than 8 tensors stays as it is. On the CPU the node runs the layers
+    one by one: bit-identical; on CUDA one generated kernel from the second run of a shape on."""
+    c = Case()
+    _decode_like(c, returned_inner=shape == "returned inner", extra_leaves=6 if shape == "too many inputs" else 0)
+    feeds = {"t": rand(2, 3, 4, 5, 7)}
+    feeds.update({f"e{k}": rand(1, 1, 1, 1, 7) for k in range(6 if shape == "too many inputs" else 0)})
+    if device == "cpu":
+        c.build(feeds)
+    fast, plain = reference.compile(c.nw, device, fast_math=True), reference.compile(c.nw, device, optimize=False)
+    expected = {"decode": (1, 1), "returned inner": (1, 2), "too many inputs": (0, 12)}[shape]
+    assert (fast.describe()["fused"], fast.describe()["steps"]) == expected
+    want = plain(feeds)
+    for _ in range(3):  # the first run (layer by layer), the kernel's first call (the capture's warm-up), a replay
+        got = fast(feeds)
+        for name in want:
+            if device == "cpu":
+                assert torch.equal(got[name], want[name]), name
+            else:
+                assert_close(got[name].cpu(), want[name].cpu(), rtol=1e-6)

@@ -12,12 +12,16 @@ it back (a network output or a kept tensor). The results differ from the plain e
   followed by the sum and the ReLU in place;
 * x · sigmoid(x) -> one SiLU, and a convolution -> SiLU -> one node: on CUDA the convolution without its bias, then
   one elementwise kernel adding the bias and applying SiLU (``torch.cuda.jiterator``; PyTorch adds a convolution's
-  bias in a kernel of its own), elsewhere the convolution and SiLU in place.
+  bias in a kernel of its own), elsewhere the convolution and SiLU in place;
+* a tree of elementwise layers (sums, products, sigmoids, ... whose inner results nothing else reads) -> one node:
+  on CUDA one kernel generated for the tree (``torch.cuda.jiterator``), elsewhere, and on the first run of each
+  input shape (the one that checks shapes), the layers one after the other.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import torch
 
@@ -28,7 +32,7 @@ from trtx.reference.core import LayerCall, Node
 def fuse(nodes: list[Node], returned: set[int]) -> list[Node]:
     """Every rewrite of this module, in order (a folded convolution may feed a ReLU or a SiLU)."""
     nodes = fuse_conv_relu(fold_conv_scale(nodes, returned), returned)
-    return fuse_conv_silu(fuse_silu(nodes, returned), returned)
+    return fuse_elementwise(fuse_conv_silu(fuse_silu(nodes, returned), returned), returned)
 
 
 def _readers(nodes: list[Node]) -> tuple[dict[int, int], dict[int, Node]]:
@@ -264,3 +268,131 @@ def fuse_conv_silu(nodes: list[Node], returned: set[int]) -> list[Node]:
                 node = _conv_node(src, node, src.ins[:1], _name(src, "silu"), act="silu")
         out.append(node)
     return out
+
+
+# ---- elementwise trees -------------------------------------------------------------------------------
+
+#: (kind, operation) -> the expression in CUDA C++ of T (float), a and b the operands
+_EXPRESSIONS = {
+    ("ELEMENTWISE", "SUM"): "{a} + {b}",
+    ("ELEMENTWISE", "SUB"): "{a} - {b}",
+    ("ELEMENTWISE", "PROD"): "{a} * {b}",
+    ("ELEMENTWISE", "DIV"): "{a} / {b}",
+    ("ACTIVATION", "SIGMOID"): "T(1) / (T(1) + exp(-{a}))",
+    ("ACTIVATION", "RELU"): "({a} < T(0) ? T(0) : {a})",  # NaN stays NaN, as clamp_min
+    ("ACTIVATION", "TANH"): "tanh({a})",
+    ("SILU", None): "{a} / (T(1) + exp(-{a}))",
+    ("UNARY", "EXP"): "exp({a})",
+    ("UNARY", "NEG"): "-{a}",
+    ("UNARY", "ABS"): "fabs({a})",
+    ("UNARY", "SQRT"): "sqrt({a})",
+    ("UNARY", "RECIP"): "T(1) / {a}",
+}
+_MAX_LEAVES = 8  # the inputs one jiterator kernel takes
+_REFUSED: set[str] = set()  # kernels that did not compile
+
+
+def _expression(node: Node) -> str | None:
+    if node.call is None or len(node.outs) != 1 or node.meta[0][0] != torch.float32:
+        return None
+    if node.kind == "SILU":
+        key = ("SILU", None)
+    elif node.kind == "ACTIVATION":
+        key = (node.kind, node.call.layer.type.name)
+    elif node.kind in ("ELEMENTWISE", "UNARY"):
+        key = (node.kind, node.call.layer.op.name)
+    else:
+        return None
+    arity = 2 if node.kind == "ELEMENTWISE" else 1
+    if len(node.ins) != arity or any(i < 0 for i in node.ins):
+        return None
+    return _EXPRESSIONS.get(key)
+
+
+def fuse_elementwise(nodes: list[Node], returned: set[int]) -> list[Node]:
+    """Trees of elementwise layers -> one node each. From the last layer back, a layer joins the tree of its
+    readers when all of them are in one tree and its result is not returned; the tree's last layer is the one
+    whose result leaves it. Trees of one layer, or reading more than 8 other tensors, stay as they are."""
+    readers: dict[int, list[Node]] = {}
+    for node in nodes:
+        for i in node.ins:
+            readers.setdefault(i, []).append(node)
+    tree: dict[int, int] = {}  # id(node) -> index of its tree's last node in ``nodes``
+    for k in range(len(nodes) - 1, -1, -1):
+        node = nodes[k]
+        if _expression(node) is None:
+            continue
+        slot = node.outs[0]
+        trees = {tree.get(id(r)) for r in readers.get(slot, [])}
+        joins = slot not in returned and len(trees) == 1 and None not in trees
+        tree[id(node)] = trees.pop() if joins else k
+    members: dict[int, list[Node]] = {}
+    for node in nodes:
+        if id(node) in tree:
+            members.setdefault(tree[id(node)], []).append(node)
+    out: list[Node] = []
+    for node in nodes:
+        group = members.get(tree.get(id(node), -1), [])
+        if len(group) < 2:
+            out.append(node)
+            continue
+        fused = _tree_node(group) if node is group[-1] else None
+        if node is group[-1]:
+            out.extend([fused] if fused is not None else group)
+    return out
+
+
+def _tree_node(group: list[Node]) -> Node | None:
+    """The node running ``group`` (in order, the last one's result leaving it), or None past 8 inputs."""
+    inner = {slot for node in group for slot in node.outs}
+    leaves = list(dict.fromkeys(i for node in group for i in node.ins if i not in inner))
+    if len(leaves) > _MAX_LEAVES:
+        return None
+    names = {slot: f"in{j}" for j, slot in enumerate(leaves)}
+    lines = []
+    for j, node in enumerate(group):
+        operands = [names[i] for i in node.ins]
+        expression = _expression(node).format(a=operands[0], b=operands[-1])
+        names[node.outs[0]] = f"v{j}"
+        lines.append(f"T v{j} = {expression};")
+    params = ", ".join(f"T in{j}" for j in range(len(leaves)))
+    body = " ".join(lines)
+    name = "trtx_" + hashlib.sha1(body.encode()).hexdigest()[:16]
+    code = f"template <typename T> T {name}({params}) {{ {body} return v{len(group) - 1}; }}"
+    last = group[-1]
+    call = LayerCall(last.call.raw, "ELEMENTWISE", None, last.call.device, last.call.out_dtypes,
+                     host=last.call._host, trt=last.call.trt)  # fmt: skip
+    op = functools.partial(_run_tree, group=tuple(group), leaves=tuple(leaves), code=code)
+    where = f"{len(group)} elementwise layers, {group[0].where} … {last.where}"
+    return Node("ELEMENTWISE", where, op, call, leaves, last.outs, last.meta, fused="elementwise")
+
+
+def _run_tree(call: LayerCall, *, group: tuple[Node, ...], leaves: tuple[int, ...], code: str):
+    args = [call.x(j) for j in range(len(leaves))]
+    first = call.memo(("tree shapes", *(a.shape for a in args)), lambda: [True])
+    kernel = _jit(code) if args[0].is_cuda and not first[0] and code not in _REFUSED else None
+    if kernel is not None:
+        try:  # compiled at its first call: the second run of a shape, never inside a CUDA graph's capture
+            return [kernel(*args)]
+        except RuntimeError:  # NVRTC refused it: this tree runs layer by layer from now on
+            _REFUSED.add(code)
+    values = dict(zip(leaves, args))  # the layers one by one: the plain executor's ops and shape checks
+    for node in group:
+        node.call.inputs = [values[i] for i in node.ins]
+        try:
+            values[node.outs[0]] = node.op(node.call)[0]
+        finally:
+            node.call.inputs = None
+    first[0] = False
+    return [values[group[-1].outs[0]]]
+
+
+@functools.cache
+def _jit(code: str):
+    """The jiterator kernel of ``code`` (compiled at its first call), None where torch has no jiterator."""
+    try:
+        from torch.cuda import jiterator  # noqa: PLC0415  -- CUDA builds only
+
+        return jiterator._create_jit_fn(code)
+    except Exception:  # noqa: BLE001
+        return None
