@@ -181,16 +181,19 @@ def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 @pytest.mark.gpu
-def test_the_bias_silu_kernel_compiles_and_agrees_with_pytorch():
+@pytest.mark.parametrize("shape", [(3, 16, 9, 7), (2, 8, 40, 40), (1, 3, 1, 1)])
+def test_the_bias_silu_kernel_compiles_and_agrees_with_pytorch(shape):
     """On CUDA the conv+SiLU node runs its bias and SiLU as one kernel: it must compile here (else the plan falls
-    back to two kernels, correct but slower) and agree with PyTorch's silu on fresh values of every sign."""
+    back to two kernels, correct but slower) and agree with PyTorch's add + silu on fresh values of every sign,
+    in planes the kernel reads as float4 and planes it reads one by one; the output is poisoned first."""
     from trtx.reference import fusion
 
-    fn = fusion._bias_silu(torch.device("cuda", torch.cuda.current_device()))
-    assert fn is not None
-    x = torch.randn(3, 16, 9, 7, device="cuda") * 8
-    b = torch.randn(1, 16, 1, 1, device="cuda")
-    torch.testing.assert_close(fn(x, b), torch.nn.functional.silu(x + b), rtol=1e-6, atol=1e-7)
+    kernel = fusion._bias_silu_kernel(torch.device("cuda", torch.cuda.current_device()))
+    assert kernel is not None
+    x = torch.randn(shape, device="cuda") * 8
+    b = torch.randn(shape[1], device="cuda")
+    got = fusion._launch(kernel, x, b, out=torch.full_like(x, float("nan")))  # poisoned: each element written
+    torch.testing.assert_close(got, torch.nn.functional.silu(x + b.reshape(1, -1, 1, 1)), rtol=1e-6, atol=1e-6)
 
 
 def _decode_like(c: Case, returned_inner: bool = False, extra_leaves: int = 0):

@@ -11,8 +11,9 @@ it back (a network output or a kept tensor). The results differ from the plain e
   one cuDNN kernel (``torch.cudnn_convolution_relu`` / ``cudnn_convolution_add_relu``), elsewhere the convolution
   followed by the sum and the ReLU in place;
 * x · sigmoid(x) -> one SiLU, and a convolution -> SiLU -> one node: on CUDA the convolution without its bias, then
-  one elementwise kernel adding the bias and applying SiLU (``torch.cuda.jiterator``; PyTorch adds a convolution's
-  bias in a kernel of its own), elsewhere the convolution and SiLU in place;
+  one kernel adding the bias and applying SiLU per NCHW plane (NVRTC through ``torch.cuda._compile_kernel``;
+  PyTorch adds a convolution's bias in a kernel of its own, and a broadcasting jiterator kernel measured slower
+  than the two), elsewhere the convolution and SiLU in place;
 * a tree of elementwise layers (sums, products, sigmoids, ... whose inner results nothing else reads) -> one node:
   on CUDA one kernel generated for the tree (``torch.cuda.jiterator``), elsewhere, and on the first run of each
   input shape (the one that checks shapes), the layers one after the other.
@@ -88,10 +89,13 @@ def _conv(call: LayerCall, *, s: torch.Tensor | None, t: torch.Tensor | None, ad
             return [torch.cudnn_convolution_relu(x.contiguous(), setup.w, *args)]
         if z.shape == call.memo(("fused conv output", x.shape), lambda: _output_shape(x, setup)):
             return [torch.cudnn_convolution_add_relu(x.contiguous(), setup.w, z.contiguous(), 1.0, *args)]
-    bias_silu = _bias_silu(x.device) if act == "silu" and x.is_cuda and setup.b is not None else None
-    if bias_silu is not None:
+    kernel = _bias_silu_kernel(x.device) if act == "silu" and cuda and setup.b is not None else None
+    if kernel is not None:
         y = nn.convolve(call, x, setup._replace(b=None))
-        return [bias_silu(y, setup.b.reshape(1, -1, *(1,) * setup.nd))]
+        if y.is_contiguous() and y.numel() < 2**31:
+            return [_launch(kernel, y, setup.b)]
+        y = y.add_(setup.b.reshape(1, -1, 1, 1))
+        return [torch.nn.functional.silu(y, inplace=True)]
     y = nn.convolve(call, x, setup)
     if z is not None:
         y = y.add_(z) if torch.broadcast_shapes(y.shape, z.shape) == y.shape else y + z
@@ -100,23 +104,63 @@ def _conv(call: LayerCall, *, s: torch.Tensor | None, t: torch.Tensor | None, ad
     return [y.clamp_min_(0) if act == "relu" else y]
 
 
-@functools.cache
-def _bias_silu(device: torch.device):
-    """silu(x + b) as one CUDA kernel (NVRTC through torch's jiterator), or None where it does not compile or
-    disagrees with PyTorch's silu on a probe (then the plan keeps two kernels). First called in a plan's first,
-    uncaptured run: the probe synchronizes."""
-    try:
-        from torch.cuda import jiterator  # noqa: PLC0415  -- CUDA builds only
+_BIAS_SILU_SOURCE = r"""
+extern "C" __global__ void trtx_bias_silu(const float* __restrict__ x, const float* __restrict__ bias,
+                                         float* __restrict__ y, int channels, int hw) {
+    // one (n, c) plane of an NCHW tensor per blockIdx.x: silu(x + bias[c]), float4 where the plane allows
+    long long plane = blockIdx.x;
+    float b = bias[plane % channels];
+    const float* xp = x + plane * hw;
+    float* yp = y + plane * hw;
+    int step = gridDim.y * blockDim.x;
+    int first = blockIdx.y * blockDim.x + threadIdx.x;
+    if (hw % 4 == 0 && ((unsigned long long)xp % 16 == 0) && ((unsigned long long)yp % 16 == 0)) {
+        for (int i = first; i < hw / 4; i += step) {
+            float4 v = reinterpret_cast<const float4*>(xp)[i];
+            v.x += b; v.y += b; v.z += b; v.w += b;
+            v.x = v.x / (1.0f + expf(-v.x)); v.y = v.y / (1.0f + expf(-v.y));
+            v.z = v.z / (1.0f + expf(-v.z)); v.w = v.w / (1.0f + expf(-v.w));
+            reinterpret_cast<float4*>(yp)[i] = v;
+        }
+    } else {
+        for (int i = first; i < hw; i += step) {
+            float v = xp[i] + b;
+            yp[i] = v / (1.0f + expf(-v));
+        }
+    }
+}
+"""
 
-        fn = jiterator._create_jit_fn(
-            "template <typename T> T bias_silu(T x, T b) { T y = x + b; return y / (T(1) + exp(-y)); }"
-        )
-        x = torch.linspace(-20, 20, 64, device=device).reshape(2, 4, 2, 4)
-        b = torch.linspace(-1, 1, 4, device=device).reshape(1, 4, 1, 1)
-        ok = torch.allclose(fn(x, b), torch.nn.functional.silu(x + b), rtol=1e-6, atol=1e-7)
-    except Exception:  # noqa: BLE001  -- no jiterator, or NVRTC refused the kernel: the unfused form
+
+@functools.cache
+def _bias_silu_kernel(device: torch.device):
+    """The NVRTC-compiled bias + SiLU kernel (``torch.cuda._compile_kernel``), or None where torch has none or
+    it disagrees with PyTorch's silu on a probe: then the plan keeps two kernels. First called in a plan's
+    first, uncaptured run: the probe synchronizes."""
+    try:
+        with torch.cuda.device(device):
+            kernel = torch.cuda._compile_kernel(_BIAS_SILU_SOURCE, "trtx_bias_silu")
+            for shape in ((2, 3, 4, 8), (1, 2, 3, 5)):  # float4 planes, odd planes
+                x = torch.randn(shape, device=device) * 8
+                b = torch.randn(shape[1], device=device)
+                want = torch.nn.functional.silu(x + b.reshape(1, -1, 1, 1))
+                if not torch.allclose(_launch(kernel, x, b), want, rtol=1e-6, atol=1e-6):
+                    return None
+    except Exception:  # noqa: BLE001  -- no NVRTC kernels in this torch, or the kernel did not compile
         return None
-    return fn if ok else None
+    return kernel
+
+
+def _launch(kernel, x: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """silu(x + b per channel) of a contiguous NCHW float tensor into ``out`` (default: a new one), on the current
+    stream."""
+    y = torch.empty_like(x) if out is None else out
+    n, c = x.shape[0], x.shape[1]
+    hw = x[0, 0].numel()
+    if x.numel():
+        chunks = min(max(-(-hw // (4 * 256)), 1), 65535)
+        kernel(grid=(n * c, chunks, 1), block=(256, 1, 1), args=[x, b, y, c, hw])
+    return y
 
 
 def _output_shape(x: torch.Tensor, setup: nn.ConvSetup) -> torch.Size:
