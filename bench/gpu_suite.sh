@@ -45,6 +45,8 @@ fi
 if [ "$part" = benches ] || [ "$part" = all ]; then
   # the reference executor's compiled plan (CUDA graphs) against PyTorch eager, yolov5s and resnet50, batch 1 and 16
   run reference_bench $py bench/reference_bench.py --device cuda --batch 1 16 --iters 50 --out "$out/reference.md"
+  # where yolov5s batch 16's kernel time goes, eager and plan
+  run reference_profile $py bench/reference_profile.py --model yolov5s --batch 16
   # YOLOv8/11 decode + NMS (plugins) against ultralytics' torch post-processing, batch 1 and 8
   run ultralytics_bench $py bench/ultralytics_bench.py --batch 1 8 --out "$out/ultralytics.md"
   # YOLO26's top-k against YOLO11's NMS on the same batch
